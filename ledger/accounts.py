@@ -1,0 +1,83 @@
+"""Accounts: a public key with a local name and a role; system accounts for emission and the owner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from ledger.errors import LedgerError, UnknownAccount
+from ledger.schema import EMISSION_ACCOUNT, OWNER_ACCOUNT
+
+ROLES = ("contributor", "validator")
+ACCOUNT_ID_HEX_CHARS = 16  # account ids are the key's first 64 bits, short enough to read in SQL
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    public_key: str | None
+    name: str
+    role: str
+    registered_epoch: int
+
+
+def account_id_for(public_key: str) -> str:
+    """The account id a public key gets: its first 16 hex digits."""
+    return public_key[:ACCOUNT_ID_HEX_CHARS].lower()
+
+
+def ensure_system_accounts(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the emission and owner accounts once."""
+    for account_id, role in ((EMISSION_ACCOUNT, "system"), (OWNER_ACCOUNT, "owner")):
+        con.execute(
+            "INSERT INTO accounts VALUES (?, NULL, ?, ?, 0) ON CONFLICT DO NOTHING", [account_id, account_id, role]
+        )
+
+
+def register(con: duckdb.DuckDBPyConnection, public_key: str, name: str, role: str, epoch: int) -> Account:
+    """Register a key under a role; registering the same key again with the same role is a no-op."""
+    if role not in ROLES:
+        raise LedgerError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    public_key = public_key.lower()
+    existing = find(con, public_key)
+    if existing is not None:
+        if existing.role != role:
+            raise LedgerError(
+                f"key {public_key[:16]}… is already registered as {existing.role} ({existing.name!r}); "
+                "use another key for another role"
+            )
+        return existing
+    if con.execute("SELECT 1 FROM accounts WHERE name = ?", [name]).fetchone():
+        raise LedgerError(f"the name {name!r} is already taken by another key; pick another name")
+    account = Account(account_id_for(public_key), public_key, name, role, epoch)
+    con.execute(
+        "INSERT INTO accounts VALUES (?, ?, ?, ?, ?)",
+        [account.account_id, account.public_key, account.name, account.role, account.registered_epoch],
+    )
+    return account
+
+
+def find(con: duckdb.DuckDBPyConnection, ref: str) -> Account | None:
+    """Look an account up by id, public key or name."""
+    row = con.execute(
+        "SELECT account_id, public_key, name, role, registered_epoch FROM accounts "
+        "WHERE account_id = ? OR public_key = ? OR name = ? ORDER BY account_id LIMIT 1",
+        [ref.lower(), ref.lower(), ref],
+    ).fetchone()
+    return Account(*row) if row else None
+
+
+def get(con: duckdb.DuckDBPyConnection, ref: str) -> Account:
+    """Like `find`, but a missing account is an error that says how to register."""
+    account = find(con, ref)
+    if account is None:
+        raise UnknownAccount(f"no account {ref!r} in the ledger; register it with `tributary register NAME --role ...`")
+    return account
+
+
+def all_accounts(con: duckdb.DuckDBPyConnection, role: str | None = None) -> list[Account]:
+    """Every account (optionally of one role), ordered by id."""
+    sql = "SELECT account_id, public_key, name, role, registered_epoch FROM accounts"
+    rows = con.execute(sql + (" WHERE role = ?" if role else "") + " ORDER BY account_id", [role] if role else []).fetchall()
+    return [Account(*r) for r in rows]

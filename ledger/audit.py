@@ -1,0 +1,102 @@
+"""`tributary audit`: recompute the hash chain and check the money invariants of DESIGN 4.6."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from ledger.digest import GENESIS_HASH, chain_hash
+from ledger.epochs import settled_epochs
+from ledger.results import results_digest
+from ledger.schema import EMISSION_ACCOUNT
+from ledger.settlement import PAYOUT_KINDS
+
+
+@dataclass
+class AuditReport:
+    epochs_checked: int = 0
+    transfers_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def audit(con: duckdb.DuckDBPyConnection) -> AuditReport:
+    """Check every settled epoch's link and every invariant; each problem names the epoch, account or transfer."""
+    report = AuditReport()
+    _check_chain(con, report)
+    _check_transfers(con, report)
+    _check_payouts(con, report)
+    _check_balances(con, report)
+    return report
+
+
+def _check_chain(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    prev = GENESIS_HASH
+    for row in settled_epochs(con):
+        report.epochs_checked += 1
+        if row.prev_hash != prev:
+            report.problems.append(f"epoch {row.epoch}: prev_hash {row.prev_hash} does not match the previous epoch's hash {prev}")
+        recomputed = results_digest(con, row.epoch)
+        if recomputed != row.results_digest:
+            report.problems.append(
+                f"epoch {row.epoch}: its rows now digest to {recomputed}, but {row.results_digest} was settled "
+                "(a reward, transfer, bond, weight or contribution row of this epoch was changed)"
+            )
+        expected = chain_hash(row.prev_hash or GENESIS_HASH, row.epoch, row.inputs_digest, row.results_digest)
+        if row.hash != expected:
+            report.problems.append(f"epoch {row.epoch}: hash {row.hash} should be {expected}")
+        prev = row.hash
+
+
+def _check_transfers(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    rows = con.execute(
+        "SELECT t.id, t.amount, t.debit_account, t.debit_bucket, t.credit_account, t.credit_bucket, "
+        "d.account_id IS NULL, c.account_id IS NULL FROM transfers t "
+        "LEFT JOIN accounts d ON d.account_id = t.debit_account LEFT JOIN accounts c ON c.account_id = t.credit_account "
+        "ORDER BY t.id"
+    ).fetchall()
+    report.transfers_checked = len(rows)
+    for expected_id, (tid, amount, da, db, ca, cb, d_missing, c_missing) in enumerate(rows, start=1):
+        if tid != expected_id:
+            report.problems.append(f"transfer ids jump from {expected_id - 1} to {tid}: transfers were deleted")
+            break
+        if amount is None or amount <= 0:
+            report.problems.append(f"transfer {tid}: amount {amount} is not a positive number of units")
+        if (da, db) == (ca, cb):
+            report.problems.append(f"transfer {tid}: debits and credits the same account and bucket {da}/{db}")
+        if d_missing or c_missing:
+            report.problems.append(f"transfer {tid}: names an unknown account ({da if d_missing else ca})")
+    (total,) = con.execute("SELECT COALESCE(SUM(liquid + staked), 0) FROM balances").fetchone()
+    if total != 0:
+        report.problems.append(f"the balances of all accounts sum to {total} units, not 0: debits and credits do not balance")
+
+
+def _check_payouts(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    kinds = ", ".join(f"'{k}'" for k in PAYOUT_KINDS)
+    rows = con.execute(
+        f"""
+        SELECT e.epoch, e.emission,
+               (SELECT COALESCE(SUM(amount), 0) FROM transfers t WHERE t.epoch = e.epoch AND t.kind IN ({kinds})),
+               (SELECT COALESCE(SUM(amount), 0) FROM rewards r WHERE r.epoch = e.epoch)
+        FROM epochs e WHERE e.settled_at IS NOT NULL ORDER BY e.epoch
+        """
+    ).fetchall()
+    for epoch, emission, paid, rewarded in rows:
+        if paid != emission:
+            report.problems.append(f"epoch {epoch}: payout transfers sum to {paid} units, but its emission is {emission}")
+        if rewarded != emission:
+            report.problems.append(f"epoch {epoch}: rewards.amount sums to {rewarded} units, but its emission is {emission}")
+
+
+def _check_balances(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    rows = con.execute(
+        "SELECT account_id, liquid, staked FROM balances WHERE account_id <> ? AND (liquid < 0 OR staked < 0) "
+        "ORDER BY account_id",
+        [EMISSION_ACCOUNT],
+    ).fetchall()
+    for account_id, liquid, staked in rows:
+        report.problems.append(f"account {account_id}: negative balance (liquid {liquid}, staked {staked})")

@@ -1,0 +1,65 @@
+"""What ingest accepted and quarantined, recorded as it happens; statuses are finalized at settlement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class ContributionRecord:
+    submission_id: str
+    epoch: int
+    account_id: str | None
+    public_key: str | None
+    task: str | None
+    kind: str | None
+    rows: int | None
+    status: str  # accepted | quarantined
+    reason: str | None
+    digest: str | None
+    nonce: int | None
+    file: str
+    received_at: str
+    lake_path: str | None = None
+    detail: str | None = None  # for quarantined ones: the human-readable reason
+
+
+def record(con: duckdb.DuckDBPyConnection, records: list[ContributionRecord]) -> int:
+    """Insert ingest outcomes (and quarantine rows for rejects); a submission id seen before is skipped."""
+    written = 0
+    for r in records:
+        if con.execute("SELECT 1 FROM contributions WHERE submission_id = ?", [r.submission_id]).fetchone():
+            continue
+        con.execute(
+            "INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            [r.submission_id, r.epoch, r.account_id, r.task, r.kind, r.rows, r.status, r.reason, r.digest,
+             r.public_key, r.nonce, r.file, r.received_at, r.lake_path],
+        )
+        if r.status == "quarantined":
+            con.execute(
+                "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [r.submission_id, r.epoch, r.account_id, r.file, r.reason, r.detail or r.reason, r.received_at],
+            )
+        written += 1
+    return written
+
+
+def last_nonces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The highest nonce each key has used in any submission that got past the signature check."""
+    rows = con.execute(
+        "SELECT public_key, max(nonce) FROM contributions WHERE public_key IS NOT NULL AND nonce IS NOT NULL "
+        "AND coalesce(reason, '') NOT IN ('bad_signature', 'unknown_key', 'unreadable', 'replayed_nonce') "
+        "GROUP BY public_key"
+    ).fetchall()
+    return {k: int(n) for k, n in rows}
+
+
+def accepted(con: duckdb.DuckDBPyConnection, epoch: int, kind: str) -> list[tuple]:
+    """(submission_id, account_id, task, lake_path, received_at) of an epoch's accepted submissions of one kind."""
+    return con.execute(
+        "SELECT submission_id, account_id, task, lake_path, received_at FROM contributions "
+        "WHERE epoch = ? AND kind = ? AND status <> 'quarantined' ORDER BY received_at, submission_id",
+        [epoch, kind],
+    ).fetchall()

@@ -1,0 +1,59 @@
+"""Opening the ledger file: one writer, brief read-only readers, lock errors retried then named."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from ledger.errors import LedgerBusy
+from ledger.schema import migrate
+
+LOCK_RETRY_SECONDS = 10.0
+LOCK_RETRY_STEP_SECONDS = 0.1
+
+
+def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_RETRY_SECONDS) -> duckdb.DuckDBPyConnection:
+    """Open the ledger, retrying while another process holds the lock; migrates on a read-write open."""
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
+                if "lock" in str(e).lower():
+                    raise LedgerBusy(
+                        f"{path}: another process is writing the ledger (an epoch run or the Dagster UI); "
+                        f"try again when it finishes. DuckDB said: {e}"
+                    ) from None
+                raise
+            time.sleep(LOCK_RETRY_STEP_SECONDS)
+    if not read_only:
+        migrate(con)
+    return con
+
+
+@contextmanager
+def open_ledger(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A ledger connection that is closed on exit, so the file lock is held only as long as needed."""
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN … COMMIT, rolled back on any error: a partial epoch never reaches the file."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

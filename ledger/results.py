@@ -1,0 +1,24 @@
+"""The results digest of an epoch: recomputed from the tables, by settlement and by the audit alike."""
+
+from __future__ import annotations
+
+import duckdb
+
+from ledger.digest import digest
+
+# Each query lists an epoch's rows in a fixed order; timestamps are left out so replays hash equal.
+RESULT_QUERIES = {
+    "rewards": "SELECT account_id, role, value, weight, consensus, incentive, dividends, amount, stake, validator_trust "
+               "FROM rewards WHERE epoch = ? ORDER BY account_id",
+    "transfers": "SELECT id, debit_account, debit_bucket, credit_account, credit_bucket, amount, kind, memo "
+                 "FROM transfers WHERE epoch = ? ORDER BY id",
+    "bonds": "SELECT validator, miner, bond FROM bonds WHERE epoch = ? ORDER BY validator, miner",
+    "weights": "SELECT validator, miner, weight FROM weights WHERE epoch = ? ORDER BY validator, miner",
+    "contributions": "SELECT submission_id, account_id, task, kind, rows, status, reason, digest, duplicate_rows, value "
+                     "FROM contributions WHERE epoch = ? ORDER BY submission_id",
+}
+
+
+def results_digest(con: duckdb.DuckDBPyConnection, epoch: int) -> str:
+    """BLAKE2b of every row an epoch's settlement produced or confirmed."""
+    return digest({name: [list(r) for r in con.execute(sql, [epoch]).fetchall()] for name, sql in RESULT_QUERIES.items()})

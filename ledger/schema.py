@@ -1,0 +1,126 @@
+"""The ledger's tables and views (DESIGN 4.6), applied as numbered migrations."""
+
+from __future__ import annotations
+
+import duckdb
+
+EMISSION_ACCOUNT = "emission"  # the only account allowed a negative balance: every token ever minted comes from it
+OWNER_ACCOUNT = "owner"  # the market operator's cut
+SYSTEM_ACCOUNTS = (EMISSION_ACCOUNT, OWNER_ACCOUNT)
+BUCKETS = ("liquid", "staked")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE accounts (
+        account_id VARCHAR PRIMARY KEY,
+        public_key VARCHAR UNIQUE,
+        name VARCHAR NOT NULL,
+        role VARCHAR NOT NULL CHECK (role IN ('contributor', 'validator', 'system', 'owner')),
+        registered_epoch BIGINT NOT NULL
+    );
+    CREATE TABLE epochs (
+        epoch BIGINT PRIMARY KEY,
+        starts_at TIMESTAMP NOT NULL,
+        ends_at TIMESTAMP,
+        settled_at TIMESTAMP,
+        inputs_digest VARCHAR,
+        results_digest VARCHAR,
+        prev_hash VARCHAR,
+        hash VARCHAR,
+        emission BIGINT
+    );
+    CREATE TABLE contributions (
+        submission_id VARCHAR PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        account_id VARCHAR,
+        task VARCHAR,
+        kind VARCHAR,
+        rows BIGINT,
+        status VARCHAR NOT NULL CHECK (status IN ('accepted', 'duplicate', 'quarantined')),
+        reason VARCHAR,
+        digest VARCHAR,
+        public_key VARCHAR,
+        nonce BIGINT,
+        file VARCHAR,
+        received_at TIMESTAMP,
+        lake_path VARCHAR,
+        duplicate_rows BIGINT,
+        value DOUBLE
+    );
+    CREATE TABLE quarantine (
+        submission_id VARCHAR PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        account_id VARCHAR,
+        file VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        detail VARCHAR NOT NULL,
+        received_at TIMESTAMP
+    );
+    CREATE TABLE rewards (
+        epoch BIGINT NOT NULL,
+        account_id VARCHAR NOT NULL,
+        role VARCHAR NOT NULL,
+        value DOUBLE,
+        weight DOUBLE,
+        consensus DOUBLE,
+        incentive DOUBLE,
+        dividends DOUBLE,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        stake BIGINT,
+        validator_trust DOUBLE,
+        PRIMARY KEY (epoch, account_id)
+    );
+    CREATE TABLE transfers (
+        id BIGINT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        debit_account VARCHAR NOT NULL,
+        debit_bucket VARCHAR NOT NULL CHECK (debit_bucket IN ('liquid', 'staked')),
+        credit_account VARCHAR NOT NULL,
+        credit_bucket VARCHAR NOT NULL CHECK (credit_bucket IN ('liquid', 'staked')),
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        kind VARCHAR NOT NULL,
+        memo VARCHAR NOT NULL DEFAULT ''
+    );
+    CREATE TABLE bonds (
+        epoch BIGINT NOT NULL,
+        validator VARCHAR NOT NULL,
+        miner VARCHAR NOT NULL,
+        bond DOUBLE NOT NULL,
+        PRIMARY KEY (epoch, validator, miner)
+    );
+    CREATE TABLE weights (
+        epoch BIGINT NOT NULL,
+        validator VARCHAR NOT NULL,
+        miner VARCHAR NOT NULL,
+        weight DOUBLE NOT NULL,
+        PRIMARY KEY (epoch, validator, miner)
+    );
+    -- Balance = credits - debits per account and bucket; derived, never stored.
+    CREATE VIEW balances AS
+    WITH moves AS (
+        SELECT credit_account AS account_id, credit_bucket AS bucket, amount FROM transfers
+        UNION ALL
+        SELECT debit_account, debit_bucket, -amount FROM transfers
+    )
+    SELECT a.account_id,
+           CAST(COALESCE(SUM(m.amount) FILTER (WHERE m.bucket = 'liquid'), 0) AS BIGINT) AS liquid,
+           CAST(COALESCE(SUM(m.amount) FILTER (WHERE m.bucket = 'staked'), 0) AS BIGINT) AS staked
+    FROM accounts a LEFT JOIN moves m USING (account_id)
+    GROUP BY a.account_id;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply any migrations the file lacks, each in its own transaction; returns the schema version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, ddl in enumerate(MIGRATIONS[current:], start=current + 1):
+        con.execute("BEGIN TRANSACTION")
+        con.execute(ddl)
+        con.execute("INSERT INTO schema_version VALUES (?)", [version])
+        con.execute("COMMIT")
+    return SCHEMA_VERSION

@@ -1,0 +1,117 @@
+"""Reading contributed files into Arrow and fitting them to a task's canonical schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quality.errors import FILE_FIELD, SchemaError
+from quality.task import Task
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
+CSV_SUFFIXES = (".csv",)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    """Arrow IPC file format (which Feather v2 is); fall back to the stream format."""
+    try:
+        with pa.memory_map(str(path)) as src:
+            return pa.ipc.open_file(src).read_all()
+    except pa.ArrowInvalid:
+        with pa.OSFile(str(path)) as src:
+            return pa.ipc.open_stream(src).read_all()
+
+
+def read_table(path: Path) -> pa.Table:
+    """Decode a Parquet, Arrow IPC (.arrow/.feather/.ipc) or CSV file to Arrow, chosen by suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if suffix in IPC_SUFFIXES:
+            return _read_ipc(path)
+        if suffix in CSV_SUFFIXES:
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+    except FileNotFoundError:
+        raise SchemaError(str(path), FILE_FIELD, "unreadable: no such file") from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        kind = {**dict.fromkeys(PARQUET_SUFFIXES, "Parquet"), **dict.fromkeys(IPC_SUFFIXES, "Arrow IPC")}.get(
+            suffix, "CSV")
+        raise SchemaError(str(path), FILE_FIELD, f"unreadable: not a valid {kind} file ({_first_line(e)})") from None
+    allowed = ", ".join(PARQUET_SUFFIXES + IPC_SUFFIXES + CSV_SUFFIXES)
+    raise SchemaError(str(path), FILE_FIELD, f"unreadable: unsupported file type {suffix or '(none)'!r}; use {allowed}")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _describe_columns(columns: list[str]) -> str:
+    """The task's columns for an error message, abbreviated when there are many."""
+    if len(columns) <= 12:
+        return ", ".join(columns)
+    return f"{', '.join(columns[:4])}, ..., {', '.join(columns[-2:])} ({len(columns)} in all)"
+
+
+def _first_uncastable(col: pa.ChunkedArray, target: pa.DataType) -> tuple[int, object]:
+    """Row index and value of the first element that does not cast; bisection keeps it vectorised."""
+    lo, hi = 0, len(col)  # invariant: col[lo:hi] holds a bad value
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(col.slice(lo, mid - lo), target)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo, col[lo].as_py()
+
+
+def _cast_column(col: pa.ChunkedArray, target: pa.DataType, name: str, file: str | None) -> pa.ChunkedArray:
+    """Cast one column safely (no silent truncation or overflow), naming the first value that does not fit."""
+    if col.type == target:
+        return col
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    what = "string" if target == pa.string() else str(target)
+    if pa.types.is_null(col.type):  # an all-empty CSV column: keep the nulls, the quality suite judges them
+        return pa.chunked_array([pa.nulls(len(col), target)], target)
+    try:
+        return pc.cast(col, target)
+    except pa.ArrowNotImplementedError:
+        raise SchemaError(file, name, f"cannot cast to {what}: the column has type {col.type}") from None
+    except pa.ArrowInvalid:
+        row, value = _first_uncastable(col, target)
+        raise SchemaError(file, name, f"cannot cast to {what}: {value!r} (row {row}, type {col.type})") from None
+
+
+def cast_to_task(table: pa.Table, task: Task, *, file: str | None = None) -> pa.Table:
+    """The table's canonical columns in canonical order, each cast to the task's type.
+
+    Raises SchemaError naming the column and the rule for a missing, extra or duplicated column, or a value that
+    does not cast without loss.
+    """
+    names = table.column_names
+    expected = task.columns()
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise SchemaError(file, n, "duplicate column")
+        seen.add(n)
+    for n in expected:
+        if n not in seen:
+            raise SchemaError(file, n, "missing column")
+    for n in names:
+        if n not in expected:
+            raise SchemaError(file, n, f"unexpected column; the task's columns are {_describe_columns(expected)}")
+    schema = task.arrow_schema()
+    columns = [_cast_column(table.column(f.name), f.type, f.name, file) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,348 @@
+"""One epoch, stage by stage: ingest → score → weights → consensus → settle.
+
+The CLI (`tributary epoch run`) and the Dagster assets call these same functions; each stage takes the previous
+stage's value, so either driver can run them in one process or hand them between steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger import accounts, contributions, transfers
+from ledger.contributions import ContributionRecord
+from ledger.db import open_ledger, transaction
+from ledger.digest import digest
+from ledger.epochs import current_epoch
+from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
+from quality.task import Task, load_tasks
+from tributary.home import Home, utcnow
+
+WEIGHTS_TASK_DIR = "task=_weights"
+
+
+# ---------------------------------------------------------------------------------------------------- ingest
+@dataclass(frozen=True)
+class IngestSummary:
+    epoch: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int]
+    rows: int
+
+
+def ingest(home: Home) -> IngestSummary:
+    """Run the Beam ingest over the drop folder into the open epoch and record what it decided."""
+    from pipelines.ingest import Registry, run_ingest  # Beam is imported only when ingest runs
+    from quality.schema import cast_to_task
+    from quality.suite import validate
+
+    paths = home.paths
+    with open_ledger(paths.ledger) as con:
+        epoch = current_epoch(con)
+        registry = Registry(
+            accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
+            last_nonce=contributions.last_nonces(con),
+            tasks=load_tasks(paths.tasks),
+        )
+    result = run_ingest(
+        drop=paths.drop, lake=paths.lake, archive=paths.archive, quarantine=paths.quarantine, epoch=epoch,
+        registry=registry, cast=cast_to_task, gate=validate, max_payload_bytes=home.settings.max_payload_bytes,
+        pipeline_args=list(home.settings.beam_pipeline_args),
+    )
+    records = [
+        ContributionRecord(
+            submission_id=a.submission_id, epoch=epoch, account_id=a.account_id, public_key=a.public_key, task=a.task,
+            kind=a.kind, rows=a.rows, status="accepted", reason=None, digest=a.digest, nonce=a.nonce, file=a.file,
+            received_at=a.received_at, lake_path=_relative(a.lake_path, paths.root),
+        )
+        for a in result.accepted
+    ] + [
+        ContributionRecord(
+            submission_id=r.submission_id, epoch=epoch, account_id=r.account_id, public_key=r.public_key, task=r.task,
+            kind=r.kind, rows=None, status="quarantined", reason=r.reason, digest=None, nonce=r.nonce, file=r.file,
+            received_at=r.received_at, detail=r.detail,
+        )
+        for r in result.rejected
+    ]
+    with open_ledger(paths.ledger) as con, transaction(con):
+        contributions.record(con, records)
+    reasons: dict[str, int] = {}
+    for r in result.rejected:
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons, sum(a.rows for a in result.accepted))
+
+
+def _relative(path: str, root: Path) -> str:
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_absolute() and p.is_relative_to(root) else str(p)
+
+
+# ---------------------------------------------------------------------------------------------------- score
+@dataclass(frozen=True)
+class SubmissionScore:
+    submission_id: str
+    account_id: str
+    task: str
+    rows: int
+    duplicate_rows: int
+    value: float
+
+    @property
+    def status(self) -> str:
+        return "duplicate" if self.rows and self.duplicate_rows == self.rows else "accepted"
+
+
+@dataclass(frozen=True)
+class EpochScores:
+    epoch: int
+    submissions: tuple[SubmissionScore, ...]
+    values: dict[str, float]  # account_id -> summed data value over its rows and tasks
+    inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
+
+
+def score(home: Home, epoch: int | None = None) -> EpochScores:
+    """Value every accepted dataset row of the epoch with exact KNN-Shapley against each task's holdout.
+
+    A row already in the lake (an earlier epoch, or an earlier submission this epoch) is a duplicate and earns
+    nothing: only its first submitter is paid for it.
+    """
+    from rewards.duplicates import first_seen_mask
+    from rewards.valuation import knn_shapley
+
+    paths = home.paths
+    with open_ledger(paths.ledger, read_only=True) as con:
+        epoch = current_epoch(con) if epoch is None else epoch
+        subs = contributions.accepted(con, epoch, "dataset")
+    tasks = load_tasks(paths.tasks)
+    scores: list[SubmissionScore] = []
+    values: dict[str, float] = {}
+    inputs: list = []
+    for task_name in sorted({s[2] for s in subs}):
+        task = tasks[task_name]
+        task_subs = [s for s in subs if s[2] == task_name]
+        tables = [pq.read_table(paths.root / s[3]) for s in task_subs]
+        pool = pa.concat_tables(tables) if tables else None
+        hashes = pool.column("_row_hash").to_numpy()
+        fresh = first_seen_mask(hashes, _prior_hashes(paths.lake, epoch, task_name))
+        x = _features(pool, task)
+        y = pool.column(task.label).to_numpy(zero_copy_only=False)
+        holdout = pq.read_table(_holdout_path(home, task))
+        row_values = np.zeros(pool.num_rows)
+        if fresh.any():
+            row_values[fresh] = knn_shapley(
+                x[fresh], y[fresh], _features(holdout, task), holdout.column(task.label).to_numpy(zero_copy_only=False),
+                k=task.k,
+            )
+        start = 0
+        for (submission_id, account_id, _, lake_path, _), table in zip(task_subs, tables):
+            stop = start + table.num_rows
+            value = float(np.sum(row_values[start:stop]))
+            dup = int(np.count_nonzero(~fresh[start:stop]))
+            scores.append(SubmissionScore(submission_id, account_id, task_name, table.num_rows, dup, value))
+            values[account_id] = values.get(account_id, 0.0) + value
+            inputs.append([submission_id, account_id, task_name, lake_path])
+            start = stop
+    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs})
+
+
+def _features(table: pa.Table, task: Task) -> np.ndarray:
+    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in task.feature_names()])
+
+
+def _holdout_path(home: Home, task: Task) -> Path:
+    path = Path(task.holdout)
+    return path if path.is_absolute() else home.root / path
+
+
+def _prior_hashes(lake: Path, epoch: int, task_name: str) -> np.ndarray:
+    """Row hashes of this task's rows landed in earlier epochs."""
+    files = sorted(
+        f for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
+        for f in (d / "kind=dataset" / f"task={task_name}").glob("*.parquet")
+    )
+    if not files:
+        return np.empty(0, dtype=np.uint64)
+    return np.concatenate([pq.read_table(f, columns=["_row_hash"]).column(0).to_numpy() for f in files])
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class ValidatorWeights:
+    epoch: int
+    validators: tuple[str, ...]  # account ids, rows of W
+    miners: tuple[str, ...]  # contributor account ids, columns of W
+    weights: np.ndarray  # V x M, raw (Yuma normalizes rows)
+    stake: np.ndarray  # V staked units at the epoch's start
+    active: np.ndarray  # V bool: submitted weights this epoch (the house always does)
+    house: str
+
+
+def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
+    """The house's weights from the measured values, plus each external validator's latest signed weight file."""
+    from rewards.house import house_weights
+
+    epoch = scores.epoch
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        stakes = transfers.stakes_at_epoch_start(con, epoch)
+        all_accounts = accounts.all_accounts(con)
+        weight_subs = contributions.accepted(con, epoch, "weights")
+    house = next(a.account_id for a in all_accounts if a.name == home.settings.house_name)
+    miners = tuple(a.account_id for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch)
+    validators = tuple(sorted(set(stakes) | {house}))
+    by_key = {a.public_key: a.account_id for a in all_accounts if a.public_key}
+    col = {m: j for j, m in enumerate(miners)}
+    row = {v: i for i, v in enumerate(validators)}
+    w = np.zeros((len(validators), len(miners)))
+    active = np.zeros(len(validators), dtype=bool)
+    for account_id, share in house_weights(scores.values).items():
+        if account_id in col:
+            w[row[house], col[account_id]] = share
+    active[row[house]] = True
+    latest: dict[str, str] = {}
+    for _, account_id, _, lake_path, _ in weight_subs:  # ordered by arrival: a later file replaces an earlier one
+        latest[account_id] = lake_path
+    for account_id, lake_path in sorted(latest.items()):
+        if account_id not in row:
+            continue  # no stake at the epoch's start: no say this epoch
+        i = row[account_id]
+        table = pq.read_table(home.root / lake_path)
+        w[i, :] = 0.0
+        for key, value in zip(table.column("miner_key").to_pylist(), table.column("weight").to_pylist()):
+            miner = by_key.get(key)
+            if miner in col:
+                w[i, col[miner]] = float(value)
+        active[i] = True
+    stake = np.array([float(stakes.get(v, 0)) for v in validators])
+    return ValidatorWeights(epoch, validators, miners, w, stake, active, house)
+
+
+# ---------------------------------------------------------------------------------------------------- consensus
+@dataclass(frozen=True)
+class ConsensusOutcome:
+    weights: ValidatorWeights
+    result: object  # rewards.consensus.YumaResult
+    bonds_prev: np.ndarray
+    params: dict
+
+
+def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
+    """Yuma Consensus over the validators that weighed in this epoch, carrying bonds from the last epoch."""
+    from rewards.backend import get_xp
+    from rewards.consensus import YumaParams, yuma_epoch
+
+    s = home.settings
+    params = YumaParams(
+        kappa=s.kappa, bonds_penalty=s.bonds_penalty, bonds_moving_average=s.bonds_moving_average,
+        yuma_version=s.yuma_version, liquid_alpha_enabled=s.liquid_alpha_enabled, alpha_low=s.alpha_low,
+        alpha_high=s.alpha_high, alpha_sigmoid_steepness=s.alpha_sigmoid_steepness,
+    )
+    bonds_prev = _previous_bonds(home, vw)
+    # A validator that did not weigh in this epoch is inactive (yuma.md §1.4): no stake and no weight row, so it
+    # can neither sway the median nor buy Yuma 3 bonds.
+    active = vw.active & (vw.stake > 0)
+    active_stake = np.where(active, vw.stake, 0.0)
+    weights = np.where(active[:, None], vw.weights, 0.0)
+    result = yuma_epoch(weights, active_stake, bonds_prev, params, xp=get_xp(s.array_backend))
+    return ConsensusOutcome(vw, result, bonds_prev, params.__dict__.copy())
+
+
+def _previous_bonds(home: Home, vw: ValidatorWeights) -> np.ndarray:
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        rows = con.execute(
+            "SELECT validator, miner, bond FROM bonds WHERE epoch = (SELECT max(epoch) FROM bonds WHERE epoch < ?)",
+            [vw.epoch],
+        ).fetchall()
+    row = {v: i for i, v in enumerate(vw.validators)}
+    col = {m: j for j, m in enumerate(vw.miners)}
+    bonds = np.zeros((len(vw.validators), len(vw.miners)))
+    for validator, miner, bond in rows:
+        if validator in row and miner in col:
+            bonds[row[validator], col[miner]] = bond
+    return bonds
+
+
+# ---------------------------------------------------------------------------------------------------- settle
+def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome) -> Settlement:
+    """Turn consensus into reward lines whose shares sum to one, and digest every input that produced them."""
+    from rewards.backend import to_numpy
+    from rewards.emission import emission_shares
+    from rewards.house import house_weights
+
+    vw, r = outcome.weights, outcome.result
+    incentive, dividends = to_numpy(r.incentive), to_numpy(r.dividends)
+    consensus, trust, active_stake = to_numpy(r.consensus), to_numpy(r.validator_trust), to_numpy(r.active_stake)
+    shares = emission_shares(incentive, dividends, active_stake, owner_cut=home.settings.owner_cut)
+    house_w = house_weights(scores.values)
+    lines = [RewardLine(account_id="owner", role="owner", share=float(shares.owner), kind="owner_cut")]
+    for j, miner in enumerate(vw.miners):
+        lines.append(RewardLine(
+            account_id=miner, role="contributor", share=float(shares.miners[j]), kind="incentive",
+            value=float(scores.values.get(miner, 0.0)), weight=float(house_w.get(miner, 0.0)),
+            consensus=float(consensus[j]), incentive=float(incentive[j]), dividends=0.0,
+        ))
+    for i, validator in enumerate(vw.validators):
+        lines.append(RewardLine(
+            account_id=validator, role="validator", share=float(shares.validators[i]), kind="dividend",
+            bucket="staked", weight=float(active_stake[i]), dividends=float(dividends[i]), stake=int(vw.stake[i]),
+            validator_trust=float(trust[i]),
+        ))
+    bonds = to_numpy(r.bonds)
+    row_sums = vw.weights.sum(axis=1, keepdims=True)
+    norm_w = np.divide(vw.weights, row_sums, out=np.zeros_like(vw.weights), where=row_sums > 0)
+    inputs = {
+        "epoch": vw.epoch,
+        "scores": scores.inputs,
+        "values": sorted([k, v] for k, v in scores.values.items()),
+        "validators": list(vw.validators),
+        "miners": list(vw.miners),
+        "weights": vw.weights.tolist(),
+        "stake": vw.stake.tolist(),
+        "active": vw.active.tolist(),
+        "bonds_prev": outcome.bonds_prev.tolist(),
+        "params": outcome.params,
+        "emission": home.settings.epoch_emission_units,
+        "owner_cut": home.settings.owner_cut,
+    }
+    return Settlement(
+        epoch=vw.epoch,
+        inputs_digest=digest(inputs),
+        emission=home.settings.epoch_emission_units,
+        lines=tuple(lines),
+        bonds=tuple((v, m, float(bonds[i, j])) for i, v in enumerate(vw.validators)
+                    for j, m in enumerate(vw.miners) if bonds[i, j] > 0),
+        weights=tuple((v, m, float(norm_w[i, j])) for i, v in enumerate(vw.validators)
+                      for j, m in enumerate(vw.miners) if norm_w[i, j] > 0),
+        contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value)
+                            for s in scores.submissions),
+    )
+
+
+def settle(home: Home, settlement: Settlement) -> SettleOutcome:
+    """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs)."""
+    with open_ledger(home.paths.ledger) as con:
+        return settle_epoch(con, settlement, now=utcnow())
+
+
+# ---------------------------------------------------------------------------------------------------- whole epoch
+@dataclass(frozen=True)
+class EpochRun:
+    ingest: IngestSummary
+    scores: EpochScores
+    settlement: Settlement | None
+    outcome: SettleOutcome | None
+
+
+def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
+    """Ingest and score the open epoch; with close=True also run consensus and settle it, opening the next."""
+    summary = ingest(home)
+    scores = score(home, summary.epoch)
+    if not close:
+        return EpochRun(summary, scores, None, None)
+    vw = validator_weights(home, scores)
+    settlement = build_settlement(home, scores, run_consensus(home, vw))
+    return EpochRun(summary, scores, settlement, settle(home, settlement))

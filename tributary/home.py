@@ -1,0 +1,66 @@
+"""A Tributary home: its folders, its ledger, the house validator and the genesis epoch, made on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ledger import accounts, transfers
+from ledger.db import open_ledger, transaction
+from ledger.digest import digest
+from ledger.epochs import get_epoch, open_epoch
+from ledger.settlement import Settlement, settle_epoch
+from tributary import keys
+from tributary.settings import HomePaths, Settings, resolve_home
+
+GENESIS_EPOCH = 0
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+@dataclass(frozen=True)
+class Home:
+    paths: HomePaths
+    settings: Settings
+
+    @property
+    def root(self) -> Path:
+        return self.paths.root
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def open_home(home: str | Path | None = None) -> Home:
+    """Resolve the home and set it up if it is new (idempotent)."""
+    paths = HomePaths(resolve_home(home))
+    settings = Settings.load(paths.root)
+    for folder in paths.folders():
+        folder.mkdir(parents=True, exist_ok=True)
+    dagster_yaml = paths.dagster / "dagster.yaml"
+    if not dagster_yaml.exists():
+        dagster_yaml.write_text(DAGSTER_YAML)
+    _ensure_genesis(paths, settings)
+    return Home(paths, settings)
+
+
+def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
+    """Epoch 0: the house validator registered and staked; the hash chain starts here."""
+    with open_ledger(paths.ledger) as con:
+        genesis_row = get_epoch(con, GENESIS_EPOCH)
+        if genesis_row is not None and genesis_row.settled_at is not None:
+            return
+        key_exists = keys.key_path(paths.keys, settings.house_name).exists()
+        house_key = (keys.load if key_exists else keys.generate)(paths.keys, settings.house_name)
+        now = utcnow()
+        if genesis_row is None:  # one transaction: the epoch-0 row exists iff the house is registered and staked
+            with transaction(con):
+                accounts.ensure_system_accounts(con)
+                open_epoch(con, GENESIS_EPOCH, now)
+                house = accounts.register(con, keys.public_hex(house_key), settings.house_name, "validator", GENESIS_EPOCH)
+                if settings.house_stake_units:
+                    transfers.grant(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH, "house stake")
+                    transfers.stake(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH)
+        genesis = {"house": keys.public_hex(house_key), "stake": settings.house_stake_units}
+        settle_epoch(con, Settlement(epoch=GENESIS_EPOCH, inputs_digest=digest(genesis), emission=0), now=now)

@@ -1,0 +1,83 @@
+"""Every named limit and parameter in one place; read when a command runs, never at import time."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from ledger.money import UNITS_PER_TOKEN
+
+HOME_ENV = "TRIBUTARY_HOME"
+DEFAULT_HOME = Path("data")
+SETTINGS_FILE = "settings.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Market parameters. A home may override any of them in `settings.toml` (same names, lower case)."""
+
+    epoch_seconds: int = 3600
+    epoch_emission_units: int = 1_000 * UNITS_PER_TOKEN
+    house_stake_units: int = 10_000 * UNITS_PER_TOKEN
+    owner_cut: float = 0.18
+    max_payload_bytes: int = 64 * 2**20
+    knn_k: int = 5
+    array_backend: str = "numpy"  # numpy | cupy | auto; rewards/backend.py resolves it
+    beam_pipeline_args: tuple[str, ...] = ()
+    # Yuma Consensus, with the chain's names and defaults (../shared/reference/yuma.md §3).
+    kappa: float = 32767 / 65535
+    bonds_penalty: float = 1.0
+    bonds_moving_average: float = 0.9
+    yuma_version: str = "yuma3"
+    liquid_alpha_enabled: bool = False
+    alpha_low: float = 0.7
+    alpha_high: float = 0.9
+    alpha_sigmoid_steepness: float = 10.0
+    house_name: str = "house"
+
+    @classmethod
+    def load(cls, home: Path) -> "Settings":
+        """Defaults, overridden by the home's settings.toml when it exists; unknown keys are an error."""
+        path = home / SETTINGS_FILE
+        if not path.exists():
+            return cls()
+        data = tomllib.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "beam_pipeline_args" in data:
+            data["beam_pipeline_args"] = tuple(data["beam_pipeline_args"])
+        return replace(cls(), **data)
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    """--home, else $TRIBUTARY_HOME, else ./data; always absolute."""
+    chosen = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
+    return Path(chosen).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class HomePaths:
+    """The folders and files of a home (DESIGN 3: data/)."""
+
+    root: Path
+    drop: Path = field(init=False)
+    lake: Path = field(init=False)
+    quarantine: Path = field(init=False)
+    archive: Path = field(init=False)
+    keys: Path = field(init=False)
+    tasks: Path = field(init=False)
+    holdout: Path = field(init=False)
+    dagster: Path = field(init=False)
+    ledger: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "lake", "quarantine", "archive", "keys", "tasks", "holdout", "dagster"):
+            object.__setattr__(self, name, self.root / name)
+        object.__setattr__(self, "ledger", self.root / "ledger.duckdb")
+
+    def folders(self) -> tuple[Path, ...]:
+        return (self.drop, self.lake, self.quarantine, self.archive, self.keys, self.tasks, self.holdout, self.dagster)
