@@ -50,3 +50,32 @@ def export(ledger_path: Path, out_dir: Path) -> list[Path]:
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+# Named queries: what the demo and `epoch run` print, and what the README suggests analysts try.
+LEADERBOARD_SQL = """
+SELECT a.name, c.account_id,
+       SUM(CASE WHEN c.status = 'accepted' THEN c.rows - COALESCE(c.duplicate_rows, 0) ELSE 0 END) AS rows_accepted,
+       SUM(COALESCE(c.duplicate_rows, 0)) AS duplicate_rows,
+       COUNT(*) FILTER (WHERE c.status = 'quarantined') AS quarantined,
+       ROUND(SUM(COALESCE(c.value, 0)), 6) AS value,
+       (SELECT COALESCE(SUM(r.amount), 0) FROM rewards r WHERE r.account_id = c.account_id) AS earned_units
+FROM contributions c JOIN accounts a USING (account_id)
+WHERE c.kind = 'dataset'
+GROUP BY a.name, c.account_id
+ORDER BY earned_units DESC, a.name
+""".strip()
+
+VALIDATORS_SQL = """
+SELECT a.name, r.epoch, r.stake AS stake_units, ROUND(r.weight, 6) AS active_stake, ROUND(r.validator_trust, 6) AS vtrust,
+       ROUND(r.dividends, 6) AS dividends, r.amount AS earned_units
+FROM rewards r JOIN accounts a USING (account_id)
+WHERE r.role = 'validator'
+ORDER BY r.epoch, a.name
+""".strip()
+
+QUARANTINE_SQL = """
+SELECT q.epoch, COALESCE(a.name, '?') AS name, q.file, q.reason, q.detail
+FROM quarantine q LEFT JOIN accounts a USING (account_id)
+ORDER BY q.epoch, q.received_at, q.file
+""".strip()

@@ -162,7 +162,7 @@ def _columns_detail(kwargs: dict, observed: list[str], success: bool) -> str:
 
 
 def _detail(kind: str, kwargs: dict, result: dict, success: bool, rows: int, task: Task) -> str:
-    """One human sentence for one expectation's result (GX SUMMARY result format)."""
+    """One human sentence for one expectation's result (GX BASIC result format)."""
     col = kwargs.get("column")
     where = f"column '{col}'"
     n = result.get("element_count", rows)
@@ -183,8 +183,6 @@ def _detail(kind: str, kwargs: dict, result: dict, success: bool, rows: int, tas
     if kind == "expect_column_values_to_not_be_null":
         mostly = kwargs.get("mostly", 1.0)
         limit = "none allowed" if mostly >= 1.0 else f"at most {(1.0 - mostly) * 100:.4g}% allowed"
-        if success:
-            return f"{where}: {bad} of {n} values null ({limit})"
         return f"{where}: {bad} of {n} values null ({limit})"
     if kind == "expect_column_values_to_be_between":
         rng = _range(kwargs.get("min_value"), kwargs.get("max_value"))
@@ -221,7 +219,8 @@ def validate(table: pa.Table, task: Task) -> Report:
     with _lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         batch = _get_batch_definition().get_batch(batch_parameters={"dataframe": df})
-        result = batch.validate(suite, result_format={"result_format": "SUMMARY",
+        # BASIC has counts and example values; SUMMARY adds value counts and indexes that cost ~40% more time.
+        result = batch.validate(suite, result_format={"result_format": "BASIC",
                                                       "partial_unexpected_count": _EXAMPLES * 4})
     # GX does not keep suite order in its results; put them back by (expectation, column), unique in our suite.
     by_key = {(r.expectation_config.type, r.expectation_config.kwargs.get("column")): r for r in result.results}

@@ -54,7 +54,7 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be 1-D with one label per row ({feats.shape[0]}), got shape {labs.shape}")
     canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
     canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
-    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(feats.shape[0], -1)
+    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(feats.shape[0], 8 * feats.shape[1])
     out = np.empty(feats.shape[0], dtype=np.uint64)
     for i, (row, lab) in enumerate(zip(rows, _label_bytes(labs), strict=True)):
         digest = hashlib.blake2b(row.tobytes() + lab, digest_size=8).digest()

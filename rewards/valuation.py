@@ -1,7 +1,7 @@
 """Exact KNN-Shapley data values (Jia et al., VLDB 2019) for the unweighted KNN classifier utility.
 
 Every floating-point step is either an elementwise IEEE operation or a reduction whose tree is fixed here (not left
-to the library), so NumPy and CuPy give bit-identical values, and any power-of-two chunking gives the same values as
+to the library), so NumPy and CuPy should give bit-identical values, and any power-of-two chunking gives the same values as
 one chunk. That keeps the ledger independent of the backend and of the memory limit.
 """
 
@@ -195,9 +195,10 @@ def knn_shapley(
 ) -> np.ndarray:
     """Exact KNN-Shapley value of every training row, averaged over test points (float64, one per row).
 
-    Per test point, with training rows sorted by distance (ties: lower index first), s[N] = 1[y_N = y]/N and
-    s[i] = s[i+1] + (1[y_i = y] - 1[y_{i+1} = y]) / k * min(k, i) / i. Test points are processed in power-of-two
-    chunks sized from `max_bytes`; `xp` (None = auto, a name, or numpy/cupy) picks where it runs.
+    Per test point, with training rows sorted by distance (ties: lower index first), s[N] = 1[y_N = y] / k *
+    min(k, N) / N (= 1[y_N = y] / N when N >= k) and s[i] = s[i+1] + (1[y_i = y] - 1[y_{i+1} = y]) / k * min(k, i) / i.
+    Test points are processed in power-of-two chunks sized from `max_bytes`; `xp` (None = auto, a name, or
+    numpy/cupy) picks where it runs.
     """
     xp = _resolve_xp(xp)
     p = _prepare(x_train, y_train, x_test, y_test, k, xp)
@@ -207,6 +208,9 @@ def knn_shapley(
     i = np.arange(1, n, dtype=np.float64)
     # coef[i-1] = min(k, i) / (k * i) for 1-based i = 1..N-1: the recursion's step weight, computed once on the host.
     coef = xp.asarray(np.minimum(float(k), i) / (float(k) * i))
+    # s[N] = 1[y_N = y] * min(k, N) / (k * N): the farthest row only counts when fewer than k rows precede it.
+    # For N >= k this is the paper's 1[y_N = y] / N; for N < k the paper's form would break efficiency.
+    last = min(k, n) / (float(k) * n)
     chunk = _chunk_rows(n, max_bytes)
     acc = _TreeSum()
     for lo in range(0, p.n_test, chunk):
@@ -215,7 +219,7 @@ def knn_shapley(
         # terms[:, i-1] = step of s[i] over s[i+1]; the last column is s[N] itself. Reuses the distance buffer.
         xp.subtract(match[:, :-1], match[:, 1:], out=terms[:, :-1])
         xp.multiply(terms[:, :-1], coef[None, :], out=terms[:, :-1])
-        xp.divide(match[:, -1], float(n), out=terms[:, -1])
+        xp.multiply(match[:, -1], last, out=terms[:, -1])
         buf = xp.empty_like(terms)
         s = _suffix_sum(terms, buf, xp)
         out = buf if s is terms else terms

@@ -82,6 +82,48 @@ def _relative(path: str, root: Path) -> str:
     return str(p.relative_to(root)) if p.is_absolute() and p.is_relative_to(root) else str(p)
 
 
+# ---------------------------------------------------------------------------------------------------- lake
+@dataclass(frozen=True)
+class LakeSubmission:
+    submission_id: str
+    account_id: str
+    task: str
+    rows: int
+    lake_path: str
+
+
+@dataclass(frozen=True)
+class LakeSnapshot:
+    """The epoch's accepted dataset submissions as they sit in the lake."""
+
+    epoch: int
+    submissions: tuple[LakeSubmission, ...]
+
+
+def lake_snapshot(home: Home, epoch: int) -> LakeSnapshot:
+    """List the epoch's landed dataset submissions, in arrival order."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        rows = con.execute(
+            "SELECT submission_id, account_id, task, rows, lake_path FROM contributions "
+            "WHERE epoch = ? AND kind = 'dataset' AND status <> 'quarantined' ORDER BY received_at, submission_id",
+            [epoch],
+        ).fetchall()
+    return LakeSnapshot(epoch, tuple(LakeSubmission(*r) for r in rows))
+
+
+def revalidate(home: Home, snapshot: LakeSnapshot) -> list[tuple[str, object]]:
+    """Run each landed submission's task suite again on its lake file: (submission_id, quality Report)."""
+    from quality.suite import validate
+
+    tasks = load_tasks(home.paths.tasks)
+    reports = []
+    for sub in snapshot.submissions:
+        task = tasks[sub.task]
+        table = pq.read_table(home.root / sub.lake_path, columns=task.columns())
+        reports.append((sub.submission_id, validate(table, task)))
+    return reports
+
+
 # ---------------------------------------------------------------------------------------------------- score
 @dataclass(frozen=True)
 class SubmissionScore:

@@ -1,0 +1,18 @@
+"""The whole Dagster graph of Tributary: epoch assets, the GX check, the drop sensor and the settlement schedule."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.epoch_assets import EPOCH_ASSETS, EPOCH_CHECKS
+from assets.resources import TributaryHome
+from assets.sensors import drop_folder_sensor, ingest_job, settle_job, settlement_schedule
+
+defs = dg.Definitions(
+    assets=EPOCH_ASSETS,
+    asset_checks=EPOCH_CHECKS,
+    jobs=[ingest_job, settle_job],
+    sensors=[drop_folder_sensor],
+    schedules=[settlement_schedule],
+    resources={"tributary": TributaryHome()},
+)

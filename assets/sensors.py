@@ -1,0 +1,52 @@
+"""The drop-folder sensor and the settlement schedule."""
+
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from assets.epoch_assets import EPOCH_ASSETS, contribution_values, contributions, validated_contributions
+from assets.partitions import EPOCH_PARTITIONS
+from assets.resources import TributaryHome
+from pipelines.manifest import MANIFEST_SUFFIX
+
+ingest_job = dg.define_asset_job(
+    "ingest_epoch",
+    selection=dg.AssetSelection.assets(contributions, validated_contributions, contribution_values),
+    description="Ingest, validate and value what is in drop/ for the open epoch.",
+)
+settle_job = dg.define_asset_job(
+    "settle_epoch",
+    selection=dg.AssetSelection.assets(*EPOCH_ASSETS),
+    description="Ingest what is left, run consensus and settle the epoch into the ledger.",
+)
+
+
+def manifests_newest_mtime(tributary: TributaryHome) -> tuple[int, int]:
+    """(count, newest mtime in ns) of the complete submissions waiting in drop/."""
+    drop = tributary.open().paths.drop
+    stamps = [p.stat().st_mtime_ns for p in drop.glob(f"*{MANIFEST_SUFFIX}") if not p.name.startswith(".")]
+    return len(stamps), max(stamps, default=0)
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def drop_folder_sensor(context: dg.SensorEvaluationContext, tributary: TributaryHome) -> dg.SensorResult:
+    """Request an ingest run of the current epoch's partition when new manifests land in drop/."""
+    count, newest = manifests_newest_mtime(tributary)
+    seen = json.loads(context.cursor) if context.cursor else {"newest": 0}
+    if count == 0 or newest <= seen["newest"]:
+        return dg.SensorResult(skip_reason=f"no new submissions in drop/ ({count} waiting)")
+    now = datetime.now(timezone.utc)
+    partition = EPOCH_PARTITIONS.get_partition_key_for_timestamp(now.timestamp())
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"{partition}:{newest}", partition_key=partition,
+                                    tags={"tributary/waiting": str(count)})],
+        cursor=json.dumps({"newest": newest}),
+    )
+
+
+settlement_schedule = dg.build_schedule_from_partitioned_job(
+    settle_job, name="settle_closed_epoch", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="When an epoch's window closes, settle it.",
+)

@@ -1,0 +1,78 @@
+"""What the CLI commands do, as plain functions: the CLI prints their results, the demo and tests call them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ledger import accounts, transfers
+from ledger.accounts import Account
+from ledger.db import open_ledger, transaction
+from ledger.epochs import current_epoch
+from ledger.money import tokens_to_units
+from pipelines.manifest import KINDS, Manifest, sign_manifest, write_submission
+from quality.task import Task, task_from_holdout, write_task
+from tributary import keys
+from tributary.errors import TributaryError
+from tributary.home import Home, utcnow
+
+WEIGHTS_TASK = "-"  # weight vectors are not for a task; the manifest still carries the field
+
+
+def keygen(home: Home, name: str) -> str:
+    """Make keys/NAME.key and return its public key (hex)."""
+    return keys.public_hex(keys.generate(home.paths.keys, name))
+
+
+def register(home: Home, name: str, role: str) -> Account:
+    """Register the key NAME under a role, in the open epoch."""
+    public = keys.public_hex(keys.load(home.paths.keys, name))
+    with open_ledger(home.paths.ledger) as con, transaction(con):
+        return accounts.register(con, public, name, role, current_epoch(con))
+
+
+def submit(home: Home, file: Path, *, key: str, task: str | None, kind: str = "dataset") -> tuple[Path, Manifest]:
+    """Sign FILE with key NAME and drop it and its manifest into drop/ (atomically, manifest last)."""
+    if kind not in KINDS:
+        raise TributaryError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind != "weights" and not task:
+        raise TributaryError("--task is required for datasets and predictions")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file")
+    signing_key = keys.load(home.paths.keys, key)
+    manifest = sign_manifest(
+        file, kind=kind, task=task or WEIGHTS_TASK, nonce=keys.next_nonce(home.paths.keys, key),
+        signing_key=signing_key, created_at=utcnow().isoformat(timespec="microseconds") + "Z",
+    )
+    return write_submission(home.paths.drop, file, manifest), manifest
+
+
+def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple[int, int]:
+    """Stake (or unstake) tokens of account NAME; returns (epoch, staked units now)."""
+    units = tokens_to_units(tokens)
+    with open_ledger(home.paths.ledger) as con, transaction(con):
+        account = accounts.get(con, name)
+        epoch = current_epoch(con)
+        (transfers.unstake if unstake else transfers.stake)(con, account.account_id, units, epoch)
+        return epoch, transfers.balance(con, account.account_id, "staked")
+
+
+def grant(home: Home, name: str, tokens: str) -> int:
+    """Mint tokens from the emission account into NAME's liquid balance; returns the units granted."""
+    units = tokens_to_units(tokens)
+    with open_ledger(home.paths.ledger) as con, transaction(con):
+        account = accounts.get(con, name)
+        transfers.grant(con, account.account_id, units, current_epoch(con), f"grant to {name}")
+    return units
+
+
+def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin: float = 1.0) -> Task:
+    """Copy the holdout into the home (hidden from contributors) and write tasks/NAME.toml from it."""
+    target = home.paths.holdout / f"{name}.parquet"
+    if not holdout.is_file():
+        raise FileNotFoundError(f"{holdout}: no such holdout file")
+    if holdout.resolve() != target.resolve():
+        shutil.copyfile(holdout, target)
+    task = task_from_holdout(name, target, label, range_margin=range_margin, holdout_ref=str(target.relative_to(home.root)))
+    write_task(task, home.paths.tasks / f"{name}.toml")
+    return task

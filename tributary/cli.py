@@ -1,0 +1,286 @@
+"""`tributary`: the command line of the market, for contributors, validators, operators and analysts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tributary.errors import USER_ERRORS
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help="Tributary: a data-contribution market. Submit signed data, earn tokens for its measured value.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+task_app = typer.Typer(help="Define tasks: their schema, ranges and hidden holdout.", no_args_is_help=True)
+epoch_app = typer.Typer(help="Run and settle epochs without Dagster.", no_args_is_help=True)
+consensus_app = typer.Typer(help="Yuma Consensus tools.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+app.add_typer(epoch_app, name="epoch")
+app.add_typer(consensus_app, name="consensus")
+
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Market home (default: $TRIBUTARY_HOME, else ./data).")]
+
+
+def _home(home: Optional[Path]):
+    from tributary.home import open_home
+
+    return open_home(home)
+
+
+# ---------------------------------------------------------------------------------------------------- contributors
+@app.command()
+def keygen(name: str, home: HomeOpt = None) -> None:
+    """Make an Ed25519 key keys/NAME.key (mode 0600) and print its public key."""
+    from tributary import actions
+
+    console.print(actions.keygen(_home(home), name))
+
+
+@app.command()
+def register(
+    name: str,
+    role: Annotated[str, typer.Option(help="contributor (sends data) or validator (stakes and sends weights).")],
+    home: HomeOpt = None,
+) -> None:
+    """Register the key NAME in the ledger as a contributor or validator."""
+    from tributary import actions
+
+    account = actions.register(_home(home), name, role)
+    console.print(f"registered {name} as {account.role}: account {account.account_id} (epoch {account.registered_epoch})")
+
+
+@app.command()
+def validate(
+    file: Path,
+    task: Annotated[str, typer.Option(help="Task name (tasks/TASK.toml).")],
+    home: HomeOpt = None,
+) -> None:
+    """Dry-run a file against a task's schema and quality suite, exactly as ingest will; exits 1 if it would fail."""
+    from quality.schema import cast_to_task, read_table
+    from quality.suite import validate as run_suite
+    from quality.task import load_task
+
+    h = _home(home)
+    t = load_task(h.paths.tasks / f"{task}.toml")
+    table = cast_to_task(read_table(file), t, file=file.name)
+    report = run_suite(table, t)
+    grid = Table(title=f"{file.name} against task {task}: {report.rows} rows")
+    for col in ("expectation", "column", "result", "detail"):
+        grid.add_column(col)
+    for line in report.lines:
+        grid.add_row(line.expectation, line.column or "", "[green]pass[/]" if line.success else "[red]FAIL[/]", line.detail)
+    console.print(grid)
+    if not report.success:
+        err_console.print(f"[red]{file}: would be quarantined (quality_failed): {report.summary()}[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]{file}: passes all {len(report.lines)} checks of task {task}[/]")
+
+
+@app.command()
+def submit(
+    file: Path,
+    key: Annotated[str, typer.Option(help="Name of the key that signs (keys/KEY.key).")],
+    task: Annotated[Optional[str], typer.Option(help="Task the data is for (not needed for weights).")] = None,
+    kind: Annotated[str, typer.Option(help="dataset, predictions or weights.")] = "dataset",
+    home: HomeOpt = None,
+) -> None:
+    """Sign FILE and drop it, with its manifest, into the drop folder (atomically, manifest last)."""
+    from tributary import actions
+
+    path, manifest = actions.submit(_home(home), file, key=key, task=task, kind=kind)
+    console.print(f"submitted {file.name} as {path.name} (kind {kind}, nonce {manifest.nonce}, digest {manifest.digest[:16]}…)")
+
+
+# ---------------------------------------------------------------------------------------------------- validators
+@app.command()
+def stake(
+    name: str,
+    amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
+    unstake: Annotated[bool, typer.Option("--unstake", help="Move stake back to liquid instead.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Stake liquid tokens of account NAME (or unstake); stake counts from the next epoch on."""
+    from ledger.money import units_to_tokens
+    from tributary import actions
+
+    epoch, staked = actions.stake(_home(home), name, amount, unstake=unstake)
+    console.print(f"{name}: {'unstaked' if unstake else 'staked'} {amount} tokens in epoch {epoch}; "
+                  f"stake now {units_to_tokens(staked)} (counts from epoch {epoch + 1})")
+
+
+@app.command()
+def grant(
+    name: str,
+    amount: Annotated[str, typer.Argument(help="Tokens to mint into NAME's liquid balance.")],
+    home: HomeOpt = None,
+) -> None:
+    """Operator: mint tokens from the emission account to account NAME (e.g. a validator's initial stake)."""
+    from tributary import actions
+
+    actions.grant(_home(home), name, amount)
+    console.print(f"granted {amount} tokens to {name}")
+
+
+# ---------------------------------------------------------------------------------------------------- operators
+@task_app.command("init")
+def task_init(
+    name: str,
+    holdout: Annotated[Path, typer.Option(help="Parquet file of labelled rows kept hidden from contributors.")],
+    label: Annotated[str, typer.Option(help="The label column.")],
+    range_margin: Annotated[float, typer.Option(help="Widen each feature's holdout range by this many spans.")] = 1.0,
+    home: HomeOpt = None,
+) -> None:
+    """Write tasks/NAME.toml from a holdout: feature columns, types and ranges, label domain."""
+    from tributary import actions
+
+    h = _home(home)
+    task = actions.task_init(h, name, holdout, label, range_margin=range_margin)
+    console.print(f"wrote {h.paths.tasks / f'{name}.toml'}: {len(task.features)} features, label {label!r} "
+                  f"with {len(task.label_domain)} classes; the holdout is kept hidden at {task.holdout}")
+
+
+@epoch_app.command("run")
+def epoch_run(
+    close: Annotated[bool, typer.Option("--close", help="Also settle the epoch now and open the next one.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Ingest, validate and score the drop folder for the open epoch; --close settles it too."""
+    from tributary.epoch import run_epoch
+    from tributary.report import print_epoch_run
+
+    h = _home(home)
+    print_epoch_run(console, h, run_epoch(h, close=close))
+
+
+@app.command()
+def sql(
+    query: str,
+    format: Annotated[str, typer.Option("--format", help="table, csv or json (an array of row objects).")] = "table",
+    home: HomeOpt = None,
+) -> None:
+    """Run a read-only SQL query on the ledger."""
+    from ledger.queries import run_sql
+
+    if format not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    result = run_sql(_home(home).paths.ledger, query)
+    if format == "json":
+        rows = [dict(zip(result.columns, r)) for r in result.rows]
+        sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
+    elif format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        grid = Table(*result.columns)
+        for row in result.rows:
+            grid.add_row(*("" if v is None else str(v) for v in row))
+        console.print(grid)
+
+
+@app.command()
+def audit(home: HomeOpt = None) -> None:
+    """Recompute the hash chain and check the ledger's invariants; exits 1 naming what broke."""
+    from ledger.audit import audit as run_audit
+    from ledger.db import open_ledger
+
+    h = _home(home)
+    with open_ledger(h.paths.ledger, read_only=True) as con:
+        report = run_audit(con)
+    if report.ok:
+        console.print(f"[green]ledger OK: {report.epochs_checked} epochs chained, {report.transfers_checked} transfers "
+                      "balance, payouts equal emission, no negative balance[/]")
+        return
+    for problem in report.problems:
+        err_console.print(f"[red]{problem}[/]")
+    raise typer.Exit(1)
+
+
+@app.command()
+def export(out: Path, home: HomeOpt = None) -> None:
+    """Export every ledger table as Parquet, plus a DuckDB file the DuckDB CLI can open."""
+    from ledger.queries import export as run_export
+
+    for path in run_export(_home(home).paths.ledger, out):
+        console.print(str(path))
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
+    host: Annotated[str, typer.Option(help="Host to bind.")] = "127.0.0.1",
+    home: HomeOpt = None,
+) -> None:
+    """Start the Dagster webserver and daemon on the home's Dagster instance (stop with Ctrl-C)."""
+    import os
+    import signal
+
+    h = _home(home)
+    env = dict(os.environ, TRIBUTARY_HOME=str(h.root), DAGSTER_HOME=str(h.paths.dagster))
+    # Started from a script, SIGINT may be inherited as ignored, which makes dagster dev unstoppable.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    os.execve(dagster, [dagster, "dev", "-m", "assets.definitions", "-h", host, "-p", str(port)], env)
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    keep: Annotated[bool, typer.Option(help="Reuse an existing demo home instead of starting fresh.")] = False,
+) -> None:
+    """Build a fresh market on bundled data, run two epochs and show who earned what and why."""
+    from tributary.demo import run_demo
+    from tributary.settings import resolve_home
+
+    run_demo(console, resolve_home(home), fresh=not keep)
+
+
+@consensus_app.command("replay")
+def consensus_replay(file: Path) -> None:
+    """Replay a Yuma vector file; print it with each epoch's `expected` replaced by our `outputs`."""
+    from rewards.consensus import replay
+
+    doc = json.loads(file.read_text())
+    sys.stdout.write(json.dumps(replay(doc), indent=1) + "\n")
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit 1, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "great_expectations", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except USER_ERRORS as e:
+        err_console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(1)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Rich tables for people: an epoch run's outcome, the leaderboard, validators, quarantine."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ledger.money import units_to_tokens
+from ledger.queries import LEADERBOARD_SQL, QUARANTINE_SQL, VALIDATORS_SQL, run_sql
+from tributary.epoch import EpochRun
+from tributary.home import Home
+
+TOKEN_COLUMNS = ("earned_units", "stake_units")
+
+
+def print_query(console: Console, home: Home, sql: str, title: str) -> None:
+    """A ledger query as a table, with base-unit columns shown in tokens."""
+    result = run_sql(home.paths.ledger, sql)
+    grid = Table(title=title, title_justify="left")
+    for col in result.columns:
+        grid.add_column(col.replace("_units", " (tokens)"), justify="right" if col.endswith("units") else "left")
+    for row in result.rows:
+        grid.add_row(*(
+            units_to_tokens(v) if c in TOKEN_COLUMNS and v is not None else ("" if v is None else str(v))
+            for c, v in zip(result.columns, row)
+        ))
+    console.print(grid)
+
+
+def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
+    """What one `epoch run` did: ingest counts, per-submission values, and the settlement if it closed."""
+    s = run.ingest
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.reasons.items())) or "none"
+    console.print(f"[bold]epoch {s.epoch}[/]: accepted {s.accepted} submissions ({s.rows} rows), "
+                  f"quarantined {s.quarantined} ({reasons})")
+    if run.scores.submissions:
+        grid = Table(title=f"epoch {s.epoch}: data value so far", title_justify="left")
+        for col in ("submission", "account", "task", "rows", "duplicates", "value"):
+            grid.add_column(col)
+        for sub in run.scores.submissions:
+            grid.add_row(sub.submission_id, sub.account_id, sub.task, str(sub.rows), str(sub.duplicate_rows),
+                         f"{sub.value:.6f}")
+        console.print(grid)
+    if run.outcome is not None:
+        verb = "settled" if run.outcome.settled else "was already settled (same inputs: nothing written)"
+        console.print(f"epoch {s.epoch} {verb}: chain hash {run.outcome.hash[:16]}…; epoch {s.epoch + 1} is open")
+        print_query(console, home, VALIDATORS_SQL + "", "validators")
+
+
+def print_market(console: Console, home: Home) -> None:
+    """The whole market so far: leaderboard, validators' dividends, quarantine."""
+    print_query(console, home, LEADERBOARD_SQL, "leaderboard: contributors by tokens earned")
+    print_query(console, home, VALIDATORS_SQL, "validators: stake, trust and dividends per epoch")
+    print_query(console, home, QUARANTINE_SQL, "quarantined submissions")
