@@ -188,7 +188,7 @@ def read_payload_table(data: bytes, name: str) -> pa.Table:
     """Parse payload bytes as Parquet, Arrow IPC (.arrow/.feather/.ipc) or CSV by the name's suffix."""
     suffix = Path(name).suffix.lower()
     try:
-        if suffix == ".parquet":
+        if suffix in (".parquet", ".pq"):
             return pq.read_table(pa.BufferReader(data))
         if suffix in (".arrow", ".feather", ".ipc"):
             try:
@@ -199,8 +199,8 @@ def read_payload_table(data: bytes, name: str) -> pa.Table:
             return pa_csv.read_csv(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError) as e:
         raise _Reject(UNREADABLE, f"{name}: cannot read as {suffix[1:]}: {e}") from None
-    raise _Reject(UNREADABLE, f"{name}: unsupported payload format '{suffix}'; use .parquet, .arrow, .feather, "
-                              f".ipc or .csv")
+    raise _Reject(UNREADABLE, f"{name}: unsupported payload format '{suffix}'; use .parquet, .pq, .arrow, "
+                              f".feather, .ipc or .csv")
 
 
 def _float64_column(col: pa.ChunkedArray) -> np.ndarray:
@@ -224,6 +224,8 @@ def row_hashes(table: pa.Table, feature_names: Sequence[str], label: str) -> np.
     else:
         feats = np.zeros((n, 0), dtype="<f8")
     lab = table.column(label)
+    if pa.types.is_floating(lab.type):   # whole-number float labels hash as the integers they are
+        lab = lab.cast(pa.int64())
     if pa.types.is_integer(lab.type):
         lab_np = lab.cast(pa.int64()).fill_null(0).to_numpy().astype("<i8")
         label_bytes: Iterable[bytes] = (lab_np[i : i + 1].tobytes() for i in range(n))

@@ -50,6 +50,12 @@ def read_table(path: Path) -> pa.Table:
     raise SchemaError(str(path), FILE_FIELD, f"unreadable: unsupported file type {suffix or '(none)'!r}; use {allowed}")
 
 
+def _type_name(t: pa.DataType) -> str:
+    """Task vocabulary for Arrow types (float64, not Arrow's "double")."""
+    return {pa.float64(): "float64", pa.float32(): "float32", pa.string(): "string",
+            pa.large_string(): "string"}.get(t, str(t))
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
@@ -81,16 +87,16 @@ def _cast_column(col: pa.ChunkedArray, target: pa.DataType, name: str, file: str
         return col
     if pa.types.is_dictionary(col.type):
         col = pc.cast(col, col.type.value_type)
-    what = "string" if target == pa.string() else str(target)
+    what = _type_name(target)
     if pa.types.is_null(col.type):  # an all-empty CSV column: keep the nulls, the quality suite judges them
         return pa.chunked_array([pa.nulls(len(col), target)], target)
     try:
         return pc.cast(col, target)
     except pa.ArrowNotImplementedError:
-        raise SchemaError(file, name, f"cannot cast to {what}: the column has type {col.type}") from None
+        raise SchemaError(file, name, f"cannot cast to {what}: the column has type {_type_name(col.type)}") from None
     except pa.ArrowInvalid:
         row, value = _first_uncastable(col, target)
-        raise SchemaError(file, name, f"cannot cast to {what}: {value!r} (row {row}, type {col.type})") from None
+        raise SchemaError(file, name, f"cannot cast to {what}: {value!r} (row {row}, type {_type_name(col.type)})") from None
 
 
 def cast_to_task(table: pa.Table, task: Task, *, file: str | None = None) -> pa.Table:

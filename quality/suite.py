@@ -197,15 +197,25 @@ def _detail(kind: str, kwargs: dict, result: dict, success: bool, rows: int, tas
     return f"{where if col else 'table'}: {'passed' if success else 'failed'}"
 
 
+def _exception_message(info: Any) -> str | None:
+    """First line of the error GX caught while checking, if any; info is flat or keyed by metric id."""
+    if not isinstance(info, dict):
+        return None
+    candidates = [info] + [v for v in info.values() if isinstance(v, dict)]
+    for c in candidates:
+        if c.get("raised_exception"):
+            return (str(c.get("exception_message") or "error").strip().splitlines() or ["error"])[0]
+    return None
+
+
 def _line(res: Any, rows: int, columns: set[str], task: Task) -> ReportLine:
     cfg = res.expectation_config
     kind, kwargs = cfg.type, dict(cfg.kwargs)
     col = kwargs.get("column")
-    exc = res.exception_info or {}
     if col is not None and col not in columns:
         return ReportLine(kind, col, False, f"column '{col}': missing, so it could not be checked")
-    if exc.get("raised_exception"):
-        msg = str(exc.get("exception_message") or "error").splitlines()[0]
+    msg = _exception_message(res.exception_info)
+    if msg is not None:
         where = f"column '{col}'" if col else "table"
         return ReportLine(kind, col, False, f"{where}: could not be checked ({msg})")
     result = res.result or {}

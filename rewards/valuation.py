@@ -1,9 +1,8 @@
 """Exact KNN-Shapley data values (Jia et al., VLDB 2019) for the unweighted KNN classifier utility.
 
 Every floating-point step is either an elementwise IEEE operation or a reduction whose tree is fixed here (not left
-to the library), so NumPy and CuPy should give bit-identical values, and any power-of-two chunking gives the same values as
-one chunk. That keeps the ledger independent of the backend and of the memory limit.
-"""
+to the library), so NumPy and CuPy should give bit-identical values, and any power-of-two chunking gives the same
+values as one chunk. That keeps the ledger independent of the backend and of the memory limit."""
 
 from __future__ import annotations
 

@@ -373,3 +373,14 @@ def test_row_hash_normalises_negative_zero_and_string_labels() -> None:
     assert h.dtype == np.uint64 and h[0] == h[1] and h[0] != h[2]
     data = np.array([1.5, 2.0], "<f8").tobytes() + "é".encode()
     assert int(h[2]) == int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def test_row_hash_matches_rewards_definition() -> None:
+    duplicates = pytest.importorskip("rewards.duplicates")
+    t = pa.table({"a": [0.0, -0.0, 1.5, None], "b": [1.0, 2.0, float("nan"), 4.0], "y": pa.array([0, 1, -7, 3])})
+    feats = np.column_stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("a", "b")]).astype(np.float64)
+    expected = duplicates.row_hashes(feats, t.column("y").to_numpy())
+    assert row_hashes(t, ["a", "b"], "y").tolist() == expected.tolist()
+    s = pa.table({"a": [1.0, 2.0], "y": ["cat", "dög"]})
+    assert row_hashes(s, ["a"], "y").tolist() == duplicates.row_hashes(
+        np.array([[1.0], [2.0]]), np.array(["cat", "dög"])).tolist()

@@ -31,10 +31,20 @@ app.add_typer(consensus_app, name="consensus")
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Market home (default: $TRIBUTARY_HOME, else ./data).")]
 
 
+_global_home: Optional[Path] = None
+
+
+@app.callback()
+def _main_options(home: HomeOpt = None) -> None:
+    """Tributary: a data-contribution market. Submit signed data, earn tokens for its measured value."""
+    global _global_home
+    _global_home = home
+
+
 def _home(home: Optional[Path]):
     from tributary.home import open_home
 
-    return open_home(home)
+    return open_home(home or _global_home)
 
 
 # ---------------------------------------------------------------------------------------------------- contributors
@@ -245,7 +255,7 @@ def demo(
     from tributary.demo import run_demo
     from tributary.settings import resolve_home
 
-    run_demo(console, resolve_home(home), fresh=not keep)
+    run_demo(console, resolve_home(home or _global_home), fresh=not keep)
 
 
 @consensus_app.command("replay")
@@ -263,23 +273,10 @@ def main() -> None:
     for noisy in ("apache_beam", "great_expectations", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+        app()  # standalone: usage errors print click's message and exit 2
     except USER_ERRORS as e:
         err_console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
         sys.exit(1)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":
