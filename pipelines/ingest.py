@@ -67,7 +67,7 @@ class Registry:
 
     accounts: Mapping[str, tuple[str, str]]   # public_key hex -> (account_id, role)
     last_nonce: Mapping[str, int]             # public_key hex -> highest nonce already used (absent: none)
-    tasks: Mapping[str, Any]                  # task name -> quality.task.Task (duck-typed: pipelines never imports quality)
+    tasks: Mapping[str, Any]                  # name -> quality.task.Task, duck-typed (pipelines never imports quality)
 
 
 @dataclass(frozen=True)

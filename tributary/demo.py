@@ -31,6 +31,7 @@ DEMO_SEED = 7
 TASK = "digits"
 SHARD_ROWS = 100
 HOLDOUT_FRACTION = 0.3
+RANGE_MARGIN = 3.0  # feature ranges: the holdout's, widened by 3 spans each side (rare pixels are legitimate)
 VALIDATOR_SAMPLE_ROWS = 100
 VALIDATOR_STAKE_TOKENS = "4000"
 FLIP_FRACTION = 0.8
@@ -135,7 +136,7 @@ def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
     data = make_data()
 
     pq.write_table(data.holdout, work / "holdout.parquet")
-    task = actions.task_init(home, TASK, work / "holdout.parquet", "label")
+    task = actions.task_init(home, TASK, work / "holdout.parquet", "label", range_margin=RANGE_MARGIN)
     console.print(f"[bold]task {TASK}[/]: {len(task.features)} pixel features, {len(task.label_domain)} classes, "
                   f"{data.holdout.num_rows} hidden holdout rows")
 

@@ -1,0 +1,149 @@
+"""The DuckDB ledger: money rounding, transfers, settlement idempotency and conflicts, the audit chain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from ledger import accounts, transfers
+from ledger.audit import audit
+from ledger.db import open_ledger, transaction
+from ledger.epochs import current_epoch, open_epoch
+from ledger.errors import EpochOrderError, InsufficientFunds, SettlementConflict
+from ledger.money import largest_remainder, tokens_to_units, units_to_tokens
+from ledger.queries import export, run_sql
+from ledger.settlement import RewardLine, Settlement, settle_epoch
+
+NOW = datetime(2026, 11, 25, 12, 0, 0)
+KEY_A = "aa" * 32
+KEY_B = "bb" * 32
+KEY_V = "cc" * 32
+
+
+def test_largest_remainder_sums_exactly_and_is_deterministic():
+    shares = [1 / 3, 1 / 3, 1 / 3]
+    assert largest_remainder(shares, 10) == [4, 3, 3]  # tie on remainders: lower index first
+    assert sum(largest_remainder([0.1] * 7 + [0.3], 1_000_000_007)) == 1_000_000_007
+    assert largest_remainder([0.0, 0.0], 0) == [0, 0]
+    with pytest.raises(ValueError):
+        largest_remainder([0.0, 0.0], 5)
+    with pytest.raises(ValueError):
+        largest_remainder([-0.1, 1.1], 5)
+
+
+def test_token_conversion_is_exact():
+    assert tokens_to_units("12.5") == 12_500_000_000
+    assert units_to_tokens(12_500_000_000) == "12.5"
+    assert units_to_tokens(1) == "0.000000001"
+    with pytest.raises(ValueError):
+        tokens_to_units("0.0000000001")
+
+
+@pytest.fixture()
+def con(tmp_path):
+    with open_ledger(tmp_path / "ledger.duckdb") as c:
+        with transaction(c):
+            accounts.ensure_system_accounts(c)
+            open_epoch(c, 1, NOW)
+            accounts.register(c, KEY_A, "alice", "contributor", 1)
+            accounts.register(c, KEY_B, "bob", "contributor", 1)
+            v = accounts.register(c, KEY_V, "val", "validator", 1)
+            transfers.grant(c, v.account_id, 100, 1)
+        yield c
+
+
+def _settlement(epoch: int, digest: str, emission: int = 1000) -> Settlement:
+    a, b, v = (accounts.account_id_for(k) for k in (KEY_A, KEY_B, KEY_V))
+    return Settlement(
+        epoch=epoch, inputs_digest=digest, emission=emission,
+        lines=(
+            RewardLine("owner", "owner", 0.18, "owner_cut"),
+            RewardLine(a, "contributor", 0.41 * 2 / 3, "incentive", value=2.0),
+            RewardLine(b, "contributor", 0.41 / 3, "incentive", value=1.0),
+            RewardLine(v, "validator", 0.41, "dividend", bucket="staked", dividends=1.0),
+        ),
+        bonds=((v, a, 0.5),),
+    )
+
+
+def test_settle_pays_exactly_the_emission_and_chains(con):
+    out = settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    assert out.settled and sum(out.amounts.values()) == 1000
+    assert current_epoch(con) == 2
+    (paid,) = con.execute("SELECT SUM(amount) FROM transfers WHERE epoch = 1 AND kind <> 'grant'").fetchone()
+    assert paid == 1000
+    staked = con.execute("SELECT staked FROM balances WHERE account_id = ?", [accounts.account_id_for(KEY_V)]).fetchone()[0]
+    assert staked == out.amounts[accounts.account_id_for(KEY_V)]
+    report = audit(con)
+    assert report.ok, report.problems
+    assert report.epochs_checked == 1
+
+
+def test_resettling_same_inputs_is_a_noop_and_other_inputs_conflict(con):
+    first = settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    (n,) = con.execute("SELECT count(*) FROM transfers").fetchone()
+    again = settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    assert not again.settled and again.hash == first.hash and again.amounts == first.amounts
+    assert con.execute("SELECT count(*) FROM transfers").fetchone()[0] == n
+    with pytest.raises(SettlementConflict) as e:
+        settle_epoch(con, _settlement(1, "other"), now=NOW)
+    assert "d1" in str(e.value) and "other" in str(e.value)
+
+
+def test_epochs_settle_in_order(con):
+    with pytest.raises(EpochOrderError):
+        settle_epoch(con, _settlement(2, "d2"), now=NOW)
+
+
+def test_failed_settlement_writes_nothing(con):
+    dup = Settlement(epoch=1, inputs_digest="x", emission=10,
+                     lines=(RewardLine("owner", "owner", 0.5, "owner_cut"), RewardLine("owner", "owner", 0.5, "owner_cut")))
+    with pytest.raises(duckdb.ConstraintException):
+        settle_epoch(con, dup, now=NOW)
+    assert con.execute("SELECT count(*) FROM rewards").fetchone()[0] == 0
+    assert current_epoch(con) == 1
+
+
+def test_stake_needs_liquid_funds(con):
+    v = accounts.account_id_for(KEY_V)
+    transfers.stake(con, v, 60, 1)
+    with pytest.raises(InsufficientFunds):
+        transfers.stake(con, v, 41, 1)
+    assert transfers.balance(con, v, "liquid") == 40 and transfers.balance(con, v, "staked") == 60
+    assert transfers.stakes_at_epoch_start(con, 1) == {}  # stake counts from the next epoch
+    assert transfers.stakes_at_epoch_start(con, 2) == {v: 60}
+
+
+def test_audit_names_tampering(con):
+    settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    con.execute("UPDATE transfers SET amount = amount + 1 WHERE id = (SELECT min(id) FROM transfers WHERE kind = 'incentive')")
+    report = audit(con)
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert "epoch 1" in text and "digest" in text
+    assert "payout transfers sum to 1001" in text
+
+
+def test_audit_finds_negative_balance_and_deleted_transfer(con):
+    transfers.stake(con, accounts.account_id_for(KEY_V), 60, 1)
+    settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    con.execute("DELETE FROM transfers WHERE id = 1")  # the validator's grant
+    text = "\n".join(audit(con).problems)
+    assert "transfers were deleted" in text
+    assert f"account {accounts.account_id_for(KEY_V)}: negative balance" in text
+
+
+def test_sql_is_read_only_and_export_round_trips(con, tmp_path):
+    settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    path = tmp_path / "ledger.duckdb"
+    con.close()
+    result = run_sql(path, "SELECT account_id, amount FROM rewards WHERE epoch = 1 ORDER BY account_id")
+    assert result.columns == ["account_id", "amount"] and sum(r[1] for r in result.rows) == 1000
+    with pytest.raises(duckdb.Error):
+        run_sql(path, "DELETE FROM transfers")
+    files = export(path, tmp_path / "out")
+    assert (tmp_path / "out" / "rewards.parquet") in files
+    out = duckdb.connect(str(tmp_path / "out" / "ledger.duckdb"), read_only=True)
+    assert out.execute("SELECT SUM(amount) FROM rewards").fetchone()[0] == 1000
