@@ -139,8 +139,8 @@ class Submission:
 
     @property
     def submission_id(self) -> str:
-        """Stable id: the claimed payload digest and the nonce."""
-        return submission_id(self.manifest.digest, self.manifest.nonce)
+        """Stable id: the payload digest, the signing key and its nonce."""
+        return submission_id(self.manifest.digest, self.manifest.public_key, self.manifest.nonce)
 
 
 class _Reject(Exception):
@@ -153,9 +153,12 @@ class _Reject(Exception):
         self.sub = sub            # the submission as far as the checks got (account known or not)
 
 
-def submission_id(digest: str, nonce: int) -> str:
-    """The id contract of INTERFACES.md: first 16 hex of the payload digest, then the nonce."""
-    return f"{digest[:16]}-{nonce}"
+def submission_id(digest: str, public_key: str, nonce: int) -> str:
+    """Unique per key and nonce (nonces never repeat per key), readable: digest prefix, key prefix, nonce.
+
+    Two keys sending the same bytes are two submissions: the later one must be recorded to be found a duplicate.
+    """
+    return f"{digest[:12]}-{public_key[:8]}-{nonce}"
 
 
 def _rejected_record(sub: Submission, reason: str, detail: str) -> dict:
@@ -463,7 +466,7 @@ class DecodeFn(beam.DoFn):
 
 
 class WriteLakeFn(beam.DoFn):
-    """Write one decoded table to lake/epoch=E/kind=K/task=T/<digest>.parquet unless that file already exists."""
+    """Write one decoded table to lake/epoch=E/kind=K/task=T/<digest>-<key>.parquet unless it already exists."""
 
     def __init__(self, lake: str, epoch: int):
         self.lake = lake
@@ -473,7 +476,7 @@ class WriteLakeFn(beam.DoFn):
         sub, table = element
         m = sub.manifest
         task_dir = WEIGHTS_TASK if m.kind == "weights" else m.task
-        path = lake_path(Path(self.lake), self.epoch, m.kind, task_dir, m.digest)
+        path = lake_path(Path(self.lake), self.epoch, m.kind, task_dir, m.digest, m.public_key)
         write_if_absent(table, path)
         a = Accepted(submission_id=sub.submission_id, account_id=sub.account_id or "", public_key=m.public_key,
                      kind=m.kind, task=m.task, digest=m.digest, nonce=m.nonce, rows=table.num_rows,
@@ -481,9 +484,13 @@ class WriteLakeFn(beam.DoFn):
         yield {"status": "accepted", "manifest_file": sub.listed.manifest_file, **asdict(a)}
 
 
-def lake_path(lake: Path, epoch: int, kind: str, task: str, digest: str) -> Path:
-    """Where a submission's rows live: content-addressed by payload digest within epoch, kind and task."""
-    return lake / f"epoch={epoch}" / f"kind={kind}" / f"task={task}" / f"{digest}.parquet"
+def lake_path(lake: Path, epoch: int, kind: str, task: str, digest: str, public_key: str) -> Path:
+    """Where a submission's rows live: addressed by payload digest and sender within epoch, kind and task.
+
+    The sender is part of the address because the landed rows carry it: a copy of someone else's file from
+    another key is other content, and must land so that scoring can find it a duplicate.
+    """
+    return lake / f"epoch={epoch}" / f"kind={kind}" / f"task={task}" / f"{digest}-{public_key[:16]}.parquet"
 
 
 def write_if_absent(table: pa.Table, path: Path) -> bool:

@@ -11,15 +11,15 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) an
     max_null_fraction = 0.0
     holdout = "holdout/digits.parquet"
 
+    features = [
+        { name = "px_0", dtype = "float64", min = -1.0, max = 1.0 },   # dtype "float64" | "int64"
+    ]
+
     [valuation]
     method = "knn_shapley"
     k = 5
 
-    [[features]]
-    name = "px_0"
-    dtype = "float64"                # "float64" | "int64"
-    min = -1.0
-    max = 1.0
+`[[features]]` tables work as well; write_task emits the inline form above, one feature per line.
 """
 
 from __future__ import annotations

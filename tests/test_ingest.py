@@ -207,8 +207,8 @@ def test_accepted_datasets_land_in_the_lake_with_id_columns(home: Home) -> None:
     assert [a.file for a in res.accepted] == ["a.parquet", "b.csv", "c.arrow"]
     a = res.accepted[0]
     assert (a.account_id, a.kind, a.task, a.nonce, a.rows) == ("acct-alice", "dataset", "digits", 1, 6)
-    assert a.submission_id == f"{a.digest[:16]}-1" and a.received_at.startswith("2027-01-15T08:00:01")
-    assert Path(a.lake_path) == home.lake / f"epoch={EPOCH}" / "kind=dataset" / "task=digits" / f"{a.digest}.parquet"
+    assert a.submission_id == f"{a.digest[:12]}-{a.public_key[:8]}-1" and a.received_at.startswith("2027-01-15T08:00:01")
+    assert Path(a.lake_path) == home.lake / f"epoch={EPOCH}" / "kind=dataset" / "task=digits" / f"{a.digest}-{a.public_key[:16]}.parquet"
 
     t = pq.read_table(a.lake_path)
     assert t.column_names == ["f0", "f1", "y", "_submission_id", "_contributor", "_row", "_row_hash"]
