@@ -183,7 +183,14 @@ def sql(
 
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
-    result = run_sql(_home(home).paths.ledger, query)
+    import duckdb
+
+    from tributary.errors import TributaryError
+
+    try:
+        result = run_sql(_home(home).paths.ledger, query)
+    except duckdb.Error as e:
+        raise TributaryError(f"the query failed: {e}") from None
     if format == "json":
         rows = [dict(zip(result.columns, r)) for r in result.rows]
         sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")

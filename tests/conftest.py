@@ -1,0 +1,64 @@
+"""Shared fixtures: a small real market home built through the same actions the CLI uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tributary import actions
+from tributary.home import Home, open_home
+
+TASK = "digits"
+N_FEATURES = 8  # a narrow slice of load_digits keeps GX and KNN fast in tests
+
+
+def digits_table(lo: int, hi: int, *, flip: bool = False, seed: int = 0) -> pa.Table:
+    """Rows lo..hi of a fixed shuffle of sklearn's bundled digits, first N_FEATURES pixels (labels flipped if asked)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(seed).permutation(len(d.target))
+    x, y = d.data[order][lo:hi, 20:20 + N_FEATURES], d.target[order][lo:hi].astype(np.int64)
+    if flip:
+        y = (y + 1 + np.arange(len(y)) % 9) % 10
+    cols = {f"px_{i}": x[:, i] for i in range(N_FEATURES)}
+    cols["label"] = y
+    return pa.table(cols)
+
+
+@dataclass
+class Market:
+    home: Home
+    work: Path
+
+    def write(self, name: str, table: pa.Table) -> Path:
+        path = self.work / name
+        pq.write_table(table, path)
+        return path
+
+    def submit(self, key: str, table: pa.Table, name: str) -> Path:
+        path, _ = actions.submit(self.home, self.write(name, table), key=key, task=TASK)
+        return path
+
+
+@pytest.fixture()
+def market(tmp_path) -> Market:
+    """A home with task `digits` (300-row hidden holdout), contributors alice/bob/carol and validator val (staked)."""
+    home = open_home(tmp_path / "home")
+    work = tmp_path / "work"
+    work.mkdir()
+    m = Market(home, work)
+    actions.task_init(home, TASK, m.write("holdout.parquet", digits_table(0, 300)), "label", range_margin=3.0)
+    for name in ("alice", "bob", "carol"):
+        actions.keygen(home, name)
+        actions.register(home, name, "contributor")
+    actions.keygen(home, "val")
+    actions.register(home, "val", "validator")
+    actions.grant(home, "val", "1000")
+    actions.stake(home, "val", "1000")
+    return m
