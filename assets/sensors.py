@@ -46,7 +46,17 @@ def drop_folder_sensor(context: dg.SensorEvaluationContext, tributary: Tributary
     )
 
 
-settlement_schedule = dg.build_schedule_from_partitioned_job(
-    settle_job, name="settle_closed_epoch", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="When an epoch's window closes, settle it.",
-)
+@dg.schedule(job=settle_job, cron_schedule="0 * * * *", execution_timezone="UTC", name="settle_closed_epoch",
+             default_status=dg.DefaultScheduleStatus.RUNNING, description="When an epoch's window closes, settle it.")
+def settlement_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """At the top of each hour, request the window that just closed.
+
+    Not build_schedule_from_partitioned_job: EPOCH_PARTITIONS includes the open window (end_offset=1), so that
+    helper would request the window that has just opened instead of the one that closed.
+    """
+    tick = context.scheduled_execution_time or datetime.now(timezone.utc)
+    closed_at = tick.timestamp() - 1  # a moment before the tick lies in the window that just closed
+    if closed_at < EPOCH_PARTITIONS.start.timestamp():
+        return dg.SkipReason("no epoch window has closed yet")
+    partition = EPOCH_PARTITIONS.get_partition_key_for_timestamp(closed_at)
+    return dg.RunRequest(run_key=partition, partition_key=partition)

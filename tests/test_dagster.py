@@ -138,12 +138,18 @@ def _next_hour(key: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- schedule
 def test_settlement_schedule_settles_the_window_that_just_closed():
-    tick = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
-    with dg.build_schedule_context(scheduled_execution_time=tick,
-                                   repository_def=defs.get_repository_def()) as ctx:
-        data = settlement_schedule.evaluate_tick(ctx)
-    assert [r.partition_key for r in data.run_requests] == ["2026-11-25-12:00"]
-    assert settlement_schedule.job_name == "settle_epoch"
+    repo = defs.get_repository_def()
+    schedule = repo.get_schedule_def(settlement_schedule.name)
+    assert schedule.cron_schedule == "0 * * * *" and schedule.job_name == "settle_epoch"
+    for tick, closed in [(datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc), "2026-11-25-12:00"),
+                         (datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc), "2026-11-30-23:00")]:
+        with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repo) as ctx:
+            data = schedule.evaluate_tick(ctx)
+        assert [(r.partition_key, r.run_key) for r in data.run_requests] == [(closed, closed)]
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc),
+                                   repository_def=repo) as ctx:
+        before_start = schedule.evaluate_tick(ctx)
+    assert not before_start.run_requests and before_start.skip_message
 
 
 # ---------------------------------------------------------------------------------------------------- blocking check
