@@ -170,7 +170,7 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
         tables = [pq.read_table(paths.root / s[3]) for s in task_subs]
         pool = pa.concat_tables(tables) if tables else None
         hashes = pool.column("_row_hash").to_numpy()
-        fresh = first_seen_mask(hashes, _prior_hashes(paths.lake, epoch, task_name))
+        fresh = first_seen_mask(hashes, prior_row_hashes(paths.lake, epoch, task_name))
         x = _features(pool, task)
         y = pool.column(task.label).to_numpy(zero_copy_only=False)
         holdout = pq.read_table(_holdout_path(home, task))
@@ -201,7 +201,7 @@ def _holdout_path(home: Home, task: Task) -> Path:
     return path if path.is_absolute() else home.root / path
 
 
-def _prior_hashes(lake: Path, epoch: int, task_name: str) -> np.ndarray:
+def prior_row_hashes(lake: Path, epoch: int, task_name: str) -> np.ndarray:
     """Row hashes of this task's rows landed in earlier epochs."""
     files = sorted(
         f for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
