@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pyarrow as pa
@@ -12,6 +12,7 @@ import pytest
 
 from assets.definitions import defs
 from assets.epoch_assets import EPOCH_ASSETS, EPOCH_CHECKS
+from assets.partitions import EPOCH_PARTITIONS
 from assets.resources import TributaryHome
 from assets.sensors import drop_folder_sensor, settlement_schedule
 from ledger import accounts
@@ -119,8 +120,7 @@ def test_drop_folder_sensor_requests_a_run_per_new_submission(market):
         fired = drop_folder_sensor(ctx)
     assert len(fired.run_requests) == 1
     request = fired.run_requests[0]
-    now_key = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00").get_partition_key_for_timestamp(
-        datetime.now(timezone.utc).timestamp())
+    now_key = EPOCH_PARTITIONS.get_partition_key_for_timestamp(datetime.now(timezone.utc).timestamp())
     assert request.partition_key in {now_key, _next_hour(now_key)}  # the tick may straddle an hour
     assert request.run_key.startswith(f"{request.partition_key}:")
     assert request.tags["tributary/waiting"] == "1"
@@ -132,8 +132,7 @@ def test_drop_folder_sensor_requests_a_run_per_new_submission(market):
 
 
 def _next_hour(key: str) -> str:
-    t = datetime.strptime(key, "%Y-%m-%d-%H:%M").timestamp() + 3600
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d-%H:%M")
+    return (datetime.strptime(key, "%Y-%m-%d-%H:%M") + timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
 
 
 # ---------------------------------------------------------------------------------------------------- schedule
