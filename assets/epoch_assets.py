@@ -122,7 +122,8 @@ def epoch_settlement(context: dg.AssetExecutionContext, tributary: TributaryHome
     outcome = stages.settle(home, settlement)
     paid = sorted(((a, n) for a, n in outcome.amounts.items() if n), key=lambda kv: -kv[1])
     top = paid[0][1] if paid else 1
-    chart = [[a, units_to_tokens(n), "█" * max(1, round(30 * n / top))] for a, n in paid]
+    names = stages.account_names(home)
+    chart = [[names.get(a, a), units_to_tokens(n), "█" * max(1, round(30 * n / top))] for a, n in paid]
     return dg.MaterializeResult(metadata={
         "ledger_epoch": outcome.epoch,
         "settled_now": outcome.settled,

@@ -28,6 +28,12 @@ app.add_typer(task_app, name="task")
 app.add_typer(epoch_app, name="epoch")
 app.add_typer(consensus_app, name="consensus")
 
+WORKSPACE_YAML = """load_from:
+  - python_module:
+      module_name: assets.definitions
+      location_name: tributary
+"""
+
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Market home (default: $TRIBUTARY_HOME, else ./data).")]
 
 
@@ -246,11 +252,14 @@ def ui(
 
     h = _home(home)
     env = dict(os.environ, TRIBUTARY_HOME=str(h.root), DAGSTER_HOME=str(h.paths.dagster))
+    # A workspace file pins the code location's name: sensor cursors and schedule state are kept per name.
+    workspace = h.paths.dagster / "workspace.yaml"
+    workspace.write_text(WORKSPACE_YAML)
     # Started from a script, SIGINT may be inherited as ignored, which makes dagster dev unstoppable.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     dagster = str(Path(sys.executable).with_name("dagster"))
-    os.execve(dagster, [dagster, "dev", "-m", "assets.definitions", "-h", host, "-p", str(port)], env)
+    os.execve(dagster, [dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], env)
 
 
 @app.command()

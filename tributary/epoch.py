@@ -364,6 +364,12 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     )
 
 
+def account_names(home: Home) -> dict[str, str]:
+    """account_id -> local name, for reports."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        return {a.account_id: a.name for a in accounts.all_accounts(con)}
+
+
 def settle(home: Home, settlement: Settlement) -> SettleOutcome:
     """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs)."""
     with open_ledger(home.paths.ledger) as con:

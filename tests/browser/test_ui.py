@@ -118,6 +118,7 @@ def _repository(base: str) -> dict:
     """The one repository the webserver serves: {name, location: {name}}."""
     repos = _graphql(base, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
     (repo,) = repos["repositoriesOrError"]["nodes"]
+    assert repo["location"]["name"] == "tributary"  # pinned by the workspace file: sensor state is kept per name
     return repo
 
 
