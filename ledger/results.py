@@ -8,7 +8,8 @@ from ledger.digest import digest
 
 # Each query lists an epoch's rows in a fixed order; timestamps are left out so replays hash equal.
 RESULT_QUERIES = {
-    "rewards": "SELECT account_id, role, value, weight, consensus, incentive, dividends, amount, stake, validator_trust "
+    "rewards": "SELECT account_id, role, value, model_score, weight, consensus, incentive, dividends, amount, stake, "
+               "validator_trust "
                "FROM rewards WHERE epoch = ? ORDER BY account_id",
     "transfers": "SELECT id, debit_account, debit_bucket, credit_account, credit_bucket, amount, kind, memo "
                  "FROM transfers WHERE epoch = ? ORDER BY id",

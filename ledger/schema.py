@@ -108,6 +108,8 @@ MIGRATIONS: tuple[str, ...] = (
     FROM accounts a LEFT JOIN moves m USING (account_id)
     GROUP BY a.account_id;
     """,
+    # 2: model contributions (predictions on a task's challenge) get their own score column.
+    "ALTER TABLE rewards ADD COLUMN model_score DOUBLE;",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

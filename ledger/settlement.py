@@ -35,6 +35,7 @@ class RewardLine:
     dividends: float | None = None
     stake: int | None = None
     validator_trust: float | None = None
+    model_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,10 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
     with transaction(con):
         for line, amount in zip(s.lines, amounts_list):
             con.execute(
-                "INSERT INTO rewards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO rewards (epoch, account_id, role, value, weight, consensus, incentive, dividends, amount, "
+                "stake, validator_trust, model_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [s.epoch, line.account_id, line.role, line.value, line.weight, line.consensus, line.incentive,
-                 line.dividends, amount, line.stake, line.validator_trust],
+                 line.dividends, amount, line.stake, line.validator_trust, line.model_score],
             )
             if amount:
                 post(con, epoch=s.epoch, debit=EMISSION_ACCOUNT, credit=line.account_id, amount=amount,

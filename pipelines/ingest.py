@@ -396,7 +396,8 @@ class DecodeFn(beam.DoFn):
     """Decode the verified payload to an Arrow table: cast and gate datasets, parse weights; add id columns."""
 
     def __init__(self, drop: str, epoch: int, accounts: dict, tasks: dict, cast: Callable, gate: Callable,
-                 read: Callable | None):
+                 read: Callable | None, cast_predictions: Callable | None = None,
+                 gate_predictions: Callable | None = None):
         self.drop = drop
         self.epoch = epoch
         self.accounts = accounts
@@ -404,6 +405,8 @@ class DecodeFn(beam.DoFn):
         self.cast = cast
         self.gate = gate
         self.read = read
+        self.cast_predictions = cast_predictions
+        self.gate_predictions = gate_predictions
 
     def process(self, sub: Submission) -> Iterator[Any]:
         try:
@@ -443,26 +446,35 @@ class DecodeFn(beam.DoFn):
                                   accounts=self.accounts)
             return _with_submission_columns(table, sub)
         table = self._read(sub, data)
-        if m.kind == "predictions":          # casting predictions to a challenge is the caller's business
-            return _with_submission_columns(table, sub)
         task = self.tasks[m.task]
-        try:
-            table = self.cast(table, task, file=m.payload)
-        except Exception as e:  # the caller's cast raises quality's SchemaError, which pipelines cannot import
-            if _is_schema_error(e):
-                raise _Reject(SCHEMA_MISMATCH, str(e)) from None
-            raise _Reject(SCHEMA_MISMATCH, f"{m.payload}: does not cast to task '{m.task}': "
-                                           f"{type(e).__name__}: {e}") from None
-        try:
-            report = self.gate(table, task)
-        except Exception as e:  # a gate that cannot run on this table fails it, with the reason
-            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for task '{m.task}' could not run: "
-                                          f"{type(e).__name__}: {e}") from None
-        if not report.success:
-            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for task '{m.task}' failed: {report.summary()}")
+        if m.kind == "predictions":
+            if self.cast_predictions is None or self.gate_predictions is None:
+                raise _Reject(KIND_NOT_ALLOWED, f"{m.payload}: this ingest run does not check predictions")
+            table = self._shape(table, task, m, self.cast_predictions, self.gate_predictions, "predictions")
+            return _with_submission_columns(table, sub)
+        table = self._shape(table, task, m, self.cast, self.gate, "task")
         hashes = row_hashes(table, list(task.feature_names()), task.label)
         table = _with_submission_columns(table, sub)
         return table.append_column("_row_hash", pa.array(hashes, pa.uint64()))
+
+    @staticmethod
+    def _shape(table: pa.Table, task: Any, m: Manifest, cast: Callable, gate: Callable, what: str) -> pa.Table:
+        """Cast to the expected schema, then run the quality gate; either failure rejects with its reason."""
+        try:
+            table = cast(table, task, file=m.payload)
+        except Exception as e:  # the caller's cast raises quality's SchemaError, which pipelines cannot import
+            if _is_schema_error(e):
+                raise _Reject(SCHEMA_MISMATCH, str(e)) from None
+            raise _Reject(SCHEMA_MISMATCH, f"{m.payload}: does not cast to {what} '{m.task}': "
+                                           f"{type(e).__name__}: {e}") from None
+        try:
+            report = gate(table, task)
+        except Exception as e:  # a gate that cannot run on this table fails it, with the reason
+            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for {what} '{m.task}' could not run: "
+                                          f"{type(e).__name__}: {e}") from None
+        if not report.success:
+            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for {what} '{m.task}' failed: {report.summary()}")
+        return table
 
 
 class WriteLakeFn(beam.DoFn):
@@ -563,9 +575,11 @@ class Decode(beam.PTransform):
     """Payload bytes to a task-shaped Arrow table with id columns and row hashes."""
 
     def __init__(self, drop: Path, epoch: int, registry: Registry, cast: Callable, gate: Callable,
-                 read: Callable | None):
+                 read: Callable | None, cast_predictions: Callable | None = None,
+                 gate_predictions: Callable | None = None):
         super().__init__()
-        self.fn = DecodeFn(str(drop), epoch, dict(registry.accounts), dict(registry.tasks), cast, gate, read)
+        self.fn = DecodeFn(str(drop), epoch, dict(registry.accounts), dict(registry.tasks), cast, gate, read,
+                           cast_predictions, gate_predictions)
 
     def expand(self, pcoll):
         return pcoll | "ToArrow" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="ok")
@@ -651,11 +665,13 @@ def move_submission(drop: Path, manifest_file: str, dest: Path) -> None:
 
 def run_ingest(*, drop: Path, lake: Path, archive: Path, quarantine: Path, epoch: int, registry: Registry,
                cast: Callable, gate: Callable, max_payload_bytes: int,
-               pipeline_args: Sequence[str] = (), read: Callable | None = None) -> IngestResult:
+               pipeline_args: Sequence[str] = (), read: Callable | None = None,
+               cast_predictions: Callable | None = None, gate_predictions: Callable | None = None) -> IngestResult:
     """Ingest every submission waiting in `drop` for `epoch`: lake the accepted, quarantine the rest.
 
     `cast(table, task, file=name)` shapes a dataset to its task (raising quality's SchemaError), `gate(table,
-    task)` returns a report with `.success` and `.summary()`; `read(path)` optionally replaces the built-in
+    task)` returns a report with `.success` and `.summary()`; `cast_predictions`/`gate_predictions` do the same for
+    predictions on a task's challenge (without them predictions are refused); `read(path)` optionally replaces the built-in
     Parquet/IPC/CSV reader. `pipeline_args` reach Beam unchanged (e.g. `--runner=...`).
     """
     drop, lake, archive, quarantine = Path(drop), Path(lake), Path(archive), Path(quarantine)
@@ -669,7 +685,8 @@ def run_ingest(*, drop: Path, lake: Path, archive: Path, quarantine: Path, epoch
             parsed = p | "ReadManifests" >> ReadManifests(drop, listed)
             verified = parsed.ok | "Verify" >> Verify(drop, registry, max_payload_bytes)
             ordered = verified.ok | "CheckNonces" >> CheckNonces(registry.last_nonce)
-            decoded = ordered.ok | "Decode" >> Decode(drop, epoch, registry, cast, gate, read)
+            decoded = ordered.ok | "Decode" >> Decode(drop, epoch, registry, cast, gate, read,
+                                                                  cast_predictions, gate_predictions)
             accepted = decoded.ok | "WriteLake" >> WriteLake(lake, epoch)
             _ = ((accepted, parsed[REJECTED], verified[REJECTED], ordered[REJECTED], decoded[REJECTED])
                  | "AllResults" >> beam.Flatten()

@@ -81,7 +81,7 @@ def _first_uncastable(col: pa.ChunkedArray, target: pa.DataType) -> tuple[int, o
     return lo, col[lo].as_py()
 
 
-def _cast_column(col: pa.ChunkedArray, target: pa.DataType, name: str, file: str | None) -> pa.ChunkedArray:
+def cast_column(col: pa.ChunkedArray, target: pa.DataType, name: str, file: str | None) -> pa.ChunkedArray:
     """Cast one column safely (no silent truncation or overflow), naming the first value that does not fit."""
     if col.type == target:
         return col
@@ -119,5 +119,38 @@ def cast_to_task(table: pa.Table, task: Task, *, file: str | None = None) -> pa.
         if n not in expected:
             raise SchemaError(file, n, f"unexpected column; the task's columns are {_describe_columns(expected)}")
     schema = task.arrow_schema()
-    columns = [_cast_column(table.column(f.name), f.type, f.name, file) for f in schema]
+    columns = [cast_column(table.column(f.name), f.type, f.name, file) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+PROBABILITY_SUM_TOLERANCE = 1e-6  # each predictions row's probabilities must sum to 1 within this
+
+
+def cast_predictions(table: pa.Table, task: Task, *, file: str | None = None) -> pa.Table:
+    """A predictions payload as row_id (int64) and one float64 probability column per label, p_<label>.
+
+    Raises SchemaError for a missing, extra or duplicated column, a value that does not cast, or a row whose
+    probabilities do not sum to 1.
+    """
+    expected = task.prediction_columns()
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise SchemaError(file, next(n for n in names if names.count(n) > 1), "duplicate column")
+    for n in expected:
+        if n not in names:
+            raise SchemaError(file, n, "missing column")
+    for n in names:
+        if n not in expected:
+            raise SchemaError(file, n, f"unexpected column; predictions have columns {_describe_columns(expected)}")
+    columns = [cast_column(table.column("row_id"), pa.int64(), "row_id", file)]
+    columns += [cast_column(table.column(n), pa.float64(), n, file) for n in expected[1:]]
+    out = pa.Table.from_arrays(columns, names=expected)
+    total = pc.add_checked(pc.fill_null(columns[1], 0.0), 0.0)
+    for col in columns[2:]:
+        total = pc.add(total, pc.fill_null(col, 0.0))
+    off = pc.greater(pc.abs(pc.subtract(total, 1.0)), PROBABILITY_SUM_TOLERANCE)
+    if pc.any(off).as_py():
+        row = pc.index(off, True).as_py()
+        raise SchemaError(file, "p_*", f"row {row}: probabilities sum to {total[row].as_py():.6g}; "
+                                       f"each row must sum to 1 (within {PROBABILITY_SUM_TOLERANCE:g})")
+    return out

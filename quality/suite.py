@@ -12,6 +12,7 @@ import os
 import threading
 import warnings
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -191,9 +192,14 @@ def _detail(kind: str, kwargs: dict, result: dict, success: bool, rows: int, tas
             return f"{where}: all {nonnull} non-null values within {rng}"
         return f"{where}: {bad} of {nonnull} values outside {rng}{_examples(result)}"
     if kind == "expect_column_values_to_be_in_set":
+        allowed = "the label domain" if col == task.label else "the allowed set"
         if success:
-            return f"{where}: all values in the label domain"
-        return f"{where}: {bad} values not in the label domain{_examples(result)}"
+            return f"{where}: all values in {allowed}"
+        return f"{where}: {bad} values not in {allowed}{_examples(result)}"
+    if kind == "expect_column_values_to_be_unique":
+        return f"{where}: all values unique" if success else f"{where}: {bad} values repeated{_examples(result)}"
+    if kind == "expect_table_row_count_to_equal":
+        return f"table: {result.get('observed_value', rows)} rows, {'as' if success else 'but'} {kwargs['value']} expected"
     return f"{where if col else 'table'}: {'passed' if success else 'failed'}"
 
 
@@ -224,7 +230,36 @@ def _line(res: Any, rows: int, columns: set[str], task: Task) -> ReportLine:
 
 def validate(table: pa.Table, task: Task) -> Report:
     """Run the task's GX suite on the table and report every expectation in suite order."""
-    suite = build_suite(task)
+    return run_suite(table, task, build_suite(task))
+
+
+def build_predictions_suite(task: Task, challenge_ids: Sequence[int]) -> "gx.ExpectationSuite":
+    """Predictions for a task's challenge: every challenge row once, probabilities in [0, 1], no nulls."""
+    _quiet_gx()
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    exps: list = [
+        gxe.ExpectTableRowCountToEqual(value=len(challenge_ids)),
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=task.prediction_columns()),
+        gxe.ExpectColumnValuesToBeUnique(column="row_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="row_id", value_set=sorted(int(i) for i in challenge_ids)),
+    ]
+    for col in task.prediction_columns()[1:]:
+        exps += [
+            gxe.ExpectColumnValuesToNotBeNull(column=col),
+            gxe.ExpectColumnValuesToBeBetween(column=col, min_value=0.0, max_value=1.0),
+        ]
+    return gx.ExpectationSuite(name=f"tributary-{task.name}-predictions", expectations=exps)
+
+
+def validate_predictions(table: pa.Table, task: Task, challenge_ids: Sequence[int]) -> Report:
+    """Run the predictions suite of a task's challenge on a (cast) predictions table."""
+    return run_suite(table, task, build_predictions_suite(task, challenge_ids))
+
+
+def run_suite(table: pa.Table, task: Task, suite: "gx.ExpectationSuite") -> Report:
+    """Validate a table with a suite and report every expectation in suite order, in plain words."""
     df = _to_pandas(table)
     with _lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,6 +10,8 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) an
     max_rows = 1000000
     max_null_fraction = 0.0
     holdout = "holdout/digits.parquet"
+    challenge = "challenges/digits.parquet"              # optional: public row_id + features for predictions
+    challenge_labels = "holdout/digits-challenge.parquet" # optional: hidden row_id + label
 
     features = [
         { name = "px_0", dtype = "float64", min = -1.0, max = 1.0 },   # dtype "float64" | "int64"
@@ -67,6 +69,8 @@ class Task:
     holdout: str = ""
     valuation: str = "knn_shapley"
     k: int = 5
+    challenge: str = ""  # public challenge rows (row_id + features); predictions are open when set
+    challenge_labels: str = ""  # their hidden labels (row_id + label)
 
     def __post_init__(self) -> None:
         # Accept lists for convenience; keep the value hashable and the domain sorted.
@@ -80,6 +84,10 @@ class Task:
     def feature_names(self) -> list[str]:
         """Feature column names in canonical order."""
         return [f.name for f in self.features]
+
+    def prediction_columns(self) -> list[str]:
+        """Columns of a predictions payload: row_id, then one probability column per label, p_<label>."""
+        return ["row_id", *(f"p_{v}" for v in self.label_domain)]
 
     def arrow_schema(self) -> pa.Schema:
         """The canonical columns with their Arrow types."""
@@ -144,7 +152,7 @@ def _parse_task(file: str, data: dict) -> Task:
     """Build and check a Task from a parsed TOML document."""
     r = _Reader(file, data)
     r.reject_unknown({"name", "label", "label_dtype", "label_domain", "min_rows", "max_rows", "max_null_fraction",
-                      "holdout", "valuation", "features"})
+                      "holdout", "valuation", "features", "challenge", "challenge_labels"})
     name = r.get("name", (str,), "the task name")
     if not name:
         raise r.fail("name", "must not be empty")
@@ -174,6 +182,10 @@ def _parse_task(file: str, data: dict) -> Task:
     if not 0.0 <= max_null <= 1.0:
         raise r.fail("max_null_fraction", f"must be between 0 and 1, got {max_null}")
     holdout = r.get("holdout", (str,), "a path to the holdout Parquet", "")
+    challenge = r.get("challenge", (str,), "a path to the public challenge Parquet", "")
+    challenge_labels = r.get("challenge_labels", (str,), "a path to the hidden challenge labels Parquet", "")
+    if bool(challenge) != bool(challenge_labels):
+        raise r.fail("challenge_labels" if challenge else "challenge", "challenge and challenge_labels go together")
 
     raw_val = r.get("valuation", (dict,), "a table with method and k", {})
     v = _Reader(file, raw_val, "valuation.")
@@ -197,7 +209,7 @@ def _parse_task(file: str, data: dict) -> Task:
 
     return Task(name=name, features=features, label=label, label_dtype=label_dtype, label_domain=tuple(domain),
                 min_rows=min_rows, max_rows=max_rows, max_null_fraction=max_null, holdout=holdout,
-                valuation=method, k=k)
+                valuation=method, k=k, challenge=challenge, challenge_labels=challenge_labels)
 
 
 def load_task(path: Path) -> Task:
@@ -243,6 +255,7 @@ def task_to_dict(task: Task) -> dict:
         "valuation": {"method": task.valuation, "k": task.k},
         "features": [{"name": f.name, "dtype": f.dtype, "min": float(f.min), "max": float(f.max)}
                      for f in task.features],
+        **({"challenge": task.challenge, "challenge_labels": task.challenge_labels} if task.challenge else {}),
     }
 
 

@@ -66,13 +66,39 @@ def grant(home: Home, name: str, tokens: str) -> int:
     return units
 
 
-def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin: float = 1.0) -> Task:
-    """Copy the holdout into the home (hidden from contributors) and write tasks/NAME.toml from it."""
+def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin: float = 1.0,
+              challenge: Path | None = None) -> Task:
+    """Copy the holdout into the home (hidden from contributors) and write tasks/NAME.toml from it.
+
+    With `challenge` (labelled rows like the holdout's), the task opens predictions: the rows get ids 0..n-1, their
+    features are published in challenges/NAME.parquet and their labels kept hidden beside the holdout.
+    """
     target = home.paths.holdout / f"{name}.parquet"
     if not holdout.is_file():
         raise FileNotFoundError(f"{holdout}: no such holdout file")
     if holdout.resolve() != target.resolve():
         shutil.copyfile(holdout, target)
     task = task_from_holdout(name, target, label, range_margin=range_margin, holdout_ref=str(target.relative_to(home.root)))
+    if challenge is not None:
+        task = _publish_challenge(home, task, challenge)
     write_task(task, home.paths.tasks / f"{name}.toml")
     return task
+
+
+def _publish_challenge(home: Home, task: Task, challenge: Path) -> Task:
+    """Split labelled challenge rows into public features and hidden labels, keyed by row_id."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quality.schema import cast_to_task, read_table
+
+    table = cast_to_task(read_table(challenge), task, file=str(challenge))
+    ids = pa.array(range(table.num_rows), pa.int64())
+    public = home.paths.challenges / f"{task.name}.parquet"
+    hidden = home.paths.holdout / f"{task.name}-challenge.parquet"
+    pq.write_table(table.select(task.feature_names()).add_column(0, "row_id", ids), public)
+    pq.write_table(pa.table({"row_id": ids, task.label: table.column(task.label)}), hidden)
+    return dataclasses.replace(task, challenge=str(public.relative_to(home.root)),
+                               challenge_labels=str(hidden.relative_to(home.root)))

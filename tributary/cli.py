@@ -154,15 +154,20 @@ def task_init(
     holdout: Annotated[Path, typer.Option(help="Parquet file of labelled rows kept hidden from contributors.")],
     label: Annotated[str, typer.Option(help="The label column.")],
     range_margin: Annotated[float, typer.Option(help="Widen each feature's holdout range by this many spans.")] = 1.0,
+    challenge: Annotated[Optional[Path], typer.Option(
+        help="Labelled rows to open predictions on: features published, labels kept hidden.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Write tasks/NAME.toml from a holdout: feature columns, types and ranges, label domain."""
     from tributary import actions
 
     h = _home(home)
-    task = actions.task_init(h, name, holdout, label, range_margin=range_margin)
+    task = actions.task_init(h, name, holdout, label, range_margin=range_margin, challenge=challenge)
     console.print(f"wrote {h.paths.tasks / f'{name}.toml'}: {len(task.features)} features, label {label!r} "
                   f"with {len(task.label_domain)} classes; the holdout is kept hidden at {task.holdout}")
+    if task.challenge:
+        console.print(f"predictions are open: challenge rows published at {task.challenge} (columns "
+                      f"{', '.join(task.prediction_columns()[:3])}, ... in a predictions file)")
 
 
 @epoch_app.command("run")

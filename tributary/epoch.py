@@ -38,21 +38,25 @@ class IngestSummary:
 def ingest(home: Home) -> IngestSummary:
     """Run the Beam ingest over the drop folder into the open epoch and record what it decided."""
     from pipelines.ingest import Registry, run_ingest  # Beam is imported only when ingest runs
-    from quality.schema import cast_to_task
+    from quality.schema import cast_predictions, cast_to_task
     from quality.suite import validate
 
     paths = home.paths
+    tasks = load_tasks(paths.tasks)
     with open_ledger(paths.ledger) as con:
         epoch = current_epoch(con)
         registry = Registry(
             accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
             last_nonce=contributions.last_nonces(con),
-            tasks=load_tasks(paths.tasks),
+            tasks=tasks,
         )
     result = run_ingest(
         drop=paths.drop, lake=paths.lake, archive=paths.archive, quarantine=paths.quarantine, epoch=epoch,
         registry=registry, cast=cast_to_task, gate=validate, max_payload_bytes=home.settings.max_payload_bytes,
-        pipeline_args=list(home.settings.beam_pipeline_args),
+        pipeline_args=list(home.settings.beam_pipeline_args), cast_predictions=cast_predictions,
+        gate_predictions=PredictionsGate({
+            name: tuple(_challenge(home, t).column("row_id").to_pylist()) for name, t in tasks.items() if t.challenge
+        }),
     )
     records = [
         ContributionRecord(
@@ -75,6 +79,22 @@ def ingest(home: Home) -> IngestSummary:
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
     return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons, sum(a.rows for a in result.accepted))
+
+
+@dataclass(frozen=True)
+class PredictionsGate:
+    """The quality gate for predictions: the task's GX predictions suite over its challenge row ids (picklable)."""
+
+    challenge_ids: dict[str, tuple[int, ...]]
+
+    def __call__(self, table: pa.Table, task: Task):
+        from quality.suite import validate_predictions
+
+        return validate_predictions(table, task, self.challenge_ids[task.name])
+
+
+def _challenge(home: Home, task: Task) -> pa.Table:
+    return pq.read_table(_home_path(home, task.challenge))
 
 
 def _relative(path: str, root: Path) -> str:
@@ -145,6 +165,7 @@ class EpochScores:
     submissions: tuple[SubmissionScore, ...]
     values: dict[str, float]  # account_id -> summed data value over its rows and tasks
     inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
+    model_scores: dict[str, float] = field(default_factory=dict)  # account_id -> summed prediction score
 
 
 def score(home: Home, epoch: int | None = None) -> EpochScores:
@@ -189,7 +210,45 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
             values[account_id] = values.get(account_id, 0.0) + value
             inputs.append([submission_id, account_id, task_name, lake_path])
             start = stop
-    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs})
+    model_scores, prediction_scores = score_predictions(home, epoch, tasks)
+    scores.extend(prediction_scores)
+    inputs.extend([s.submission_id, s.account_id, s.task, "predictions"] for s in prediction_scores)
+    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs}, model_scores)
+
+
+def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[dict[str, float], list[SubmissionScore]]:
+    """Score the epoch's predictions on each task's challenge against the hidden labels (rewards.model_scores).
+
+    A contributor's latest predictions for a task in the epoch count; earlier ones score 0. The meta-model weighs
+    each contributor by its stake at the epoch's start (equal weights when nobody has stake).
+    """
+    from rewards.model_scores import score_models
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted(con, epoch, "predictions")
+        stakes = transfers.stakes_at_epoch_start(con, epoch, role="contributor")
+    totals: dict[str, float] = {}
+    out: list[SubmissionScore] = []
+    for task_name in sorted({s[2] for s in subs}):
+        task = tasks[task_name]
+        labels = pq.read_table(_home_path(home, task.challenge_labels)).sort_by("row_id")
+        index = {v: i for i, v in enumerate(task.label_domain)}
+        y = np.array([index[v] for v in labels.column(task.label).to_pylist()], dtype=np.int64)
+        latest: dict[str, tuple] = {}
+        for sub in (s for s in subs if s[2] == task_name):  # arrival order: a later file replaces an earlier one
+            latest[sub[1]] = sub
+        chosen = sorted(latest.values(), key=lambda s: s[1])
+        probs = []
+        for _, _, _, lake_path, _ in chosen:
+            table = pq.read_table(home.root / lake_path).sort_by("row_id")
+            probs.append(np.column_stack([table.column(c).to_numpy() for c in task.prediction_columns()[1:]]))
+        model = score_models(probs, [float(stakes.get(s[1], 0)) for s in chosen], y, len(task.label_domain))
+        scored = {s[0]: m.score for s, m in zip(chosen, model)}
+        for submission_id, account_id, _, _, _ in (s for s in subs if s[2] == task_name):
+            value = scored.get(submission_id, 0.0)
+            out.append(SubmissionScore(submission_id, account_id, task_name, len(y), 0, value))
+            totals[account_id] = totals.get(account_id, 0.0) + value
+    return totals, out
 
 
 def _features(table: pa.Table, task: Task) -> np.ndarray:
@@ -197,7 +256,12 @@ def _features(table: pa.Table, task: Task) -> np.ndarray:
 
 
 def _holdout_path(home: Home, task: Task) -> Path:
-    path = Path(task.holdout)
+    return _home_path(home, task.holdout)
+
+
+def _home_path(home: Home, ref: str) -> Path:
+    """A path in a task file: absolute, or relative to the home."""
+    path = Path(ref)
     return path if path.is_absolute() else home.root / path
 
 
@@ -213,6 +277,13 @@ def prior_row_hashes(lake: Path, epoch: int, task_name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- weights
+def house_weights_for(home: Home, scores: EpochScores) -> dict[str, float]:
+    """The house validator's weights: data values and model scores mixed by the documented rule."""
+    from rewards.house import mixed_house_weights
+
+    return mixed_house_weights(scores.values, scores.model_scores, home.settings.prediction_share)
+
+
 @dataclass(frozen=True)
 class ValidatorWeights:
     epoch: int
@@ -226,8 +297,6 @@ class ValidatorWeights:
 
 def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
     """The house's weights from the measured values, plus each external validator's latest signed weight file."""
-    from rewards.house import house_weights
-
     epoch = scores.epoch
     with open_ledger(home.paths.ledger, read_only=True) as con:
         stakes = transfers.stakes_at_epoch_start(con, epoch)
@@ -241,7 +310,7 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
     row = {v: i for i, v in enumerate(validators)}
     w = np.zeros((len(validators), len(miners)))
     active = np.zeros(len(validators), dtype=bool)
-    for account_id, share in house_weights(scores.values).items():
+    for account_id, share in house_weights_for(home, scores).items():
         if account_id in col:
             w[row[house], col[account_id]] = share
     active[row[house]] = True
@@ -313,18 +382,18 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     """Turn consensus into reward lines whose shares sum to one, and digest every input that produced them."""
     from rewards.backend import to_numpy
     from rewards.emission import emission_shares
-    from rewards.house import house_weights
 
     vw, r = outcome.weights, outcome.result
     incentive, dividends = to_numpy(r.incentive), to_numpy(r.dividends)
     consensus, trust, active_stake = to_numpy(r.consensus), to_numpy(r.validator_trust), to_numpy(r.active_stake)
     shares = emission_shares(incentive, dividends, active_stake, owner_cut=home.settings.owner_cut)
-    house_w = house_weights(scores.values)
+    house_w = house_weights_for(home, scores)
     lines = [RewardLine(account_id="owner", role="owner", share=float(shares.owner), kind="owner_cut")]
     for j, miner in enumerate(vw.miners):
         lines.append(RewardLine(
             account_id=miner, role="contributor", share=float(shares.miners[j]), kind="incentive",
             value=float(scores.values.get(miner, 0.0)), weight=float(house_w.get(miner, 0.0)),
+            model_score=float(scores.model_scores.get(miner, 0.0)),
             consensus=float(consensus[j]), incentive=float(incentive[j]), dividends=0.0,
         ))
     for i, validator in enumerate(vw.validators):
@@ -340,6 +409,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         "epoch": vw.epoch,
         "scores": scores.inputs,
         "values": sorted([k, v] for k, v in scores.values.items()),
+        "model_scores": sorted([k, v] for k, v in scores.model_scores.items()),
         "validators": list(vw.validators),
         "miners": list(vw.miners),
         "weights": vw.weights.tolist(),

@@ -24,6 +24,7 @@ class Settings:
     owner_cut: float = 0.18
     max_payload_bytes: int = 64 * 2**20
     knn_k: int = 5
+    prediction_share: float = 0.5  # of a house weight, when both data and model contributions have value
     array_backend: str = "numpy"  # numpy | cupy | auto; rewards/backend.py resolves it
     beam_pipeline_args: tuple[str, ...] = ()
     # Yuma Consensus, with the chain's names and defaults (../shared/reference/yuma.md §3).
@@ -71,13 +72,15 @@ class HomePaths:
     keys: Path = field(init=False)
     tasks: Path = field(init=False)
     holdout: Path = field(init=False)
+    challenges: Path = field(init=False)
     dagster: Path = field(init=False)
     ledger: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("drop", "lake", "quarantine", "archive", "keys", "tasks", "holdout", "dagster"):
+        for name in ("drop", "lake", "quarantine", "archive", "keys", "tasks", "holdout", "challenges", "dagster"):
             object.__setattr__(self, name, self.root / name)
         object.__setattr__(self, "ledger", self.root / "ledger.duckdb")
 
     def folders(self) -> tuple[Path, ...]:
-        return (self.drop, self.lake, self.quarantine, self.archive, self.keys, self.tasks, self.holdout, self.dagster)
+        return (self.drop, self.lake, self.quarantine, self.archive, self.keys, self.tasks, self.holdout,
+                self.challenges, self.dagster)
