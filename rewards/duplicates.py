@@ -7,6 +7,7 @@ can be stored in the lake and the ledger.
 from __future__ import annotations
 
 import hashlib
+import math
 import numbers
 from collections.abc import Iterable
 
@@ -79,3 +80,259 @@ def first_seen_mask(hashes: np.ndarray, prior: np.ndarray | set | Iterable[int] 
         if known.size:
             mask &= ~np.isin(h, known)
     return mask
+
+
+# ------------------------------------------------------------------------------------------------ near duplicates
+
+DEFAULT_NEAR_TOL = 1e-5
+"""Default radius for near duplicates, on features divided by their scale (e.g. the task's range width).
+
+Jitter of up to 1e-6 of the scale on every feature moves a row by at most 1e-6 * sqrt(d): caught for d <= 100.
+Distinct rows of honest data sit much farther apart (integer pixels on a 0..16 range differ by >= 1/16)."""
+
+# Random projections used to bucket rows; more makes buckets more selective at a small cost in probes.
+_NEAR_PROJECTIONS = 8
+# Bucket width in units of tol: a row within tol of a bucket edge also probes the bucket beside it, so wider
+# buckets mean fewer extra probes (about 2 / _NEAR_CELL per projection) but more rows per bucket to verify.
+_NEAR_CELL = 64.0
+# A bucket holding more prior rows than this gets its identical prior rows collapsed (see _collapse_prior).
+_NEAR_CROWD = 32
+_NEAR_SEED = 0x7472696275746172  # fixed: the result never depends on it (every candidate is verified exactly)
+
+
+def _features(x: object, what: str, d: int | None = None) -> np.ndarray:
+    """A 2-D float64 feature array (an empty (0, d) array for None)."""
+    if x is None:
+        return np.zeros((0, d or 0), dtype=np.float64)
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or (d is not None and arr.shape[1] != d):
+        want = f" with {d} columns" if d is not None else ""
+        raise ValueError(f"{what} must be a 2-D array (rows x features){want}, got shape {arr.shape}")
+    return arr
+
+
+def _owner_array(owners: object, n: int, what: str) -> np.ndarray:
+    """Owners as a 1-D array of n entries (one scalar owner stands for every row)."""
+    arr = np.asarray(owners) if owners is not None else np.zeros(0, dtype=np.int64)
+    if arr.ndim == 0:
+        arr = np.full(n, arr.item())
+    arr = arr.reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{what} has {arr.shape[0]} entries for {n} rows")
+    return arr
+
+
+def _owner_codes(owners_new: object, owners_prior: object, n_new: int, n_prior: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shared integer codes for the owners of new and prior rows (account ids, public keys, ints...)."""
+    new = _owner_array(owners_new, n_new, "owners_new")
+    prior = _owner_array(owners_prior, n_prior, "owners_prior")
+    both = np.concatenate([new, prior])
+    if both.dtype.kind == "O" or (new.size and prior.size and (new.dtype.kind in "US") != (prior.dtype.kind in "US")):
+        both = both.astype(str)
+    _, codes = np.unique(both, return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    return codes[:n_new], codes[n_new:]
+
+
+def _collapse_prior(x: np.ndarray, owners: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Keep-mask over prior rows: among `rows`, drop repeats of a (vector, owner) and vectors beyond two owners.
+
+    For "is some row from another owner within tol", a vector held by two owners answers yes for every asker, so
+    piles of identical lake rows (copies land in the lake too) cannot blow up the candidate pairs.
+    """
+    keep = np.ones(x.shape[0], dtype=bool)
+    sub = np.ascontiguousarray(x[rows] + 0.0)  # -0.0 -> 0.0, so equal vectors have equal bytes
+    _, vec = np.unique(sub.view(np.dtype((np.void, sub.dtype.itemsize * sub.shape[1]))).reshape(-1),
+                       return_inverse=True)
+    vec = vec.reshape(-1)
+    order = np.lexsort((rows, owners[rows], vec))  # by vector, then owner, then arrival
+    v, o = vec[order], owners[rows][order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (v[1:] != v[:-1]) | (o[1:] != o[:-1])  # the first row of each (vector, owner)
+    kept_v = v[first]
+    rank = np.arange(kept_v.size) - np.searchsorted(kept_v, kept_v, side="left")  # 0, 1, 2.. per vector
+    survivors = order[first][rank < 2]
+    keep[rows] = False
+    keep[rows[survivors]] = True
+    return keep
+
+
+def _hash_cells(cells: np.ndarray, mult: np.ndarray) -> np.ndarray:
+    """One 63-bit hash per row of integer bucket coordinates (collisions only add candidates, all verified)."""
+    h = cells[:, 0].astype(np.uint64) * mult[0]
+    for j in range(1, cells.shape[1]):
+        h += cells[:, j].astype(np.uint64) * mult[j]
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(29)
+    return (h >> np.uint64(1)).view(np.int64)
+
+
+def _buckets(x: np.ndarray, w: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket coordinates floor(p / width) of the projections p = x w, and where each p sits in its bucket (0..1)."""
+    p = x @ w
+    p /= width
+    cells = np.floor(p)
+    p -= cells
+    return cells.astype(np.int64), p
+
+
+def _candidate_pairs(x_prior: np.ndarray, x_new: np.ndarray, scale: np.ndarray, tol: float, *, crowd_check: bool
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(new row, reference) pairs that may lie within `tol`, a superset of all such pairs; references index the prior
+    rows first, then the new rows (offset by len(x_prior)). With `crowd_check`, if some bucket holds more than
+    _NEAR_CROWD prior rows, returns no pairs but the prior rows in such buckets (to collapse, then call again).
+
+    Rows are bucketed on a grid over a few random unit projections of the scaled features (a projection never
+    increases a distance), buckets at least 2 tol wide. A pair within tol differs by less than tol on every
+    projection, so the new row finds the reference in its own bucket or, where it lies within tol of a bucket edge,
+    across that edge. Buckets are joined by one sort of (bucket hash, id) keys packed into int64.
+    """
+    n_prior, d = x_prior.shape
+    n_new = x_new.shape[0]
+    if d <= _NEAR_PROJECTIONS:
+        proj = np.eye(d)
+    else:
+        proj = np.random.default_rng(_NEAR_SEED).normal(size=(d, _NEAR_PROJECTIONS))
+        proj /= np.linalg.norm(proj, axis=0, keepdims=True)
+    w = proj / scale[:, None]  # projections of the scaled rows, without materializing them
+    m = proj.shape[1]
+    zmax = max(float((np.abs(a).max(axis=0) / scale).max()) if a.size else 0.0 for a in (x_prior, x_new))
+    # Computed projections are off by at most (d + 3) u |z| |u| <= (d + 3) u sqrt(d) zmax, so a pair within tol
+    # has computed projections closer than `reach`. |p| / width below 2^20 keeps bucket fractions exact to ~2^-33.
+    reach = tol + 2.0 * (d + 3) * 2.0**-53 * math.sqrt(d) * zmax * 1.01
+    width = max(_NEAR_CELL * tol, 2.0 * reach, math.sqrt(d) * zmax / 2.0**20)
+    slack = reach / width + 2.0**-30
+    mult = np.random.default_rng(_NEAR_SEED + 1).integers(1, 2**63, size=m, dtype=np.uint64) | np.uint64(1)
+    c_prior, _ = _buckets(x_prior, w, width)
+    c_new, frac = _buckets(x_new, w, width)
+    # Probes: each new row's own bucket, plus the neighbour across every edge it is close to (all combinations).
+    probe_row = np.arange(n_new)
+    probe_cells = c_new
+    for j in range(m):
+        for step, near in ((-1, frac[:, j] < slack), (1, frac[:, j] > 1.0 - slack)):
+            sel = near[probe_row]
+            if sel.any():
+                extra = probe_cells[sel]
+                extra[:, j] += step
+                probe_row = np.concatenate([probe_row, probe_row[sel]])
+                probe_cells = np.concatenate([probe_cells, extra])
+    del frac
+    n_ref = n_prior + n_new
+    total = n_ref + probe_row.size
+    id_bits = max(1, (total - 1).bit_length())
+    if id_bits > 40:
+        raise ValueError("too many rows for one near-duplicate pass; split the batch")
+    # Keys: bucket hash in the high bits, id in the low bits; references get the lower ids, so in each run of equal
+    # hashes the references come first, then the probes.
+    ids = np.arange(total, dtype=np.int64)
+    keys = np.concatenate([_hash_cells(c_prior, mult), _hash_cells(c_new, mult), _hash_cells(probe_cells, mult)])
+    del c_prior, c_new, probe_cells
+    keys >>= id_bits - 1
+    keys <<= id_bits
+    keys |= ids
+    keys.sort()
+    sid = keys & ((1 << id_bits) - 1)
+    keys >>= id_bits
+    start = np.ones(total, dtype=bool)
+    start[1:] = keys[1:] != keys[:-1]
+    del keys
+    run_first = np.flatnonzero(start)
+    run = np.cumsum(start) - 1
+    del start
+    is_ref = sid < n_ref
+    refs_in_run = np.add.reduceat(is_ref, run_first) if total else np.zeros(0, dtype=np.int64)
+    prior_in_run = np.add.reduceat(sid < n_prior, run_first) if total else np.zeros(0, dtype=np.int64)
+    if crowd_check and int(prior_in_run.max(initial=0)) > _NEAR_CROWD:
+        crowded = np.repeat(prior_in_run > _NEAR_CROWD, np.diff(np.append(run_first, total)))
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, sid[crowded & (sid < n_prior)]
+    probe_pos = np.flatnonzero(~is_ref)
+    del is_ref
+    counts = refs_in_run[run[probe_pos]]
+    hit = counts > 0
+    probe_pos, counts = probe_pos[hit], counts[hit]
+    pairs = int(counts.sum())
+    if pairs == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, None
+    first = run_first[run[probe_pos]]
+    offset = np.arange(pairs) - np.repeat(np.cumsum(counts) - counts, counts)
+    ref = sid[np.repeat(first, counts) + offset]
+    new_row = probe_row[np.repeat(sid[probe_pos] - n_ref, counts)]
+    return new_row, ref, None
+
+
+def near_duplicate_mask(
+    x_new: np.ndarray,
+    owners_new: object,
+    x_prior: np.ndarray | None = None,
+    owners_prior: object = None,
+    scale: np.ndarray | float | None = None,
+    tol: float = DEFAULT_NEAR_TOL,
+) -> np.ndarray:
+    """True where a new row is a near duplicate of a row first accepted from another key; arrival order counts.
+
+    A new row is a near duplicate when its Euclidean distance, on features divided by `scale` (per feature, e.g. the
+    task's range width; None = 1), is below `tol` to a row from a different owner that was accepted first: any
+    prior row (`x_prior`, rows already accepted in the lake) or an earlier new row that is not itself a near
+    duplicate. Identical rows from another key are near duplicates (distance 0); rows from the same key never are.
+    Owners may be one scalar for all rows. Rows with a NaN feature are never near duplicates and match nothing (the
+    exact row hash still catches their copies). About O(n log n), no n x n matrix: bucketed random projections give
+    candidate pairs, and each is verified exactly.
+    """
+    x = _features(x_new, "x_new")
+    n, d = x.shape
+    if not (isinstance(tol, (int, float, np.floating)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    s = np.ones(d) if scale is None else np.broadcast_to(np.asarray(scale, dtype=np.float64), (d,)).copy()
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("scale must be positive and finite for every feature (use the task's range width)")
+    xp_ = _features(x_prior, "x_prior", d)
+    o_new, o_prior = _owner_codes(owners_new, owners_prior, n, xp_.shape[0])
+    flagged = np.zeros(n, dtype=bool)
+    if n == 0:
+        return flagged
+    live = np.isfinite(x).all(axis=1)
+    if not live.all():
+        flagged[live] = near_duplicate_mask(x[live], o_new[live], xp_, o_prior, s, tol)
+        return flagged
+    ok_prior = np.isfinite(xp_).all(axis=1)
+    if not ok_prior.all():
+        xp_, o_prior = xp_[ok_prior], o_prior[ok_prior]
+    return _near_duplicates(x, o_new, xp_, o_prior, s, float(tol), collapse=True)
+
+
+def _near_duplicates(x: np.ndarray, o_new: np.ndarray, xp_: np.ndarray, o_prior: np.ndarray, s: np.ndarray,
+                     tol: float, *, collapse: bool) -> np.ndarray:
+    """near_duplicate_mask on finite rows with integer owner codes."""
+    n, n_prior = x.shape[0], xp_.shape[0]
+    q, r, crowded = _candidate_pairs(xp_, x, s, tol, crowd_check=collapse)
+    if crowded is not None:
+        keep = _collapse_prior(xp_, o_prior, np.unique(crowded))
+        return _near_duplicates(x, o_new, xp_[keep], o_prior[keep], s, tol, collapse=False)
+    # Keep: another owner, and a prior row or an earlier new row (never the row itself or a later one).
+    from_prior = r < n_prior
+    r_owner = np.where(from_prior, o_prior[np.minimum(r, max(n_prior - 1, 0))] if n_prior else -1,
+                       o_new[np.maximum(r - n_prior, 0)])
+    keep = (r_owner != o_new[q]) & (from_prior | (r - n_prior < q))
+    q, r, from_prior = q[keep], r[keep], from_prior[keep]
+    diff = np.empty((q.size, x.shape[1]))
+    diff[from_prior] = xp_[r[from_prior]]
+    diff[~from_prior] = x[r[~from_prior] - n_prior]
+    np.subtract(x[q], diff, out=diff)
+    diff /= s
+    near = np.einsum("ij,ij->i", diff, diff) < tol * tol
+    q, r, from_prior = q[near], r[near], from_prior[near]
+    # Any accepted prior row within tol settles it; earlier new rows count only if they were accepted themselves.
+    accepted = np.ones(n, dtype=bool)
+    accepted[q[from_prior]] = False
+    qi, ri = q[~from_prior], r[~from_prior] - n_prior
+    if qi.size:
+        order = np.lexsort((ri, qi))
+        acc = accepted.tolist()
+        for a, b in zip(qi[order].tolist(), ri[order].tolist()):  # ascending a, and b < a: acc[b] is already final
+            if acc[a] and acc[b]:
+                acc[a] = False
+        accepted = np.asarray(acc, dtype=bool)
+    return ~accepted

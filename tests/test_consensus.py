@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rewards.backend import get_xp, gpu_available
-from rewards.consensus import YumaParams, YumaResult, replay, yuma_epoch
+from rewards.consensus import EpochState, YumaParams, YumaResult, chain_epoch, replay, yuma_epoch
+from rewards.yuma_core import _weighted_median
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared/reference/yuma-vectors"
 VECTOR_FILES = sorted(VECTORS.glob("*.json"))
@@ -133,6 +134,52 @@ def test_median_takes_the_higher_value_at_a_stake_tie() -> None:
     np.testing.assert_allclose(r.clipped_weights, [[0.2, 0.8], [0.6, 0.4]])
 
 
+def median_by_definition(w: np.ndarray, s: np.ndarray, kappa: float) -> np.ndarray:
+    """Per column, the largest value v with stake(W >= v) >= kappa over the positive-stake rows (else the min)."""
+    w, s = w[s > 0], s[s > 0]
+    out = []
+    for col in w.T:
+        ok = [v for v in np.unique(col) if s[col >= v].sum() >= kappa]
+        out.append(max(ok) if ok else col.min())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_weighted_median_matches_its_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_val = int(rng.choice([1, 2, 3, 17, 255, 256, 257, 1024, 1025, 1300]))  # float32 keys up to 1024 rows
+    n_min = int(rng.integers(1, 25))
+    kind = seed % 5
+    w = rng.random((n_val, n_min))
+    if kind == 1:
+        w = np.round(w * 3) / 3  # exact ties
+    elif kind == 2:
+        w = 0.5 + rng.integers(0, 3, (n_val, n_min)) * 1e-12  # distinct values that share their key bits
+    elif kind == 3:
+        w = w * (rng.random((n_val, n_min)) < 0.3)  # mostly zeros
+    elif kind == 4:
+        w = np.where(rng.random((n_val, n_min)) < 0.5, 5e-324 * rng.integers(0, 300, (n_val, n_min)), w * 1e-300)
+    s = rng.lognormal(size=n_val) * (rng.random(n_val) < 0.85)
+    s[0] = max(s[0], 0.1)
+    s /= s.sum()
+    kappa = float(rng.choice([32767 / 65535, 0.3, 0.9, 0.0]))
+    np.testing.assert_array_equal(_weighted_median(np, w, s, kappa), median_by_definition(w, s, kappa))
+
+
+def test_full_bonds_penalty_buys_bonds_with_the_clipped_weight_exactly() -> None:
+    w, s, b = random_inputs(6)
+    r = yuma_epoch(w, s, b, YumaParams())
+    alpha = 1.0 - 0.9
+    np.testing.assert_array_equal(r.bonds, np.minimum(1.0, r.clipped_weights * alpha + (1.0 - alpha) * b))
+
+
+def test_yuma3_bonds_above_one_are_rejected() -> None:
+    w, s, _ = random_inputs(7)
+    with pytest.raises(ValueError, match="bonds_prev"):
+        yuma_epoch(w, s, np.full(w.shape, 1.5), YumaParams())
+    yuma_epoch(w, s, np.full(w.shape, 1.5), YumaParams(yuma_version="yuma2"))  # column-normalized on read
+
+
 def test_majority_validator_sets_consensus() -> None:
     r = yuma_epoch([[1.0, 0.0], [0.0, 1.0]], [0.8, 0.2], None, YumaParams())
     np.testing.assert_array_equal(r.consensus, [1.0, 0.0])
@@ -189,6 +236,30 @@ def test_bad_params_are_rejected() -> None:
         YumaParams(yuma_version="yuma1")
     with pytest.raises(ValueError):
         YumaParams(alpha_low=0.9, alpha_high=0.7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("params", [YumaParams(liquid_alpha_enabled=True), YumaParams(yuma_version="yuma2"),
+                                    YumaParams(liquid_alpha_enabled=True, bonds_penalty=0.5, storage="u16")],
+                         ids=["yuma3_liquid", "yuma2", "yuma3_liquid_u16"])
+def test_cupy_chain_epoch_matches_numpy(params: YumaParams) -> None:
+    if not gpu_available():
+        pytest.skip("CuPy with a working CUDA device is not available")
+    cupy = get_xp("cupy")
+    rng = np.random.default_rng(11)
+    for n_val, n_min in ((40, 300), (1100, 64)):  # float32 and float64 median keys
+        w = rng.random((n_val, n_min)) * (rng.random((n_val, n_min)) < 0.7)
+        w[rng.random((n_val, n_min)) < 0.05] = 0.5
+        state = EpochState(weights=w, stake=rng.lognormal(size=n_val), last_update=rng.integers(5, 10, n_val),
+                           registered_at=rng.choice([0, 8, 9], size=n_min, p=[0.9, 0.05, 0.05]), epoch=10,
+                           bonds=rng.random((n_val, n_min)) * 0.5, validator_uids=np.arange(n_val),
+                           miner_uids=np.arange(n_min) + n_val - 3, owner_uid=n_val - 1)
+        p = YumaParams(**{**params.__dict__, "max_allowed_validators": n_val - 5})
+        on_cpu, on_gpu = chain_epoch(state, p, xp=np), chain_epoch(state, p, xp=cupy)
+        for field in FIELDS + ("clipped_weights", "active_stake"):
+            np.testing.assert_allclose(getattr(on_gpu, field), getattr(on_cpu, field), rtol=0, atol=1e-12,
+                                       err_msg=field)
+        np.testing.assert_array_equal(on_gpu.validator_permit, on_cpu.validator_permit)
 
 
 @pytest.mark.gpu
