@@ -130,7 +130,15 @@ def epoch_settlement(context: dg.AssetExecutionContext, tributary: TributaryHome
         "chain_hash": outcome.hash,
         "emission_tokens": units_to_tokens(settlement.emission),
         "rewards": _markdown_table(["account", "tokens", ""], chart),
+        "weight_copy_report": _markdown_table(
+            ["validator", "similarity to last consensus", "similarity to own history"],
+            [[names.get(v, v), _fmt(c), _fmt(h)] for v, c, h in settlement.reports],
+        ),
     })
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 EPOCH_ASSETS = [contributions, validated_contributions, contribution_values, validator_weights, consensus, epoch_settlement]

@@ -63,3 +63,24 @@ def accepted(con: duckdb.DuckDBPyConnection, epoch: int, kind: str) -> list[tupl
         "WHERE epoch = ? AND kind = ? AND status <> 'quarantined' ORDER BY received_at, submission_id",
         [epoch, kind],
     ).fetchall()
+
+
+def record_commitments(con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str, str, str]]) -> None:
+    """Store accepted weight commitments: (epoch, validator account, commitment hash, submission id)."""
+    for epoch, validator, commitment, submission_id in rows:
+        con.execute("INSERT INTO commitments VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [epoch, validator, commitment, submission_id])
+
+
+def open_commitments(con: duckdb.DuckDBPyConnection, epoch: int, reveal_epochs: int) -> dict[tuple[str, int], str]:
+    """(validator public key, commit epoch) -> hash for commitments that may still be revealed in `epoch`.
+
+    A key's later commitment in the same epoch replaces its earlier one; older ones have expired.
+    """
+    rows = con.execute(
+        "SELECT a.public_key, c.epoch, c.commitment FROM commitments c JOIN accounts a ON a.account_id = c.validator "
+        "JOIN contributions s ON s.submission_id = c.submission_id "
+        "WHERE c.epoch >= ? AND c.epoch < ? ORDER BY s.received_at, c.submission_id",
+        [epoch - reveal_epochs, epoch],
+    ).fetchall()
+    return {(key, e): h for key, e, h in rows}

@@ -9,7 +9,8 @@ import duckdb
 
 from ledger.db import open_ledger
 
-EXPORT_TABLES = ("accounts", "epochs", "contributions", "quarantine", "rewards", "transfers", "bonds", "weights")
+EXPORT_TABLES = ("accounts", "epochs", "contributions", "quarantine", "rewards", "transfers", "bonds", "weights",
+                 "commitments", "validator_reports")
 EXPORT_STORAGE_VERSION = "v1.5.0"  # lets the PyPI duckdb-cli (1.5.x) open the exported file
 
 

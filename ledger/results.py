@@ -15,6 +15,8 @@ RESULT_QUERIES = {
                  "FROM transfers WHERE epoch = ? ORDER BY id",
     "bonds": "SELECT validator, miner, bond FROM bonds WHERE epoch = ? ORDER BY validator, miner",
     "weights": "SELECT validator, miner, weight FROM weights WHERE epoch = ? ORDER BY validator, miner",
+    "validator_reports": "SELECT validator, similarity_to_consensus, similarity_to_own_history FROM validator_reports "
+                         "WHERE epoch = ? ORDER BY validator",
     "contributions": "SELECT submission_id, account_id, task, kind, rows, status, reason, digest, duplicate_rows, value "
                      "FROM contributions WHERE epoch = ? ORDER BY submission_id",
 }

@@ -110,6 +110,31 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: model contributions (predictions on a task's challenge) get their own score column.
     "ALTER TABLE rewards ADD COLUMN model_score DOUBLE;",
+    # 3: commit-reveal of validator weights, and the weight-copy report per validator and epoch.
+    """
+    CREATE TABLE commitments (
+        epoch BIGINT NOT NULL,
+        validator VARCHAR NOT NULL,
+        commitment VARCHAR NOT NULL,
+        submission_id VARCHAR PRIMARY KEY
+    );
+    CREATE TABLE validator_reports (
+        epoch BIGINT NOT NULL,
+        validator VARCHAR NOT NULL,
+        similarity_to_consensus DOUBLE,
+        similarity_to_own_history DOUBLE,
+        PRIMARY KEY (epoch, validator)
+    );
+    -- A copier's weights track the last public consensus more closely than its own history.
+    CREATE VIEW validator_report AS
+    SELECT v.epoch, v.validator, a.name, v.similarity_to_consensus, v.similarity_to_own_history,
+           v.similarity_to_consensus - COALESCE(v.similarity_to_own_history, 0) AS copy_signal,
+           r.validator_trust, r.dividends, r.stake, r.amount,
+           CASE WHEN r.stake > 0 THEN r.amount / r.stake END AS earned_per_staked_unit
+    FROM validator_reports v
+    JOIN accounts a ON a.account_id = v.validator
+    LEFT JOIN rewards r ON r.epoch = v.epoch AND r.account_id = v.validator;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -57,6 +57,7 @@ class Settlement:
     bonds: tuple[tuple[str, str, float], ...] = ()  # (validator, miner, bond)
     weights: tuple[tuple[str, str, float], ...] = ()  # (validator, miner, weight) as used in consensus
     contributions: tuple[ContributionUpdate, ...] = field(default=())
+    reports: tuple[tuple[str, float | None, float | None], ...] = ()  # (validator, sim. to consensus, to history)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             con.executemany("INSERT INTO bonds VALUES (?, ?, ?, ?)", [[s.epoch, v, m, b] for v, m, b in s.bonds])
         if s.weights:
             con.executemany("INSERT INTO weights VALUES (?, ?, ?, ?)", [[s.epoch, v, m, w] for v, m, w in s.weights])
+        if s.reports:
+            con.executemany("INSERT INTO validator_reports VALUES (?, ?, ?, ?)",
+                            [[s.epoch, v, c, h] for v, c, h in s.reports])
         for c in s.contributions:
             con.execute(
                 "UPDATE contributions SET status = ?, duplicate_rows = ?, value = ? WHERE submission_id = ?",

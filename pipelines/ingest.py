@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,15 @@ import pyarrow.parquet as pq
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines.errors import IngestError, ManifestError, SignatureError
-from pipelines.manifest import MANIFEST_SUFFIX, Manifest, payload_digest, read_manifest, verify_signature
+from pipelines.manifest import (
+    MANIFEST_SUFFIX,
+    Manifest,
+    payload_digest,
+    read_manifest,
+    verify_signature,
+)
 from pipelines.options import build_options, quiet_beam_logging
+from pipelines.weights import WeightRules, WeightsRejected, parse_weights
 
 REJECTED = "rejected"                  # tag of every stage's side output for rejected submissions
 WEIGHTS_TASK = "_weights"              # lake task directory for validator weight vectors
@@ -68,6 +74,9 @@ class Registry:
     accounts: Mapping[str, tuple[str, str]]   # public_key hex -> (account_id, role)
     last_nonce: Mapping[str, int]             # public_key hex -> highest nonce already used (absent: none)
     tasks: Mapping[str, Any]                  # name -> quality.task.Task, duck-typed (pipelines never imports quality)
+    commit_reveal: bool = False               # weights must be committed in one epoch and revealed in a later one
+    reveal_epochs: int = 1
+    commitments: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (validator key, epoch) -> hash
 
 
 @dataclass(frozen=True)
@@ -255,47 +264,6 @@ def _with_submission_columns(table: pa.Table, sub: Submission) -> pa.Table:
     return table.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
 
 
-def weights_table(data: bytes, name: str, *, epoch: int, validator_key: str,
-                  accounts: Mapping[str, tuple[str, str]]) -> pa.Table:
-    """Parse `{"epoch": E, "weights": {public_key_hex: float}}` into rows (validator, miner_key, weight)."""
-
-    def bad(rule: str) -> _Reject:
-        return _Reject(SCHEMA_MISMATCH, f"{name}: {rule}")
-
-    def no_constants(c: str) -> float:
-        raise bad(f"weights must be finite numbers, found {c}")
-
-    try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise bad(f"not valid UTF-8 JSON ({e})") from None
-    if not isinstance(doc, dict) or set(doc) != {"epoch", "weights"}:
-        raise bad('must be a JSON object with exactly the keys "epoch" and "weights"')
-    e = doc["epoch"]
-    if not isinstance(e, int) or isinstance(e, bool):
-        raise bad("field 'epoch': must be an integer")
-    if e != epoch:
-        raise _Reject(WRONG_EPOCH, f"{name}: field 'epoch': weights are for epoch {e}, this run ingests epoch {epoch}")
-    w = doc["weights"]
-    if not isinstance(w, dict) or not w:
-        raise bad("field 'weights': must be a non-empty object of public_key_hex: weight")
-    for key, value in w.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise bad(f"weight for {key}: must be a number")
-        if not math.isfinite(value) or value < 0:
-            raise bad(f"weight for {key}: must be finite and non-negative, found {value}")
-    for key in sorted(w):
-        acct = accounts.get(key)
-        if acct is None or acct[1] != "contributor":
-            raise _Reject(UNKNOWN_KEY, f"{name}: weights name key {key}, which is not registered as a contributor")
-    keys = sorted(w)
-    return pa.table({
-        "validator": pa.array([validator_key] * len(keys), pa.string()),
-        "miner_key": pa.array(keys, pa.string()),
-        "weight": pa.array([float(w[k]) for k in keys], pa.float64()),
-    })
-
-
 # ----------------------------------------------------------------------------------------------- DoFns
 
 
@@ -397,7 +365,7 @@ class DecodeFn(beam.DoFn):
 
     def __init__(self, drop: str, epoch: int, accounts: dict, tasks: dict, cast: Callable, gate: Callable,
                  read: Callable | None, cast_predictions: Callable | None = None,
-                 gate_predictions: Callable | None = None):
+                 gate_predictions: Callable | None = None, weight_rules: WeightRules | None = None):
         self.drop = drop
         self.epoch = epoch
         self.accounts = accounts
@@ -407,6 +375,7 @@ class DecodeFn(beam.DoFn):
         self.read = read
         self.cast_predictions = cast_predictions
         self.gate_predictions = gate_predictions
+        self.weight_rules = weight_rules or WeightRules(epoch)
 
     def process(self, sub: Submission) -> Iterator[Any]:
         try:
@@ -442,8 +411,11 @@ class DecodeFn(beam.DoFn):
         m = sub.manifest
         data = self._payload_bytes(sub)
         if m.kind == "weights":
-            table = weights_table(data, m.payload, epoch=self.epoch, validator_key=m.public_key,
-                                  accounts=self.accounts)
+            try:
+                table = parse_weights(data, m.payload, validator_key=m.public_key, rules=self.weight_rules,
+                                      accounts=self.accounts)
+            except WeightsRejected as w:
+                raise _Reject(w.reason, w.detail) from None
             return _with_submission_columns(table, sub)
         table = self._read(sub, data)
         task = self.tasks[m.task]
@@ -578,8 +550,9 @@ class Decode(beam.PTransform):
                  read: Callable | None, cast_predictions: Callable | None = None,
                  gate_predictions: Callable | None = None):
         super().__init__()
+        rules = WeightRules(epoch, registry.commit_reveal, registry.reveal_epochs, dict(registry.commitments))
         self.fn = DecodeFn(str(drop), epoch, dict(registry.accounts), dict(registry.tasks), cast, gate, read,
-                           cast_predictions, gate_predictions)
+                           cast_predictions, gate_predictions, rules)
 
     def expand(self, pcoll):
         return pcoll | "ToArrow" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="ok")

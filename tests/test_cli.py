@@ -31,7 +31,7 @@ def run(*args: str, home: Path | None = None, env: dict | None = None, check: bo
 def test_help_lists_every_command_with_its_help():
     top = run("--help").stdout
     for name in ("keygen", "register", "validate", "submit", "stake", "sql", "audit", "ui", "demo", "task", "epoch",
-                 "consensus"):
+                 "consensus", "commit", "reveal", "export", "grant"):
         assert name in top
     assert "init" in run("task", "--help").stdout
     assert "run" in run("epoch", "--help").stdout and "--close" in run("epoch", "run", "--help").stdout

@@ -336,7 +336,8 @@ def test_weights_accepted_and_checked(home: Home) -> None:
     assert (a.file, a.kind, a.account_id, a.rows) == ("w.json", "weights", "acct-val", 2)
     assert Path(a.lake_path).parent == home.lake / f"epoch={EPOCH}" / "kind=weights" / "task=_weights"
     t = pq.read_table(a.lake_path)
-    assert t.column_names == ["validator", "miner_key", "weight", "_submission_id", "_contributor", "_row"]
+    assert t.column_names == ["validator", "miner_key", "weight", "mode", "commit_epoch", "commitment",
+                              "_submission_id", "_contributor", "_row"]
     assert t.select(["validator", "miner_key", "weight"]).to_pylist() == [
         {"validator": _hex(VAL), "miner_key": k, "weight": w[k]} for k in sorted(w)]
     got = {r.file: (r.reason, r.detail) for r in res.rejected}

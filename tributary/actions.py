@@ -47,6 +47,50 @@ def submit(home: Home, file: Path, *, key: str, task: str | None, kind: str = "d
     return write_submission(home.paths.drop, file, manifest), manifest
 
 
+def commit(home: Home, weights: dict[str, float], *, key: str) -> tuple[int, str]:
+    """Commit to a weight vector for the open epoch: submit its hash now, keep weights and salt to reveal next epoch.
+
+    Returns (epoch, commitment). The weights and salt stay in keys/KEY.reveal-E.json (mode 0600) until revealed.
+    """
+    import json
+    import os
+    import secrets
+
+    from pipelines.weights import weights_commitment
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        epoch = current_epoch(con)
+    salt = secrets.token_hex(16)
+    commitment = weights_commitment(epoch, weights, salt)
+    secret = keys.key_path(home.paths.keys, key).with_name(f"{key}.reveal-{epoch}.json")
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"epoch": epoch, "weights": weights, "salt": salt}, f)
+    payload = secret.with_name(f"{key}-commit-{epoch}.json")
+    payload.write_text(json.dumps({"epoch": epoch, "commitment": commitment}))
+    submit(home, payload, key=key, task=None, kind="weights")
+    return epoch, commitment
+
+
+def reveal(home: Home, *, key: str) -> list[int]:
+    """Reveal every commitment of KEY that the open epoch may reveal; returns the commit epochs revealed."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        epoch = current_epoch(con)
+    revealed = []
+    for secret in sorted(home.paths.keys.glob(f"{key}.reveal-*.json")):
+        commit_epoch = int(secret.stem.rsplit("-", 1)[1])
+        if not epoch - home.settings.reveal_epochs <= commit_epoch < epoch:
+            continue
+        payload = secret.with_name(f"{key}-reveal-{commit_epoch}.json")
+        payload.write_text(secret.read_text())
+        submit(home, payload, key=key, task=None, kind="weights")
+        secret.rename(secret.with_suffix(".revealed"))
+        revealed.append(commit_epoch)
+    if not revealed:
+        raise TributaryError(f"{key} has no commitment that epoch {epoch} may reveal; commit with `tributary commit`")
+    return revealed
+
+
 def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple[int, int]:
     """Stake (or unstake) tokens of account NAME; returns (epoch, staked units now)."""
     units = tokens_to_units(tokens)

@@ -119,6 +119,37 @@ def submit(
 
 # ---------------------------------------------------------------------------------------------------- validators
 @app.command()
+def commit(
+    file: Annotated[Path, typer.Argument(help='JSON {"weights": {contributor_public_key: weight, ...}}.')],
+    key: Annotated[str, typer.Option(help="The validator's key.")],
+    home: HomeOpt = None,
+) -> None:
+    """Commit-reveal, step 1: submit a salted hash of your weights for the open epoch; reveal them next epoch."""
+    from tributary import actions
+    from tributary.errors import TributaryError
+
+    try:
+        weights = json.loads(file.read_text())["weights"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TributaryError(f'{file}: expected a JSON object with a "weights" object ({e})') from None
+    epoch, commitment = actions.commit(_home(home), weights, key=key)
+    console.print(f"committed {commitment[:16]}… for epoch {epoch}; run `tributary reveal --key {key}` in epoch {epoch + 1}")
+
+
+@app.command()
+def reveal(
+    key: Annotated[str, typer.Option(help="The validator's key.")],
+    home: HomeOpt = None,
+) -> None:
+    """Commit-reveal, step 2: submit the weights and salt committed in an earlier epoch; they count in this one."""
+    from tributary import actions
+
+    epochs = actions.reveal(_home(home), key=key)
+    console.print(f"revealed the weights committed in epoch(s) {', '.join(map(str, epochs))}")
+
+
+
+@app.command()
 def stake(
     name: str,
     amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],

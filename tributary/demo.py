@@ -29,12 +29,13 @@ from tributary.report import print_epoch_run, print_market
 DEMO_MARKER = ".tributary-demo"
 DEMO_SEED = 7
 TASK = "digits"
-SHARD_ROWS = 100
+SHARD_ROWS = 80
 HOLDOUT_FRACTION = 0.3
 RANGE_MARGIN = 3.0  # feature ranges: the holdout's, widened by 3 spans each side (rare pixels are legitimate)
 VALIDATOR_SAMPLE_ROWS = 100
 VALIDATOR_STAKE_TOKENS = "4000"
 FLIP_FRACTION = 0.8
+VALIDATORS = ("val-honest", "val-lazy")
 BROKEN_VALUE = 99.0  # far outside the digits' 0..16 pixel range
 
 
@@ -67,7 +68,7 @@ def make_data(seed: int = DEMO_SEED) -> DemoData:
     validator_sample = table(cursor, cursor + VALIDATOR_SAMPLE_ROWS)
     cursor += VALIDATOR_SAMPLE_ROWS
     shards = []
-    for _ in range(8):
+    for _ in range(10):
         shards.append(table(cursor, cursor + SHARD_ROWS))
         cursor += SHARD_ROWS
     flipped = []
@@ -125,6 +126,25 @@ def honest_validator_weights(home: Home, epoch: int, sample: pa.Table) -> dict[s
     return {keys[a]: w for a, w in house_weights(per_account).items() if a in keys}
 
 
+def submit_validator_weights(home: Home, epoch: int, sample: pa.Table, *, reveal_only: bool = False) -> None:
+    """The two external validators weigh in: plainly, or by commit and later reveal when commit-reveal is on."""
+    if reveal_only:
+        if home.settings.commit_reveal:
+            for name in VALIDATORS:
+                actions.reveal(home, key=name)
+        return
+    honest = honest_validator_weights(home, epoch, sample)
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        everyone = {a.public_key: 1.0 for a in accounts.all_accounts(con, "contributor")}
+    for name, weights in (("val-honest", honest), ("val-lazy", everyone)):
+        if home.settings.commit_reveal:
+            actions.commit(home, weights, key=name)
+        else:
+            path = home.root / "demo-files" / f"{name}-weights-e{epoch}.json"
+            path.write_text(json.dumps({"epoch": epoch, "weights": weights}, indent=1))
+            actions.submit(home, path, key=name, task=None, kind="weights")
+
+
 def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
     """Set up the demo market, run two epochs and print the outcome."""
     home = fresh_home(root) if fresh else open_home(root)
@@ -138,7 +158,7 @@ def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
                   f"{data.holdout.num_rows} hidden holdout rows")
 
     contributors = [f"honest-{i}" for i in range(1, 6)] + ["flipper", "copycat", "broken"]
-    validators = ["val-honest", "val-lazy"]
+    validators = list(VALIDATORS)
     for name in contributors + validators:
         actions.keygen(home, name)
         actions.register(home, name, "contributor" if name in contributors else "validator")
@@ -153,30 +173,24 @@ def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
         pq.write_table(table, path)
         actions.submit(home, path, key=name, task=TASK)
 
-    # Epoch 1: three honest shards, the first flipped shard, the broken file.
-    for i in range(3):
+    # Epoch 1: a shard from each honest contributor, the first flipped shard, the broken file. After ingest, the validators look at
+    # the epoch's data and commit to their weights (commit-reveal: they count next epoch, when revealed).
+    for i in range(5):
         drop(f"honest-{i + 1}", data.shards[i], f"honest-{i + 1}-e1.parquet")
     drop("flipper", data.flipped[0], "flipper-e1.parquet")
     drop("broken", data.broken, "broken-e1.parquet")
     console.rule("epoch 1")
+    epoch = run_epoch(home).ingest.epoch
+    submit_validator_weights(home, epoch, data.validator_sample)
     print_epoch_run(console, home, run_epoch(home, close=True))
 
-    # Epoch 2: more honest data, a second flipped shard, and a copy of honest-1's epoch-1 file.
-    for i in range(3, 8):
-        who = f"honest-{i - 4}" if i >= 5 else f"honest-{i + 1}"
-        drop(who, data.shards[i], f"{who}-e2-{i}.parquet")
+    # Epoch 2: the validators reveal; more honest data, a second flipped shard, and a copy of honest-1's file.
+    submit_validator_weights(home, epoch + 1, data.validator_sample, reveal_only=True)
+    for i in range(5):
+        drop(f"honest-{i + 1}", data.shards[5 + i], f"honest-{i + 1}-e2.parquet")
     drop("flipper", data.flipped[1], "flipper-e2.parquet")
     drop("copycat", data.shards[0], "copycat-e2.parquet")
     console.rule("epoch 2")
-    first = run_epoch(home)  # ingest, so validators can look at the epoch's data before weighing in
-    epoch = first.ingest.epoch
-    honest = honest_validator_weights(home, epoch, data.validator_sample)
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        everyone = {a.public_key: 1.0 for a in accounts.all_accounts(con, "contributor")}
-    for name, weights in (("val-honest", honest), ("val-lazy", everyone)):
-        path = work / f"{name}-weights-e{epoch}.json"
-        path.write_text(json.dumps({"epoch": epoch, "weights": weights}, indent=1))
-        actions.submit(home, path, key=name, task=None, kind="weights")
     print_epoch_run(console, home, run_epoch(home, close=True))
 
     console.rule("the market after two epochs")

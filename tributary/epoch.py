@@ -49,6 +49,9 @@ def ingest(home: Home) -> IngestSummary:
             accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
             last_nonce=contributions.last_nonces(con),
             tasks=tasks,
+            commit_reveal=home.settings.commit_reveal,
+            reveal_epochs=home.settings.reveal_epochs,
+            commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
         )
     result = run_ingest(
         drop=paths.drop, lake=paths.lake, archive=paths.archive, quarantine=paths.quarantine, epoch=epoch,
@@ -73,12 +76,21 @@ def ingest(home: Home) -> IngestSummary:
         )
         for r in result.rejected
     ]
+    commits = [(epoch, a.account_id, _commitment_of(paths.root / a.lake_path), a.submission_id)
+               for a in result.accepted if a.kind == "weights"]
     with open_ledger(paths.ledger) as con, transaction(con):
         contributions.record(con, records)
+        contributions.record_commitments(con, [c for c in commits if c[2] is not None])
     reasons: dict[str, int] = {}
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
     return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons, sum(a.rows for a in result.accepted))
+
+
+def _commitment_of(lake_file: Path) -> str | None:
+    """The hash in a landed weight file if it is a commitment, else None."""
+    table = pq.read_table(lake_file, columns=["mode", "commitment"])
+    return table.column("commitment")[0].as_py() if table.column("mode")[0].as_py() == "commit" else None
 
 
 @dataclass(frozen=True)
@@ -314,14 +326,18 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
         if account_id in col:
             w[row[house], col[account_id]] = share
     active[row[house]] = True
-    latest: dict[str, str] = {}
+    # With commit-reveal on, the weights of this epoch are those revealed in it (committed in an earlier epoch);
+    # otherwise those sent in plain. Commitments themselves carry no weights.
+    wanted = "reveal" if home.settings.commit_reveal else "plain"
+    latest: dict[str, pa.Table] = {}
     for _, account_id, _, lake_path, _ in weight_subs:  # ordered by arrival: a later file replaces an earlier one
-        latest[account_id] = lake_path
-    for account_id, lake_path in sorted(latest.items()):
+        table = pq.read_table(home.root / lake_path)
+        if table.num_rows and table.column("mode")[0].as_py() == wanted:
+            latest[account_id] = table
+    for account_id, table in sorted(latest.items()):
         if account_id not in row:
             continue  # no stake at the epoch's start: no say this epoch
         i = row[account_id]
-        table = pq.read_table(home.root / lake_path)
         w[i, :] = 0.0
         for key, value in zip(table.column("miner_key").to_pylist(), table.column("weight").to_pylist()):
             miner = by_key.get(key)
@@ -423,6 +439,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     return Settlement(
         epoch=vw.epoch,
         inputs_digest=digest(inputs),
+        reports=weight_copy_report(home, vw, norm_w),
         emission=home.settings.epoch_emission_units,
         lines=tuple(lines),
         bonds=tuple((v, m, float(bonds[i, j])) for i, v in enumerate(vw.validators)
@@ -432,6 +449,35 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value)
                             for s in scores.submissions),
     )
+
+
+def weight_copy_report(home: Home, vw: ValidatorWeights, norm_w: np.ndarray) -> tuple:
+    """Per validator that weighed in: cosine similarity of its weights to the last public consensus, and to its own
+    weights of the last epoch it weighed in. A copier tracks the first more closely than the second."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        last = con.execute("SELECT max(epoch) FROM rewards WHERE epoch < ?", [vw.epoch]).fetchone()[0]
+        consensus = dict(con.execute("SELECT account_id, consensus FROM rewards WHERE epoch = ? AND role = 'contributor'",
+                                     [last]).fetchall()) if last is not None else {}
+        history = con.execute(
+            "SELECT validator, miner, weight FROM weights w WHERE epoch = "
+            "(SELECT max(epoch) FROM weights x WHERE x.validator = w.validator AND x.epoch < ?)", [vw.epoch]
+        ).fetchall()
+    col = {m: j for j, m in enumerate(vw.miners)}
+    public = np.array([consensus.get(m) or 0.0 for m in vw.miners])
+    own: dict[str, np.ndarray] = {}
+    for validator, miner, weight in history:
+        if miner in col:
+            own.setdefault(validator, np.zeros(len(vw.miners)))[col[miner]] = weight
+    rows = []
+    for i, v in enumerate(vw.validators):
+        if vw.active[i] and norm_w[i].any():
+            rows.append((v, _cosine(norm_w[i], public), _cosine(norm_w[i], own[v]) if v in own else None))
+    return tuple(rows)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else None
 
 
 def account_names(home: Home) -> dict[str, str]:

@@ -24,6 +24,8 @@ class Settings:
     owner_cut: float = 0.18
     max_payload_bytes: int = 64 * 2**20
     knn_k: int = 5
+    commit_reveal: bool = True  # validators commit a hash of their weights in one epoch, reveal them in the next
+    reveal_epochs: int = 1  # how many epochs after its commit a commitment may still be revealed
     prediction_share: float = 0.5  # of a house weight, when both data and model contributions have value
     array_backend: str = "numpy"  # numpy | cupy | auto; rewards/backend.py resolves it
     beam_pipeline_args: tuple[str, ...] = ()

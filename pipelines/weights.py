@@ -1,0 +1,152 @@
+"""Validator weight files: plain weights, or commit-reveal (a hash in epoch E, the weights in a later epoch).
+
+Three JSON shapes, told apart by their keys:
+- plain  `{"epoch": E, "weights": {contributor_key: w}}`: used in epoch E (only when commit-reveal is off);
+- commit `{"epoch": E, "commitment": hex}`: BLAKE2b-256 of the canonical JSON of {epoch, weights, salt};
+- reveal `{"epoch": C, "weights": {...}, "salt": hex}`: sent in epoch C+1..C+reveal_epochs, it must match the
+  key's commitment of epoch C, and its weights are used in the epoch it arrives in. A weight copier therefore only
+  ever copies weights that are at least an epoch old.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from pipelines.manifest import canonical_json
+
+SALT_MIN_HEX_CHARS = 32  # 128 bits: a commitment must not be brute-forced back to its weights
+
+WEIGHTS_SCHEMA = pa.schema([
+    ("validator", pa.string()),  # the validator's public key
+    ("miner_key", pa.string()),  # a contributor's public key (null in a commit)
+    ("weight", pa.float64()),  # (null in a commit)
+    ("mode", pa.string()),  # plain | commit | reveal
+    ("commit_epoch", pa.int64()),  # the epoch a commit was made in (commit and reveal rows)
+    ("commitment", pa.string()),  # the hash (commit and reveal rows)
+])
+
+
+class WeightsRejected(Exception):
+    """A weight file broke a rule; `reason` is the quarantine reason code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class WeightRules:
+    """What ingest needs to judge weight files in one epoch."""
+
+    epoch: int
+    commit_reveal: bool = False
+    reveal_epochs: int = 1  # a commitment of epoch C may be revealed in epochs C+1 .. C+reveal_epochs
+    commitments: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (validator key, epoch) -> hash
+
+
+def weights_commitment(epoch: int, weights: Mapping[str, float], salt: str) -> str:
+    """The hash a validator commits to: BLAKE2b-256 of the canonical JSON of {epoch, weights, salt}."""
+    doc = {"epoch": epoch, "weights": {k: float(v) for k, v in weights.items()}, "salt": salt}
+    return hashlib.blake2b(canonical_json(doc), digest_size=32).hexdigest()
+
+
+def parse_weights(data: bytes, name: str, *, validator_key: str, rules: WeightRules,
+                  accounts: Mapping[str, tuple[str, str]]) -> pa.Table:
+    """Check a weight file against the rules and return its rows in WEIGHTS_SCHEMA."""
+
+    def bad(rule: str) -> WeightsRejected:
+        return WeightsRejected("schema_mismatch", f"{name}: {rule}")
+
+    def no_constants(c: str) -> float:
+        raise bad(f"weights must be finite numbers, found {c}")
+
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"not valid UTF-8 JSON ({e})") from None
+    shapes = ({"epoch", "weights"}, {"epoch", "commitment"}, {"epoch", "weights", "salt"})
+    if not isinstance(doc, dict) or set(doc) not in shapes:
+        raise bad('must be a JSON object with the keys "epoch" and "weights" (plain), "epoch" and "commitment" '
+                  '(commit), or "epoch", "weights" and "salt" (reveal)')
+    e = doc["epoch"]
+    if not isinstance(e, int) or isinstance(e, bool):
+        raise bad("field 'epoch': must be an integer")
+    if "commitment" in doc:
+        return _commit(doc, e, name, validator_key, rules)
+    weights = _check_weights(doc["weights"], name, accounts)
+    if "salt" in doc:
+        return _reveal(doc, e, weights, name, validator_key, rules)
+    if rules.commit_reveal:
+        raise WeightsRejected("commit_required", f"{name}: commit-reveal is on: commit a hash of these weights in "
+                                                 f"epoch {rules.epoch} (`tributary commit`) and reveal them in the next")
+    if e != rules.epoch:
+        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': weights are for epoch {e}, "
+                                             f"this run ingests epoch {rules.epoch}")
+    return _rows(validator_key, weights, "plain", None, None)
+
+
+def _commit(doc: dict, e: int, name: str, validator_key: str, rules: WeightRules) -> pa.Table:
+    if e != rules.epoch:
+        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': a commitment is for the epoch it is sent in "
+                                             f"({rules.epoch}), not {e}")
+    c = doc["commitment"]
+    if not isinstance(c, str) or len(c) != 64 or any(ch not in "0123456789abcdef" for ch in c):
+        raise WeightsRejected("schema_mismatch", f"{name}: field 'commitment': must be 64 lowercase hex digits "
+                                                 "(BLAKE2b-256)")
+    return pa.Table.from_pylist([{"validator": validator_key, "miner_key": None, "weight": None, "mode": "commit",
+                                  "commit_epoch": e, "commitment": c}], schema=WEIGHTS_SCHEMA)
+
+
+def _reveal(doc: dict, e: int, weights: dict, name: str, validator_key: str, rules: WeightRules) -> pa.Table:
+    salt = doc["salt"]
+    if not isinstance(salt, str) or len(salt) < SALT_MIN_HEX_CHARS:
+        raise WeightsRejected("schema_mismatch", f"{name}: field 'salt': must be a string of at least "
+                                                 f"{SALT_MIN_HEX_CHARS} hex digits")
+    if not rules.epoch - rules.reveal_epochs <= e < rules.epoch:
+        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': a commitment of epoch {e} can be revealed in "
+                                             f"epochs {e + 1}..{e + rules.reveal_epochs}, not {rules.epoch}")
+    committed = rules.commitments.get((validator_key, e))
+    digest = weights_commitment(e, weights, salt)
+    if committed is None:
+        raise WeightsRejected("reveal_mismatch", f"{name}: no commitment from this key in epoch {e} to reveal")
+    if committed != digest:
+        raise WeightsRejected("reveal_mismatch", f"{name}: these weights and salt hash to {digest[:16]}…, but the "
+                                                 f"commitment of epoch {e} is {committed[:16]}…")
+    return _rows(validator_key, weights, "reveal", e, committed)
+
+
+def _check_weights(w: object, name: str, accounts: Mapping[str, tuple[str, str]]) -> dict:
+    if not isinstance(w, dict) or not w:
+        raise WeightsRejected("schema_mismatch", f"{name}: field 'weights': must be a non-empty object of "
+                                                 "public_key_hex: weight")
+    for key, value in w.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WeightsRejected("schema_mismatch", f"{name}: weight for {key}: must be a number")
+        if not math.isfinite(value) or value < 0:
+            raise WeightsRejected("schema_mismatch", f"{name}: weight for {key}: must be finite and non-negative, "
+                                                     f"found {value}")
+    for key in sorted(w):
+        acct = accounts.get(key)
+        if acct is None or acct[1] != "contributor":
+            raise WeightsRejected("unknown_key", f"{name}: weights name key {key}, which is not registered as a "
+                                                 "contributor")
+    return w
+
+
+def _rows(validator_key: str, weights: dict, mode: str, commit_epoch: int | None, commitment: str | None) -> pa.Table:
+    keys = sorted(weights)
+    n = len(keys)
+    return pa.table({
+        "validator": pa.array([validator_key] * n, pa.string()),
+        "miner_key": pa.array(keys, pa.string()),
+        "weight": pa.array([float(weights[k]) for k in keys], pa.float64()),
+        "mode": pa.array([mode] * n, pa.string()),
+        "commit_epoch": pa.array([commit_epoch] * n, pa.int64()),
+        "commitment": pa.array([commitment] * n, pa.string()),
+    }, schema=WEIGHTS_SCHEMA)
