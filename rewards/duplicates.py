@@ -1,7 +1,8 @@
-"""Exact-duplicate detection: a stable 64-bit hash per row, and which rows are first seen.
+"""Duplicate detection: a stable 64-bit hash per row and which rows are first seen; and near duplicates.
 
 The hash is defined by bytes, not by Python's `hash`, so it is the same on every platform and in every process and
-can be stored in the lake and the ledger.
+can be stored in the lake and the ledger. `near_duplicate_mask` catches copies that were jittered to dodge the hash:
+rows within a tolerance, on scaled features, of a row that another key got accepted first.
 """
 
 from __future__ import annotations
@@ -197,7 +198,9 @@ def _candidate_pairs(x_prior: np.ndarray, x_new: np.ndarray, scale: np.ndarray, 
         proj /= np.linalg.norm(proj, axis=0, keepdims=True)
     w = proj / scale[:, None]  # projections of the scaled rows, without materializing them
     m = proj.shape[1]
-    zmax = max(float((np.abs(a).max(axis=0) / scale).max()) if a.size else 0.0 for a in (x_prior, x_new))
+    # Largest |scaled feature|, from per-column extremes (no full-size temporaries).
+    zmax = max(float((np.maximum(a.max(axis=0), -a.min(axis=0)) / scale).max()) if a.size else 0.0
+               for a in (x_prior, x_new))
     # Computed projections are off by at most (d + 3) u |z| |u| <= (d + 3) u sqrt(d) zmax, so a pair within tol
     # has computed projections closer than `reach`. |p| / width below 2^20 keeps bucket fractions exact to ~2^-33.
     reach = tol + 2.0 * (d + 3) * 2.0**-53 * math.sqrt(d) * zmax * 1.01

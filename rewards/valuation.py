@@ -17,8 +17,9 @@ lower training index. Finding that order is the expensive part, and it is done f
 
 The recursion runs as one sequential reversed cumulative sum per test point (a CuPy RawKernel twin adds in the same
 order), and per-row sums over test points use a fixed pairwise tree whose shape does not depend on the chunk size or
-the number of threads. So the values are bit-identical across chunk sizes, thread counts and backends, and
-independent of the BLAS library, which only ever affects which pairs get re-checked.
+the number of threads. So the values are bit-identical across chunk sizes and thread counts, by construction across
+backends (the GPU tests check it), and independent of the BLAS library, which only decides which pairs get
+re-checked.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from rewards.backend import get_xp, to_numpy
 MAX_VALUATION_BYTES = 512 * 2**20
 """Default working-memory limit for the chunks of test points in flight at once (bytes, all threads together)."""
 
-# Peak bytes per (test point, training row) pair inside a chunk: distance/key buffer, neighbour order, recursion
-# terms, scatter buffer and the pairwise-sum scratch (about 40), with headroom.
+# Peak bytes per (test point, training row) pair inside a chunk: key buffer, neighbour order, label matches,
+# recursion terms, scatter buffer and the pairwise-sum scratch (25 measured with tracemalloc), with headroom.
 _BYTES_PER_PAIR = 48
 
 # On the CPU a chunk holds at most this many test points, so its arrays stay in the caches; more memory buys nothing.
@@ -51,8 +52,8 @@ _CPU_CHUNK_ROWS = 16
 _U = 2.0**-53
 _TINY = math.ulp(0.0)
 
-# Largest dyadic exponent tried when checking whether all features are exact multiples of 2^-e.
-_MAX_DYADIC_EXPONENT = 12
+# Finest grid 2^-e tried when checking whether all features are exact multiples of 2^-e (exact distances).
+_MAX_DYADIC_EXPONENT = 30
 
 # A row whose near-tie clusters cover more than this fraction of its neighbours is re-sorted whole instead.
 _HEAVY_FRACTION = 0.25
@@ -227,15 +228,18 @@ def _dyadic_exact(p: _Prepared, centre: Any, xtr_c: Any, xte_c: Any, amax: float
     if d == 0:
         return True
     cmax = float(xp.abs(centre).max())
-    limit = 2.0 ** (53 - bits)
-    for e in range(_MAX_DYADIC_EXPONENT + 1):
-        scale = 2.0**e
-        if 4.0 * d * (amax * scale) ** 2 >= limit or (cmax + amax) * scale >= 2.0**52:
-            return False
-        if all(bool(xp.all(xp.floor(blk * scale) == blk * scale)) for a in (xtr_c, xte_c) for blk in _blocks(a)):
-            return all(bool(xp.all(c + centre == x)) for a, b in ((xtr_c, p.xtr), (xte_c, p.xte))
-                       for c, x in zip(_blocks(a), _blocks(b)))
-    return False
+    # The finest grid 2^-e that the magnitudes allow; multiples of any coarser 2^-e are multiples of this one too.
+    e = -1
+    while e < _MAX_DYADIC_EXPONENT and 4.0 * d * (amax * 2.0 ** (e + 1)) ** 2 < 2.0 ** (53 - bits) \
+            and (cmax + amax) * 2.0 ** (e + 1) < 2.0**52:
+        e += 1
+    if e < 0:
+        return False
+    scale = 2.0**e
+    # Block by block, so non-dyadic data is usually rejected after the first block.
+    return all(bool(xp.all(xp.floor(blk * scale) == blk * scale)) for a in (xtr_c, xte_c) for blk in _blocks(a)) \
+        and all(bool(xp.all(c + centre == x)) for a, b in ((xtr_c, p.xtr), (xte_c, p.xte))
+                for c, x in zip(_blocks(a), _blocks(b)))
 
 
 def _chunk_rows(n_train: int, max_bytes: int, workers: int = 1, cap: int | None = None) -> int:
@@ -454,8 +458,8 @@ def _single_threaded_blas(xp: ModuleType) -> Any:
     """Keep BLAS to one thread while we run: the products are small, and idle BLAS threads spin on the cores."""
     if xp is not np:
         return nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - scikit-learn's dependency, optional here
+    try:  # threadpoolctl comes with scikit-learn; without it BLAS keeps its own thread count
+        from threadpoolctl import threadpool_limits
     except ImportError:
         return nullcontext()
     return threadpool_limits(limits=1, user_api="blas")

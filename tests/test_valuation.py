@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rewards import valuation
 from rewards.backend import get_xp, gpu_available, to_numpy
 from rewards.valuation import MAX_VALUATION_BYTES, knn_shapley, knn_utility
 
@@ -179,6 +185,150 @@ def test_label_flipped_rows_are_worth_less_than_honest_rows() -> None:
     honest = np.setdiff1d(np.arange(600), flipped)
     assert values[flipped].mean() < 0 < values[honest].mean()
     assert (values[flipped] < np.median(values[honest])).all()
+
+
+def tricky_sets(rng: np.random.Generator, n: int = 1500, t: int = 40, d: int = 8) -> dict[str, tuple]:
+    """Feature sets that stress the fast neighbour order: exact ties, near ties, offsets, extreme magnitudes."""
+    base = rng.normal(size=(n // 3, d))
+    return {
+        # name: (x_train, x_test, distances exact in the product?, product used at all?)
+        "normal": (rng.normal(size=(n, d)), rng.normal(size=(t, d)), False, True),
+        "integer grid": (rng.integers(0, 4, (n, d)) * 1.0, rng.integers(0, 4, (t, d)) * 1.0, True, True),
+        "sixteenths": (rng.integers(0, 17, (n, d)) / 16, rng.integers(0, 17, (t, d)) / 16, True, True),
+        "pixels": (rng.integers(0, 17, (n, 64)) * 1.0, rng.integers(0, 17, (t, 64)) * 1.0, True, True),
+        "tenths (ties, not dyadic)": (rng.integers(0, 5, (n, d)) * 0.1, rng.integers(0, 5, (t, d)) * 0.1, False, True),
+        "jittered copies": (np.concatenate([base, base + rng.normal(size=base.shape) * 1e-6,
+                                            base + rng.normal(size=base.shape) * 1e-13]),
+                            np.concatenate([base[: t // 2], base[: t // 2] + 1e-9]), False, True),
+        "copied rows": (np.repeat(rng.normal(size=(n // 10, d)), 10, axis=0)[rng.permutation(n)],
+                        rng.normal(size=(t, d)), False, True),
+        "offset 1e6": (1e6 + rng.normal(size=(n, d)), 1e6 + rng.normal(size=(t, d)), False, True),
+        "offset 1e12, spread 1e-3": (1e12 + rng.normal(size=(n, d)) * 1e-3, 1e12 + rng.normal(size=(t, d)) * 1e-3,
+                                     False, True),
+        "large integers": (rng.integers(-10**7, 10**7, (n, d)) * 1.0, rng.integers(-10**7, 10**7, (t, d)) * 1.0,
+                           False, True),
+        "tiny (subnormal squares)": (1e-160 * rng.normal(size=(n, d)), 1e-160 * rng.normal(size=(t, d)), False, True),
+        "huge (squares overflow)": (1e150 * rng.normal(size=(n, d)), 1e150 * rng.normal(size=(t, d)), False, False),
+        "no features": (np.zeros((n, 0)), np.zeros((t, 0)), True, True),
+        "one row": (rng.normal(size=(1, d)), rng.normal(size=(t, d)), False, True),
+    }
+
+
+@pytest.mark.parametrize("name", list(tricky_sets(np.random.default_rng(0))))
+def test_fast_neighbour_order_is_the_canonical_sort(name: str) -> None:
+    x_train, x_test, exact, product = tricky_sets(np.random.default_rng(1))[name]
+    y_train, y_test = np.arange(len(x_train)) % 3, np.arange(len(x_test)) % 3
+    p = valuation._prepare(x_train, y_train, x_test, y_test, 5, np)
+    assert (p.xtr_aug is not None, p.exact) == (product, exact)
+    np.testing.assert_array_equal(valuation._neighbour_order(p, 0, len(x_test), np),
+                                  valuation._canonical_order(p, slice(0, len(x_test)), np))
+
+
+def test_the_near_tie_repair_is_what_keeps_jittered_copies_in_order() -> None:
+    # The test above would notice a broken repair: without it, these near ties come out of canonical order.
+    x_train, x_test, _, _ = tricky_sets(np.random.default_rng(1))["jittered copies"]
+    y_train, y_test = np.arange(len(x_train)) % 3, np.arange(len(x_test)) % 3
+    p = valuation._prepare(x_train, y_train, x_test, y_test, 5, np)
+    canonical = valuation._canonical_order(p, slice(0, len(x_test)), np)
+    p.bound = np.full(len(x_test), -np.inf)  # no gap is ever small enough: nothing gets re-sorted
+    assert not np.array_equal(valuation._neighbour_order(p, 0, len(x_test), np), canonical)
+
+
+@pytest.mark.parametrize("name", ["normal", "sixteenths", "tenths (ties, not dyadic)", "jittered copies",
+                                  "copied rows"])
+def test_fast_path_gives_the_reference_values_bit_for_bit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x_train, x_test, _, _ = tricky_sets(np.random.default_rng(2), n=600, t=70)[name]
+    rng = np.random.default_rng(3)
+    y_train, y_test = rng.integers(0, 3, len(x_train)), rng.integers(0, 3, len(x_test))
+    fast = knn_shapley(x_train, y_train, x_test, y_test, k=5, xp=np)
+    monkeypatch.setattr(valuation, "_setup_fast_order", lambda p, xp: None)  # canonical distances + stable argsort
+    np.testing.assert_array_equal(fast, knn_shapley(x_train, y_train, x_test, y_test, k=5, xp=np))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_ties_equal_brute_force(seed: int) -> None:
+    # Tiny sets where rows are copies up to 1e-15 jitter: the fast order must still match exact brute force.
+    rng = np.random.default_rng(200 + seed)
+    base = rng.normal(size=(3, 2))
+    x_train = base[rng.integers(0, 3, 6)] + rng.choice([0.0, 1e-15, 1e-12], size=(6, 1)) * rng.normal(size=(6, 2))
+    x_test = base[rng.integers(0, 3, 2)]
+    y_train, y_test = rng.integers(0, 2, 6), rng.integers(0, 2, 2)
+    for k in (1, 2, 4):
+        np.testing.assert_allclose(knn_shapley(x_train, y_train, x_test, y_test, k, xp=np),
+                                   brute_shapley(x_train, y_train, x_test, y_test, k), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+@pytest.mark.parametrize("max_bytes", [MAX_VALUATION_BYTES, 48 * 400 * 3])
+def test_thread_count_changes_no_bit(workers: int, max_bytes: int) -> None:
+    rng = np.random.default_rng(51)
+    x_train, y_train, x_test, y_test = random_task(rng, 400, 97, d=5, classes=4)
+    one = knn_shapley(x_train, y_train, x_test, y_test, k=4, xp=np, workers=1)
+    many = knn_shapley(x_train, y_train, x_test, y_test, k=4, xp=np, workers=workers, max_bytes=max_bytes)
+    np.testing.assert_array_equal(many, one)
+    with pytest.raises(ValueError, match="workers"):
+        knn_shapley(x_train, y_train, x_test, y_test, xp=np, workers=0)
+
+
+def test_splitting_a_dataset_over_keys_earns_what_one_key_earns() -> None:
+    # Values depend on the pool, never on who sent which rows: one key's rows, or the same rows spread over three
+    # keys (each submission a slice, pooled in arrival order), get the same value per row, bit for bit; each key
+    # earns the sum over its own rows, and the keys together earn exactly what the single key does.
+    rng = np.random.default_rng(61)
+    x_train, y_train, x_test, y_test = random_task(rng, 240, 60, d=4, classes=3)
+    alone = knn_shapley(x_train, y_train, x_test, y_test, k=5, xp=np)
+    cuts = [0, 70, 71, 240]  # alice, bob (one row), carol
+    parts = [(x_train[a:b], y_train[a:b]) for a, b in itertools.pairwise(cuts)]
+    pooled = knn_shapley(np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]),
+                         x_test, y_test, k=5, xp=np)
+    np.testing.assert_array_equal(pooled, alone)
+    per_key = [pooled[a:b].sum() for a, b in itertools.pairwise(cuts)]
+    assert math.fsum(per_key) == pytest.approx(alone.sum(), abs=1e-15)
+    # Another arrival order (continuous features: no ties) permutes the rows and their values, nothing more.
+    order = np.concatenate([np.arange(71, 240), np.arange(70, 71), np.arange(0, 70)])
+    np.testing.assert_array_equal(knn_shapley(x_train[order], y_train[order], x_test, y_test, k=5, xp=np),
+                                  alone[order])
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np
+    from rewards.valuation import knn_shapley
+    rng = np.random.default_rng(0)
+    n, t, d = 20000, 2000, 32
+    x_train, x_test = rng.normal(size=(n, d)), rng.normal(size=(t, d))
+    y_train, y_test = rng.integers(0, 10, n), rng.integers(0, 10, t)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    values = knn_shapley(x_train, y_train, x_test, y_test, k=5, xp=np)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kib": before, "peak_kib": peak, "seconds": seconds, "n": int(values.size),
+                      "finite": bool(np.isfinite(values).all())}))
+""")
+
+
+def test_20000_x_2000_x_32_stays_under_1_gib() -> None:
+    # A fresh process, so ru_maxrss (the peak resident set, which counts every allocation) is this run's alone.
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], cwd=root, capture_output=True, text=True,
+                         check=True, timeout=300)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["n"] == 20000 and report["finite"]
+    assert report["peak_kib"] < 2**20, f"peak RSS {report['peak_kib'] / 2**20:.2f} GiB"
+
+
+@pytest.mark.gpu
+def test_cupy_suffix_sum_kernel_matches_its_numpy_twin() -> None:
+    if not gpu_available():
+        pytest.skip("no usable CuPy/CUDA device")
+    cp = get_xp("cupy")
+    rng = np.random.default_rng(71)
+    for shape in [(1, 1), (3, 7), (64, 20000), (5, 1)]:
+        a = rng.normal(size=shape) * rng.choice([1e-9, 1.0, 1e9], size=shape)
+        on_cpu = valuation._suffix_sum(a.copy(), np)
+        on_gpu = to_numpy(valuation._suffix_sum(cp.asarray(a), cp))
+        np.testing.assert_array_equal(on_gpu, on_cpu)
 
 
 def test_get_xp_numpy_and_unknown_names() -> None:
