@@ -20,6 +20,7 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) an
     [valuation]
     method = "knn_shapley"
     k = 5
+    near_duplicate_tol = 1e-5       # on features scaled by their range width
 
 `[[features]]` tables work as well; write_task emits the inline form above, one feature per line.
 """
@@ -69,6 +70,7 @@ class Task:
     holdout: str = ""
     valuation: str = "knn_shapley"
     k: int = 5
+    near_duplicate_tol: float = 1e-5  # scaled distance under which another key's earlier row makes a row a duplicate
     challenge: str = ""  # public challenge rows (row_id + features); predictions are open when set
     challenge_labels: str = ""  # their hidden labels (row_id + label)
 
@@ -189,13 +191,16 @@ def _parse_task(file: str, data: dict) -> Task:
 
     raw_val = r.get("valuation", (dict,), "a table with method and k", {})
     v = _Reader(file, raw_val, "valuation.")
-    v.reject_unknown({"method", "k"})
+    v.reject_unknown({"method", "k", "near_duplicate_tol"})
     method = v.get("method", (str,), f"one of {', '.join(VALUATION_METHODS)}", "knn_shapley")
     if method not in VALUATION_METHODS:
         raise v.fail("method", f"expected one of {', '.join(VALUATION_METHODS)}, got {method!r}")
     k = v.get("k", (int,), "a whole number", 5)
     if k < 1:
         raise v.fail("k", f"must be >= 1, got {k}")
+    near_tol = v.number("near_duplicate_tol", 1e-5)
+    if not near_tol > 0:
+        raise v.fail("near_duplicate_tol", f"must be > 0, got {near_tol}")
 
     raw_features = r.get("features", (list,), "a list of [[features]] tables")
     if not raw_features:
@@ -209,7 +214,7 @@ def _parse_task(file: str, data: dict) -> Task:
 
     return Task(name=name, features=features, label=label, label_dtype=label_dtype, label_domain=tuple(domain),
                 min_rows=min_rows, max_rows=max_rows, max_null_fraction=max_null, holdout=holdout,
-                valuation=method, k=k, challenge=challenge, challenge_labels=challenge_labels)
+                valuation=method, k=k, near_duplicate_tol=near_tol, challenge=challenge, challenge_labels=challenge_labels)
 
 
 def load_task(path: Path) -> Task:
@@ -252,7 +257,7 @@ def task_to_dict(task: Task) -> dict:
         "max_rows": task.max_rows,
         "max_null_fraction": float(task.max_null_fraction),
         "holdout": task.holdout,
-        "valuation": {"method": task.valuation, "k": task.k},
+        "valuation": {"method": task.valuation, "k": task.k, "near_duplicate_tol": float(task.near_duplicate_tol)},
         "features": [{"name": f.name, "dtype": f.dtype, "min": float(f.min), "max": float(f.max)}
                      for f in task.features],
         **({"challenge": task.challenge, "challenge_labels": task.challenge_labels} if task.challenge else {}),

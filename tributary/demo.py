@@ -21,7 +21,7 @@ from ledger import accounts
 from ledger.db import open_ledger
 from ledger.queries import LEADERBOARD_SQL
 from tributary import actions
-from tributary.epoch import prior_row_hashes, run_epoch
+from tributary.epoch import prior_rows, run_epoch
 from tributary.errors import TributaryError
 from tributary.home import Home, open_home
 from tributary.report import print_epoch_run, print_market
@@ -109,7 +109,7 @@ def honest_validator_weights(home: Home, epoch: int, sample: pa.Table) -> dict[s
     task = load_task(home.paths.tasks / f"{TASK}.toml")
     features = task.feature_names()
     lake = home.paths.lake
-    prior = prior_row_hashes(lake, epoch, TASK)
+    prior = prior_rows(lake, epoch, task).column("_row_hash").to_numpy()
     current = sorted((lake / f"epoch={epoch}" / "kind=dataset" / f"task={TASK}").glob("*.parquet"))
     pool = pa.concat_tables([pq.read_table(f) for f in current])
     fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior)

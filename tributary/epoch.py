@@ -186,7 +186,7 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
     A row already in the lake (an earlier epoch, or an earlier submission this epoch) is a duplicate and earns
     nothing: only its first submitter is paid for it.
     """
-    from rewards.duplicates import first_seen_mask
+    from rewards.duplicates import first_seen_mask, near_duplicate_mask
     from rewards.valuation import knn_shapley
 
     paths = home.paths
@@ -202,9 +202,14 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
         task_subs = [s for s in subs if s[2] == task_name]
         tables = [pq.read_table(paths.root / s[3]) for s in task_subs]
         pool = pa.concat_tables(tables) if tables else None
-        hashes = pool.column("_row_hash").to_numpy()
-        fresh = first_seen_mask(hashes, prior_row_hashes(paths.lake, epoch, task_name))
+        prior = prior_rows(paths.lake, epoch, task)
         x = _features(pool, task)
+        fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior.column("_row_hash").to_numpy())
+        fresh &= ~near_duplicate_mask(
+            x, pool.column("_contributor").to_numpy(zero_copy_only=False), _features(prior, task),
+            prior.column("_contributor").to_numpy(zero_copy_only=False),
+            scale=np.array([f.max - f.min for f in task.features]), tol=task.near_duplicate_tol,
+        )
         y = pool.column(task.label).to_numpy(zero_copy_only=False)
         holdout = pq.read_table(_holdout_path(home, task))
         row_values = np.zeros(pool.num_rows)
@@ -277,15 +282,17 @@ def _home_path(home: Home, ref: str) -> Path:
     return path if path.is_absolute() else home.root / path
 
 
-def prior_row_hashes(lake: Path, epoch: int, task_name: str) -> np.ndarray:
-    """Row hashes of this task's rows landed in earlier epochs."""
+def prior_rows(lake: Path, epoch: int, task: Task) -> pa.Table:
+    """This task's rows landed in earlier epochs: features, row hash and contributor (first submitters first)."""
+    columns = [*task.feature_names(), "_row_hash", "_contributor"]
     files = sorted(
-        f for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
-        for f in (d / "kind=dataset" / f"task={task_name}").glob("*.parquet")
+        (int(d.name.split("=")[1]), f) for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
+        for f in (d / "kind=dataset" / f"task={task.name}").glob("*.parquet")
     )
     if not files:
-        return np.empty(0, dtype=np.uint64)
-    return np.concatenate([pq.read_table(f, columns=["_row_hash"]).column(0).to_numpy() for f in files])
+        return task.arrow_schema().empty_table().select(task.feature_names()).append_column(
+            "_row_hash", pa.array([], pa.uint64())).append_column("_contributor", pa.array([], pa.string()))
+    return pa.concat_tables([pq.read_table(f, columns=columns) for _, f in files])
 
 
 # ---------------------------------------------------------------------------------------------------- weights
