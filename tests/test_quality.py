@@ -340,3 +340,19 @@ def test_validate_is_quick_after_warm_up(task, digits):
     report = validate(table, task)
     assert report.success and time.perf_counter() - start < 15  # ~1-2 s; generous for loaded CI machines
     assert isinstance(report, Report)
+
+
+def test_cast_predictions_names_column_and_rule():
+    from quality.schema import cast_predictions
+    from quality.task import Feature, Task
+
+    t = Task("p", (Feature("a", "float64", 0.0, 1.0),), "y", "int64", (0, 1, 2))
+    assert t.prediction_columns() == ["row_id", "p_0", "p_1", "p_2"]
+    ok = cast_predictions(pa.table({"row_id": [0, 1], "p_0": [0.2, 1.0], "p_1": [0.3, 0.0], "p_2": [0.5, 0.0]}), t)
+    assert ok.schema.field("row_id").type == pa.int64() and ok.schema.field("p_1").type == pa.float64()
+    with pytest.raises(SchemaError, match="column 'p_2': missing column"):
+        cast_predictions(pa.table({"row_id": [0], "p_0": [0.5], "p_1": [0.5]}), t, file="x.parquet")
+    with pytest.raises(SchemaError, match="'extra': unexpected column; predictions have columns row_id"):
+        cast_predictions(pa.table({"row_id": [0], "p_0": [1.0], "p_1": [0.0], "p_2": [0.0], "extra": [1]}), t)
+    with pytest.raises(SchemaError, match=r"row 1: probabilities sum to 1\.5"):
+        cast_predictions(pa.table({"row_id": [0, 1], "p_0": [1.0, 1.0], "p_1": [0.0, 0.5], "p_2": [0.0, 0.0]}), t)
