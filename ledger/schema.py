@@ -128,7 +128,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- A copier's weights track the last public consensus more closely than its own history.
     CREATE VIEW validator_report AS
     SELECT v.epoch, v.validator, a.name, v.similarity_to_consensus, v.similarity_to_own_history,
-           v.similarity_to_consensus - COALESCE(v.similarity_to_own_history, 0) AS copy_signal,
+           v.similarity_to_consensus - v.similarity_to_own_history AS copy_signal,  -- NULL without a history
            r.validator_trust, r.dividends, r.stake, r.amount,
            CASE WHEN r.stake > 0 THEN r.amount / r.stake END AS earned_per_staked_unit
     FROM validator_reports v

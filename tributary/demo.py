@@ -145,6 +145,18 @@ def submit_validator_weights(home: Home, epoch: int, sample: pa.Table, *, reveal
             actions.submit(home, path, key=name, task=None, kind="weights")
 
 
+def _cli_command() -> str:
+    """How to call the CLI from here: `tributary` when it is on PATH, else the venv's script."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("tributary")
+    if shutil.which("tributary") == str(script):
+        return "tributary"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+
+
 def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
     """Set up the demo market, run two epochs and print the outcome."""
     home = fresh_home(root) if fresh else open_home(root)
@@ -196,14 +208,16 @@ def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
     console.rule("the market after two epochs")
     print_market(console, home)
     console.print("\n[bold]Next, ask the ledger yourself[/] (read-only SQL; --format csv|json too):")
+    cli = _cli_command()
+    where = "" if home.root == Path("data").resolve() else f" --home {home.root}"
     for q in (
         "SELECT * FROM rewards WHERE epoch = 2 ORDER BY amount DESC",
         "SELECT * FROM balances ORDER BY liquid + staked DESC",
         "SELECT reason, detail FROM quarantine",
         "SELECT epoch, hash, prev_hash FROM epochs ORDER BY epoch",
+        "SELECT epoch, name, copy_signal, validator_trust FROM validator_report",
     ):
-        console.print(f'  tributary --home {home.root} sql "{q}"' if home.root != Path("data").resolve()
-                      else f'  tributary sql "{q}"')
-    console.print("  tributary audit        # recompute the hash chain and the money invariants")
-    console.print(f"\nThe leaderboard query:\n{LEADERBOARD_SQL}")
+        console.print(f'  {cli}{where} sql "{q}"', soft_wrap=True)
+    console.print(f"  {cli}{where} audit        # recompute the hash chain and the money invariants", soft_wrap=True)
+    console.print(f"\nThe leaderboard query:\n{LEADERBOARD_SQL}", soft_wrap=True)
     return home
