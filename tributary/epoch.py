@@ -367,18 +367,22 @@ class ConsensusOutcome:
 def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
     """Yuma Consensus over the validators that weighed in this epoch, carrying bonds from the last epoch."""
     from rewards.backend import get_xp
-    from rewards.consensus import YumaParams, yuma_epoch
+    from rewards.consensus import YumaParams, validator_permits, yuma_epoch
 
     s = home.settings
     params = YumaParams(
         kappa=s.kappa, bonds_penalty=s.bonds_penalty, bonds_moving_average=s.bonds_moving_average,
         yuma_version=s.yuma_version, liquid_alpha_enabled=s.liquid_alpha_enabled, alpha_low=s.alpha_low,
         alpha_high=s.alpha_high, alpha_sigmoid_steepness=s.alpha_sigmoid_steepness,
+        max_allowed_validators=s.max_allowed_validators, storage=s.yuma_storage, sparse_bonds=s.sparse_bonds,
     )
     bonds_prev = _previous_bonds(home, vw)
-    # A validator that did not weigh in this epoch is inactive (yuma.md §1.4): no stake and no weight row, so it
-    # can neither sway the median nor buy Yuma 3 bonds.
-    active = vw.active & (vw.stake > 0)
+    # Only the top max_allowed_validators stakes hold a permit (the chain's tie rule; the house always does). A
+    # validator without a permit, or that did not weigh in this epoch, is inactive (yuma.md §1.3-1.4): no stake and
+    # no weight row, so it can neither sway the median nor buy Yuma 3 bonds; its bond row is cleared.
+    permit = validator_permits(vw.stake, s.max_allowed_validators, owner_row=vw.validators.index(vw.house))
+    bonds_prev[~permit] = 0.0
+    active = vw.active & (vw.stake > 0) & permit
     active_stake = np.where(active, vw.stake, 0.0)
     weights = np.where(active[:, None], vw.weights, 0.0)
     result = yuma_epoch(weights, active_stake, bonds_prev, params, xp=get_xp(s.array_backend))

@@ -38,6 +38,9 @@ class Settings:
     alpha_low: float = 0.7
     alpha_high: float = 0.9
     alpha_sigmoid_steepness: float = 10.0
+    max_allowed_validators: int = 128  # validator permits: the top-k stakes at the epoch's start (house always)
+    yuma_storage: str = "float64"  # "u16": weights and bonds pass through the chain's u16 storage, to compare
+    sparse_bonds: bool = False  # Yuma 3 + liquid alpha: a zero weight resets its bond, as the chain's sparse path
     house_name: str = "house"
 
     @classmethod
