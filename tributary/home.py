@@ -27,6 +27,11 @@ class Home:
     def root(self) -> Path:
         return self.paths.root
 
+    def path_of(self, ref: str) -> Path:
+        """A path named in a task file or the ledger: absolute, or relative to the home."""
+        path = Path(ref)
+        return path if path.is_absolute() else self.root / path
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,121 @@
+"""Stage 3: the validators' weights (the house's and the revealed ones) and Yuma Consensus over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger import accounts, contributions, transfers
+from ledger.db import open_ledger
+from tributary.home import Home
+from tributary.stages.scoring import EpochScores
+
+
+def house_weights_for(home: Home, scores: EpochScores) -> dict[str, float]:
+    """The house validator's weights: data values and model scores mixed by the documented rule."""
+    from rewards.house import mixed_house_weights
+
+    return mixed_house_weights(scores.values, scores.model_scores, home.settings.prediction_share)
+
+
+@dataclass(frozen=True)
+class ValidatorWeights:
+    epoch: int
+    validators: tuple[str, ...]  # account ids, rows of W
+    miners: tuple[str, ...]  # contributor account ids, columns of W
+    weights: np.ndarray  # V x M, raw (Yuma normalizes rows)
+    stake: np.ndarray  # V staked units at the epoch's start
+    active: np.ndarray  # V bool: submitted weights this epoch (the house always does)
+    house: str
+
+
+def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
+    """The house's weights from the measured values, plus each external validator's latest signed weight file."""
+    epoch = scores.epoch
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        stakes = transfers.stakes_at_epoch_start(con, epoch)
+        all_accounts = accounts.all_accounts(con)
+        weight_subs = contributions.accepted(con, epoch, "weights")
+    house = next(a.account_id for a in all_accounts if a.name == home.settings.house_name)
+    miners = tuple(a.account_id for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch)
+    validators = tuple(sorted(set(stakes) | {house}))
+    by_key = {a.public_key: a.account_id for a in all_accounts if a.public_key}
+    col = {m: j for j, m in enumerate(miners)}
+    row = {v: i for i, v in enumerate(validators)}
+    w = np.zeros((len(validators), len(miners)))
+    active = np.zeros(len(validators), dtype=bool)
+    for account_id, share in house_weights_for(home, scores).items():
+        if account_id in col:
+            w[row[house], col[account_id]] = share
+    active[row[house]] = True
+    # With commit-reveal on, the weights of this epoch are those revealed in it (committed in an earlier epoch);
+    # otherwise those sent in plain. Commitments themselves carry no weights.
+    wanted = "reveal" if home.settings.commit_reveal else "plain"
+    latest: dict[str, pa.Table] = {}
+    for _, account_id, _, lake_path, _ in weight_subs:  # ordered by arrival: a later file replaces an earlier one
+        table = pq.read_table(home.root / lake_path)
+        if table.num_rows and table.column("mode")[0].as_py() == wanted:
+            latest[account_id] = table
+    for account_id, table in sorted(latest.items()):
+        if account_id not in row:
+            continue  # no stake at the epoch's start: no say this epoch
+        i = row[account_id]
+        w[i, :] = 0.0
+        for key, value in zip(table.column("miner_key").to_pylist(), table.column("weight").to_pylist()):
+            miner = by_key.get(key)
+            if miner in col:
+                w[i, col[miner]] = float(value)
+        active[i] = True
+    stake = np.array([float(stakes.get(v, 0)) for v in validators])
+    return ValidatorWeights(epoch, validators, miners, w, stake, active, house)
+
+
+@dataclass(frozen=True)
+class ConsensusOutcome:
+    weights: ValidatorWeights
+    result: object  # rewards.consensus.YumaResult
+    bonds_prev: np.ndarray
+    params: dict
+
+
+def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
+    """Yuma Consensus over the validators that weighed in this epoch, carrying bonds from the last epoch."""
+    from rewards.backend import get_xp
+    from rewards.consensus import YumaParams, validator_permits, yuma_epoch
+
+    s = home.settings
+    params = YumaParams(
+        kappa=s.kappa, bonds_penalty=s.bonds_penalty, bonds_moving_average=s.bonds_moving_average,
+        yuma_version=s.yuma_version, liquid_alpha_enabled=s.liquid_alpha_enabled, alpha_low=s.alpha_low,
+        alpha_high=s.alpha_high, alpha_sigmoid_steepness=s.alpha_sigmoid_steepness,
+        max_allowed_validators=s.max_allowed_validators, storage=s.yuma_storage, sparse_bonds=s.sparse_bonds,
+    )
+    bonds_prev = _previous_bonds(home, vw)
+    # Only the top max_allowed_validators stakes hold a permit (the chain's tie rule; the house always does). A
+    # validator without a permit, or that did not weigh in this epoch, is inactive (yuma.md §1.3-1.4): no stake and
+    # no weight row, so it can neither sway the median nor buy Yuma 3 bonds; its bond row is cleared.
+    permit = validator_permits(vw.stake, s.max_allowed_validators, owner_row=vw.validators.index(vw.house))
+    bonds_prev[~permit] = 0.0
+    active = vw.active & (vw.stake > 0) & permit
+    active_stake = np.where(active, vw.stake, 0.0)
+    weights = np.where(active[:, None], vw.weights, 0.0)
+    result = yuma_epoch(weights, active_stake, bonds_prev, params, xp=get_xp(s.array_backend))
+    return ConsensusOutcome(vw, result, bonds_prev, params.__dict__.copy())
+
+
+def _previous_bonds(home: Home, vw: ValidatorWeights) -> np.ndarray:
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        rows = con.execute(
+            "SELECT validator, miner, bond FROM bonds WHERE epoch = (SELECT max(epoch) FROM bonds WHERE epoch < ?)",
+            [vw.epoch],
+        ).fetchall()
+    row = {v: i for i, v in enumerate(vw.validators)}
+    col = {m: j for j, m in enumerate(vw.miners)}
+    bonds = np.zeros((len(vw.validators), len(vw.miners)))
+    for validator, miner, bond in rows:
+        if validator in row and miner in col:
+            bonds[row[validator], col[miner]] = bond
+    return bonds

@@ -1,0 +1,144 @@
+"""Stage 2: what each contribution is worth: exact KNN-Shapley of new rows, model scores of predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ledger import contributions, transfers
+from ledger.db import open_ledger
+from ledger.epochs import current_epoch
+from quality.task import Task, load_tasks
+from tributary.home import Home
+
+
+@dataclass(frozen=True)
+class SubmissionScore:
+    submission_id: str
+    account_id: str
+    task: str
+    rows: int
+    duplicate_rows: int
+    value: float
+
+    @property
+    def status(self) -> str:
+        return "duplicate" if self.rows and self.duplicate_rows == self.rows else "accepted"
+
+
+@dataclass(frozen=True)
+class EpochScores:
+    epoch: int
+    submissions: tuple[SubmissionScore, ...]
+    values: dict[str, float]  # account_id -> summed data value over its rows and tasks
+    inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
+    model_scores: dict[str, float] = field(default_factory=dict)  # account_id -> summed prediction score
+
+
+def score(home: Home, epoch: int | None = None) -> EpochScores:
+    """Value every accepted dataset row of the epoch with exact KNN-Shapley against each task's holdout.
+
+    A row already in the lake (an earlier epoch, or an earlier submission this epoch) is a duplicate and earns
+    nothing: only its first submitter is paid for it.
+    """
+    from rewards.duplicates import first_seen_mask, near_duplicate_mask
+    from rewards.valuation import knn_shapley
+
+    paths = home.paths
+    with open_ledger(paths.ledger, read_only=True) as con:
+        epoch = current_epoch(con) if epoch is None else epoch
+        subs = contributions.accepted(con, epoch, "dataset")
+    tasks = load_tasks(paths.tasks)
+    scores: list[SubmissionScore] = []
+    values: dict[str, float] = {}
+    inputs: list = []
+    for task_name in sorted({s[2] for s in subs}):
+        task = tasks[task_name]
+        task_subs = [s for s in subs if s[2] == task_name]
+        tables = [pq.read_table(paths.root / s[3]) for s in task_subs]
+        pool = pa.concat_tables(tables) if tables else None
+        prior = prior_rows(paths.lake, epoch, task)
+        x = _features(pool, task)
+        fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior.column("_row_hash").to_numpy())
+        fresh &= ~near_duplicate_mask(
+            x, pool.column("_contributor").to_numpy(zero_copy_only=False), _features(prior, task),
+            prior.column("_contributor").to_numpy(zero_copy_only=False),
+            scale=np.array([f.max - f.min for f in task.features]), tol=task.near_duplicate_tol,
+        )
+        y = pool.column(task.label).to_numpy(zero_copy_only=False)
+        holdout = pq.read_table(home.path_of(task.holdout))
+        row_values = np.zeros(pool.num_rows)
+        if fresh.any():
+            row_values[fresh] = knn_shapley(
+                x[fresh], y[fresh], _features(holdout, task), holdout.column(task.label).to_numpy(zero_copy_only=False),
+                k=task.k,
+            )
+        start = 0
+        for (submission_id, account_id, _, lake_path, _), table in zip(task_subs, tables):
+            stop = start + table.num_rows
+            value = float(np.sum(row_values[start:stop]))
+            dup = int(np.count_nonzero(~fresh[start:stop]))
+            scores.append(SubmissionScore(submission_id, account_id, task_name, table.num_rows, dup, value))
+            values[account_id] = values.get(account_id, 0.0) + value
+            inputs.append([submission_id, account_id, task_name, lake_path])
+            start = stop
+    model_scores, prediction_scores = score_predictions(home, epoch, tasks)
+    scores.extend(prediction_scores)
+    inputs.extend([s.submission_id, s.account_id, s.task, "predictions"] for s in prediction_scores)
+    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs}, model_scores)
+
+
+def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[dict[str, float], list[SubmissionScore]]:
+    """Score the epoch's predictions on each task's challenge against the hidden labels (rewards.model_scores).
+
+    A contributor's latest predictions for a task in the epoch count; earlier ones score 0. The meta-model weighs
+    each contributor by its stake at the epoch's start (equal weights when nobody has stake).
+    """
+    from rewards.model_scores import score_models
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted(con, epoch, "predictions")
+        stakes = transfers.stakes_at_epoch_start(con, epoch, role="contributor")
+    totals: dict[str, float] = {}
+    out: list[SubmissionScore] = []
+    for task_name in sorted({s[2] for s in subs}):
+        task = tasks[task_name]
+        labels = pq.read_table(home.path_of(task.challenge_labels)).sort_by("row_id")
+        index = {v: i for i, v in enumerate(task.label_domain)}
+        y = np.array([index[v] for v in labels.column(task.label).to_pylist()], dtype=np.int64)
+        latest: dict[str, tuple] = {}
+        for sub in (s for s in subs if s[2] == task_name):  # arrival order: a later file replaces an earlier one
+            latest[sub[1]] = sub
+        chosen = sorted(latest.values(), key=lambda s: s[1])
+        probs = []
+        for _, _, _, lake_path, _ in chosen:
+            table = pq.read_table(home.root / lake_path).sort_by("row_id")
+            probs.append(np.column_stack([table.column(c).to_numpy() for c in task.prediction_columns()[1:]]))
+        model = score_models(probs, [float(stakes.get(s[1], 0)) for s in chosen], y, len(task.label_domain))
+        scored = {s[0]: m.score for s, m in zip(chosen, model)}
+        for submission_id, account_id, _, _, _ in (s for s in subs if s[2] == task_name):
+            value = scored.get(submission_id, 0.0)
+            out.append(SubmissionScore(submission_id, account_id, task_name, len(y), 0, value))
+            totals[account_id] = totals.get(account_id, 0.0) + value
+    return totals, out
+
+
+def _features(table: pa.Table, task: Task) -> np.ndarray:
+    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in task.feature_names()])
+
+
+def prior_rows(lake: Path, epoch: int, task: Task) -> pa.Table:
+    """This task's rows landed in earlier epochs: features, row hash and contributor (first submitters first)."""
+    columns = [*task.feature_names(), "_row_hash", "_contributor"]
+    files = sorted(
+        (int(d.name.split("=")[1]), f) for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
+        for f in (d / "kind=dataset" / f"task={task.name}").glob("*.parquet")
+    )
+    if not files:
+        return task.arrow_schema().empty_table().select(task.feature_names()).append_column(
+            "_row_hash", pa.array([], pa.uint64())).append_column("_contributor", pa.array([], pa.string()))
+    return pa.concat_tables([pq.read_table(f, columns=columns) for _, f in files])

@@ -1,0 +1,111 @@
+"""Stage 4: consensus turned into reward lines, payouts and the epoch's link in the hash chain."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ledger import accounts
+from ledger.db import open_ledger
+from ledger.digest import digest
+from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
+from tributary.home import Home, utcnow
+from tributary.stages.consensus import ConsensusOutcome, ValidatorWeights, house_weights_for
+from tributary.stages.scoring import EpochScores
+
+
+def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome) -> Settlement:
+    """Turn consensus into reward lines whose shares sum to one, and digest every input that produced them."""
+    from rewards.backend import to_numpy
+    from rewards.emission import emission_shares
+
+    vw, r = outcome.weights, outcome.result
+    incentive, dividends = to_numpy(r.incentive), to_numpy(r.dividends)
+    consensus, trust, active_stake = to_numpy(r.consensus), to_numpy(r.validator_trust), to_numpy(r.active_stake)
+    shares = emission_shares(incentive, dividends, active_stake, owner_cut=home.settings.owner_cut)
+    house_w = house_weights_for(home, scores)
+    lines = [RewardLine(account_id="owner", role="owner", share=float(shares.owner), kind="owner_cut")]
+    for j, miner in enumerate(vw.miners):
+        lines.append(RewardLine(
+            account_id=miner, role="contributor", share=float(shares.miners[j]), kind="incentive",
+            value=float(scores.values.get(miner, 0.0)), weight=float(house_w.get(miner, 0.0)),
+            model_score=float(scores.model_scores.get(miner, 0.0)),
+            consensus=float(consensus[j]), incentive=float(incentive[j]), dividends=0.0,
+        ))
+    for i, validator in enumerate(vw.validators):
+        lines.append(RewardLine(
+            account_id=validator, role="validator", share=float(shares.validators[i]), kind="dividend",
+            bucket="staked", weight=float(active_stake[i]), dividends=float(dividends[i]), stake=int(vw.stake[i]),
+            validator_trust=float(trust[i]),
+        ))
+    bonds = to_numpy(r.bonds)
+    row_sums = vw.weights.sum(axis=1, keepdims=True)
+    norm_w = np.divide(vw.weights, row_sums, out=np.zeros_like(vw.weights), where=row_sums > 0)
+    inputs = {
+        "epoch": vw.epoch,
+        "scores": scores.inputs,
+        "values": sorted([k, v] for k, v in scores.values.items()),
+        "model_scores": sorted([k, v] for k, v in scores.model_scores.items()),
+        "validators": list(vw.validators),
+        "miners": list(vw.miners),
+        "weights": vw.weights.tolist(),
+        "stake": vw.stake.tolist(),
+        "active": vw.active.tolist(),
+        "bonds_prev": outcome.bonds_prev.tolist(),
+        "params": outcome.params,
+        "emission": home.settings.epoch_emission_units,
+        "owner_cut": home.settings.owner_cut,
+    }
+    return Settlement(
+        epoch=vw.epoch,
+        inputs_digest=digest(inputs),
+        reports=weight_copy_report(home, vw, norm_w),
+        emission=home.settings.epoch_emission_units,
+        lines=tuple(lines),
+        bonds=tuple((v, m, float(bonds[i, j])) for i, v in enumerate(vw.validators)
+                    for j, m in enumerate(vw.miners) if bonds[i, j] > 0),
+        weights=tuple((v, m, float(norm_w[i, j])) for i, v in enumerate(vw.validators)
+                      for j, m in enumerate(vw.miners) if norm_w[i, j] > 0),
+        contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value)
+                            for s in scores.submissions),
+    )
+
+
+def weight_copy_report(home: Home, vw: ValidatorWeights, norm_w: np.ndarray) -> tuple:
+    """Per validator that weighed in: cosine similarity of its weights to the last public consensus, and to its own
+    weights of the last epoch it weighed in. A copier tracks the first more closely than the second."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        last = con.execute("SELECT max(epoch) FROM rewards WHERE epoch < ?", [vw.epoch]).fetchone()[0]
+        consensus = dict(con.execute("SELECT account_id, consensus FROM rewards WHERE epoch = ? AND role = 'contributor'",
+                                     [last]).fetchall()) if last is not None else {}
+        history = con.execute(
+            "SELECT validator, miner, weight FROM weights w WHERE epoch = "
+            "(SELECT max(epoch) FROM weights x WHERE x.validator = w.validator AND x.epoch < ?)", [vw.epoch]
+        ).fetchall()
+    col = {m: j for j, m in enumerate(vw.miners)}
+    public = np.array([consensus.get(m) or 0.0 for m in vw.miners])
+    own: dict[str, np.ndarray] = {}
+    for validator, miner, weight in history:
+        if miner in col:
+            own.setdefault(validator, np.zeros(len(vw.miners)))[col[miner]] = weight
+    rows = []
+    for i, v in enumerate(vw.validators):
+        if vw.active[i] and norm_w[i].any():
+            rows.append((v, _cosine(norm_w[i], public), _cosine(norm_w[i], own[v]) if v in own else None))
+    return tuple(rows)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else None
+
+
+def account_names(home: Home) -> dict[str, str]:
+    """account_id -> local name, for reports."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        return {a.account_id: a.name for a in accounts.all_accounts(con)}
+
+
+def settle(home: Home, settlement: Settlement) -> SettleOutcome:
+    """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs)."""
+    with open_ledger(home.paths.ledger) as con:
+        return settle_epoch(con, settlement, now=utcnow())
