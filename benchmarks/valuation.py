@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/valuation.py [--full] [--pydvl-test-rows 500] [--no-scaling]
 
-pyDVL 0.10 pins numpy < 2, so it runs in its own venv, `.venv-bench` (created on first use with python3.11, pyDVL
+pyDVL 0.10 pins numpy < 2, so it runs in its own venv, `.venv/pydvl-bench` (created on first use with python3.11, pyDVL
 0.10.0 and scikit-learn), through `benchmarks/valuation_pydvl.py`, which times only pyDVL's `fit`. The same seeded
 arrays (float64, 10 classes, 32 features, k = 5) go to both sides through .npz files in `.bench/`. pyDVL runs once
 in a single process (its default) and once under joblib with every core (`parallel_config(n_jobs=<cores>)`).
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from rewards.valuation import knn_shapley
 
-BENCH_VENV = ROOT / ".venv-bench"
+BENCH_VENV = ROOT / ".venv" / "pydvl-bench"  # inside .venv: ignored, and removed with it
 WORK = ROOT / ".bench"
 HELPER = Path(__file__).resolve().with_name("valuation_pydvl.py")
 SIZES = [(5000, 500), (20000, 2000)]

@@ -1,6 +1,6 @@
 """Time pyDVL's exact KNN-Shapley on arrays from an .npz; run inside the bench venv (pyDVL 0.10 pins numpy < 2).
 
-    .venv-bench/bin/python benchmarks/valuation_pydvl.py IN.npz OUT.npz --jobs 1 [--test-rows M]
+    .venv/pydvl-bench/bin/python benchmarks/valuation_pydvl.py IN.npz OUT.npz --jobs 1 [--test-rows M]
 
 IN holds x_train, y_train, x_test, y_test (and k). Only `KNNShapleyValuation.fit` is timed: building the pyDVL
 datasets and the model is not. `--jobs 1` is pyDVL's default (no joblib context: one process); `--jobs N` runs the
