@@ -56,13 +56,25 @@ def last_nonces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {k: int(n) for k, n in rows}
 
 
-def accepted(con: duckdb.DuckDBPyConnection, epoch: int, kind: str) -> list[tuple]:
-    """(submission_id, account_id, task, lake_path, received_at) of an epoch's accepted submissions of one kind."""
-    return con.execute(
-        "SELECT submission_id, account_id, task, lake_path, received_at FROM contributions "
+@dataclass(frozen=True)
+class AcceptedSubmission:
+    """An accepted submission as landed in the lake."""
+
+    submission_id: str
+    account_id: str
+    task: str
+    rows: int
+    lake_path: str  # relative to the home
+
+
+def accepted(con: duckdb.DuckDBPyConnection, epoch: int, kind: str) -> list[AcceptedSubmission]:
+    """An epoch's accepted (or duplicate) submissions of one kind, in arrival order."""
+    rows = con.execute(
+        "SELECT submission_id, account_id, task, rows, lake_path FROM contributions "
         "WHERE epoch = ? AND kind = ? AND status <> 'quarantined' ORDER BY received_at, submission_id",
         [epoch, kind],
     ).fetchall()
+    return [AcceptedSubmission(*r) for r in rows]
 
 
 def record_commitments(con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str, str, str]]) -> None:

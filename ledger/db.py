@@ -24,13 +24,13 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_
             con = duckdb.connect(str(path), read_only=read_only)
             break
         except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
-                if "lock" in str(e).lower():
-                    raise LedgerBusy(
-                        f"{path}: another process is writing the ledger (an epoch run or the Dagster UI); "
-                        f"try again when it finishes. DuckDB said: {e}"
-                    ) from None
+            if "lock" not in str(e).lower():
                 raise
+            if time.monotonic() >= deadline:
+                raise LedgerBusy(
+                    f"{path}: another process is writing the ledger (an epoch run or the Dagster UI); "
+                    f"try again when it finishes. DuckDB said: {e}"
+                ) from None
             time.sleep(LOCK_RETRY_STEP_SECONDS)
     if not read_only:
         migrate(con)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -56,7 +56,7 @@ class Settlement:
     lines: tuple[RewardLine, ...] = ()
     bonds: tuple[tuple[str, str, float], ...] = ()  # (validator, miner, bond)
     weights: tuple[tuple[str, str, float], ...] = ()  # (validator, miner, weight) as used in consensus
-    contributions: tuple[ContributionUpdate, ...] = field(default=())
+    contributions: tuple[ContributionUpdate, ...] = ()
     reports: tuple[tuple[str, float | None, float | None], ...] = ()  # (validator, sim. to consensus, to history)
 
 

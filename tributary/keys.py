@@ -47,11 +47,11 @@ def public_hex(key: nacl.signing.SigningKey) -> str:
     return key.verify_key.encode().hex()
 
 
-def next_nonce(keys_dir: Path, name: str, at_least: int = 0) -> int:
+def next_nonce(keys_dir: Path, name: str) -> int:
     """Advance and persist the key's strictly increasing submission nonce."""
     path = keys_dir / f"{name}{NONCE_SUFFIX}"
     last = int(path.read_text()) if path.exists() else 0
-    nonce = max(last, at_least) + 1
+    nonce = last + 1
     tmp = path.with_suffix(".nonce.tmp")
     tmp.write_text(str(nonce))
     tmp.replace(path)

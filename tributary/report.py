@@ -44,7 +44,7 @@ def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
     if run.outcome is not None:
         verb = "settled" if run.outcome.settled else "was already settled (same inputs: nothing written)"
         console.print(f"epoch {s.epoch} {verb}: chain hash {run.outcome.hash[:16]}…; epoch {s.epoch + 1} is open")
-        print_query(console, home, VALIDATORS_SQL + "", "validators")
+        print_query(console, home, VALIDATORS_SQL, "validators")
 
 
 def print_market(console: Console, home: Home) -> None:

@@ -55,10 +55,10 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
     # otherwise those sent in plain. Commitments themselves carry no weights.
     wanted = "reveal" if home.settings.commit_reveal else "plain"
     latest: dict[str, pa.Table] = {}
-    for _, account_id, _, lake_path, _ in weight_subs:  # ordered by arrival: a later file replaces an earlier one
-        table = pq.read_table(home.root / lake_path)
+    for sub in weight_subs:  # ordered by arrival: a later file replaces an earlier one
+        table = pq.read_table(home.root / sub.lake_path)
         if table.num_rows and table.column("mode")[0].as_py() == wanted:
-            latest[account_id] = table
+            latest[sub.account_id] = table
     for account_id, table in sorted(latest.items()):
         if account_id not in row:
             continue  # no stake at the epoch's start: no say this epoch

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ledger import accounts, contributions
-from ledger.contributions import ContributionRecord
+from ledger.contributions import AcceptedSubmission, ContributionRecord
 from ledger.db import open_ledger, transaction
 from ledger.epochs import current_epoch
 from quality.task import Task, load_tasks
@@ -105,31 +105,17 @@ def _relative(path: str, root: Path) -> str:
 
 
 @dataclass(frozen=True)
-class LakeSubmission:
-    submission_id: str
-    account_id: str
-    task: str
-    rows: int
-    lake_path: str
-
-
-@dataclass(frozen=True)
 class LakeSnapshot:
     """The epoch's accepted dataset submissions as they sit in the lake."""
 
     epoch: int
-    submissions: tuple[LakeSubmission, ...]
+    submissions: tuple[AcceptedSubmission, ...]
 
 
 def lake_snapshot(home: Home, epoch: int) -> LakeSnapshot:
     """List the epoch's landed dataset submissions, in arrival order."""
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        rows = con.execute(
-            "SELECT submission_id, account_id, task, rows, lake_path FROM contributions "
-            "WHERE epoch = ? AND kind = 'dataset' AND status <> 'quarantined' ORDER BY received_at, submission_id",
-            [epoch],
-        ).fetchall()
-    return LakeSnapshot(epoch, tuple(LakeSubmission(*r) for r in rows))
+        return LakeSnapshot(epoch, tuple(contributions.accepted(con, epoch, "dataset")))
 
 
 def revalidate(home: Home, snapshot: LakeSnapshot) -> list[tuple[str, object]]:

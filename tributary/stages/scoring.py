@@ -56,10 +56,10 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
     scores: list[SubmissionScore] = []
     values: dict[str, float] = {}
     inputs: list = []
-    for task_name in sorted({s[2] for s in subs}):
+    for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
-        task_subs = [s for s in subs if s[2] == task_name]
-        tables = [pq.read_table(paths.root / s[3]) for s in task_subs]
+        task_subs = [s for s in subs if s.task == task_name]
+        tables = [pq.read_table(paths.root / s.lake_path) for s in task_subs]
         pool = pa.concat_tables(tables) if tables else None
         prior = prior_rows(paths.lake, epoch, task)
         x = _features(pool, task)
@@ -78,7 +78,8 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
                 k=task.k,
             )
         start = 0
-        for (submission_id, account_id, _, lake_path, _), table in zip(task_subs, tables):
+        for sub, table in zip(task_subs, tables):
+            submission_id, account_id, lake_path = sub.submission_id, sub.account_id, sub.lake_path
             stop = start + table.num_rows
             value = float(np.sum(row_values[start:stop]))
             dup = int(np.count_nonzero(~fresh[start:stop]))
@@ -105,25 +106,26 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[d
         stakes = transfers.stakes_at_epoch_start(con, epoch, role="contributor")
     totals: dict[str, float] = {}
     out: list[SubmissionScore] = []
-    for task_name in sorted({s[2] for s in subs}):
+    for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
         labels = pq.read_table(home.path_of(task.challenge_labels)).sort_by("row_id")
         index = {v: i for i, v in enumerate(task.label_domain)}
         y = np.array([index[v] for v in labels.column(task.label).to_pylist()], dtype=np.int64)
         latest: dict[str, tuple] = {}
-        for sub in (s for s in subs if s[2] == task_name):  # arrival order: a later file replaces an earlier one
-            latest[sub[1]] = sub
-        chosen = sorted(latest.values(), key=lambda s: s[1])
+        task_subs = [s for s in subs if s.task == task_name]
+        for sub in task_subs:  # arrival order: a later file replaces an earlier one
+            latest[sub.account_id] = sub
+        chosen = sorted(latest.values(), key=lambda s: s.account_id)
         probs = []
-        for _, _, _, lake_path, _ in chosen:
-            table = pq.read_table(home.root / lake_path).sort_by("row_id")
+        for sub in chosen:
+            table = pq.read_table(home.root / sub.lake_path).sort_by("row_id")
             probs.append(np.column_stack([table.column(c).to_numpy() for c in task.prediction_columns()[1:]]))
-        model = score_models(probs, [float(stakes.get(s[1], 0)) for s in chosen], y, len(task.label_domain))
-        scored = {s[0]: m.score for s, m in zip(chosen, model)}
-        for submission_id, account_id, _, _, _ in (s for s in subs if s[2] == task_name):
-            value = scored.get(submission_id, 0.0)
-            out.append(SubmissionScore(submission_id, account_id, task_name, len(y), 0, value))
-            totals[account_id] = totals.get(account_id, 0.0) + value
+        model = score_models(probs, [float(stakes.get(s.account_id, 0)) for s in chosen], y, len(task.label_domain))
+        scored = {s.submission_id: m.score for s, m in zip(chosen, model)}
+        for sub in task_subs:
+            value = scored.get(sub.submission_id, 0.0)
+            out.append(SubmissionScore(sub.submission_id, sub.account_id, task_name, len(y), 0, value))
+            totals[sub.account_id] = totals.get(sub.account_id, 0.0) + value
     return totals, out
 
 
