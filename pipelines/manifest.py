@@ -214,9 +214,16 @@ def write_submission(drop: Path, payload: Path, m: Manifest) -> Path:
             raise IngestError(f"{p}: already waiting in the drop folder; wait for ingest to take it or rename the file")
 
     def copy_payload(f) -> None:
+        # Streamed in chunks, and hashed as copied: a payload that changed after it was signed never reaches drop/.
+        h, size = hashlib.blake2b(digest_size=32), 0
         with open(payload, "rb") as src:
             while chunk := src.read(_READ_CHUNK_BYTES):
                 f.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+        if size != m.size or h.hexdigest() != m.digest:
+            raise IngestError(f"{payload}: changed while it was being submitted (its size or BLAKE2b-256 digest is "
+                              "no longer the signed manifest's); submit it again")
 
     _write_then_rename(target, copy_payload)
     _write_then_rename(manifest_path, lambda f: f.write(m.to_json().encode("utf-8")))

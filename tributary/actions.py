@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ledger import accounts, transfers
-from ledger.accounts import Account
-from ledger.db import open_ledger, transaction
-from ledger.epochs import current_epoch
 from ledger.money import tokens_to_units
 from pipelines.manifest import KINDS, Manifest, sign_manifest, write_submission
-from quality.task import Task, task_from_holdout, write_task
 from tributary import keys
 from tributary.errors import TributaryError
 from tributary.home import Home, utcnow
+
+# `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
+# functions that use them, so those two commands start fast (tests/test_cli_imports.py).
+if TYPE_CHECKING:
+    from ledger.accounts import Account
+    from quality.task import Task
 
 WEIGHTS_TASK = "-"  # weight vectors are not for a task; the manifest still carries the field
 
@@ -26,6 +28,10 @@ def keygen(home: Home, name: str) -> str:
 
 def register(home: Home, name: str, role: str) -> Account:
     """Register the key NAME under a role, in the open epoch."""
+    from ledger import accounts
+    from ledger.db import open_ledger, transaction
+    from ledger.epochs import current_epoch
+
     public = keys.public_hex(keys.load(home.paths.keys, name))
     with open_ledger(home.paths.ledger) as con, transaction(con):
         return accounts.register(con, public, name, role, current_epoch(con))
@@ -56,6 +62,8 @@ def commit(home: Home, weights: dict[str, float], *, key: str) -> tuple[int, str
     import os
     import secrets
 
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch
     from pipelines.weights import weights_commitment
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
@@ -74,6 +82,9 @@ def commit(home: Home, weights: dict[str, float], *, key: str) -> tuple[int, str
 
 def reveal(home: Home, *, key: str) -> list[int]:
     """Reveal every commitment of KEY that the open epoch may reveal; returns the commit epochs revealed."""
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch
+
     with open_ledger(home.paths.ledger, read_only=True) as con:
         epoch = current_epoch(con)
     revealed = []
@@ -93,6 +104,10 @@ def reveal(home: Home, *, key: str) -> list[int]:
 
 def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple[int, int]:
     """Stake (or unstake) tokens of account NAME; returns (epoch, staked units now)."""
+    from ledger import accounts, transfers
+    from ledger.db import open_ledger, transaction
+    from ledger.epochs import current_epoch
+
     units = tokens_to_units(tokens)
     with open_ledger(home.paths.ledger) as con, transaction(con):
         account = accounts.get(con, name)
@@ -103,6 +118,10 @@ def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple
 
 def grant(home: Home, name: str, tokens: str) -> int:
     """Mint tokens from the emission account into NAME's liquid balance; returns the units granted."""
+    from ledger import accounts, transfers
+    from ledger.db import open_ledger, transaction
+    from ledger.epochs import current_epoch
+
     units = tokens_to_units(tokens)
     with open_ledger(home.paths.ledger) as con, transaction(con):
         account = accounts.get(con, name)
@@ -117,6 +136,8 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin:
     With `challenge` (labelled rows like the holdout's), the task opens predictions: the rows get ids 0..n-1, their
     features are published in challenges/NAME.parquet and their labels kept hidden beside the holdout.
     """
+    from quality.task import task_from_holdout, write_task
+
     target = home.paths.holdout / f"{name}.parquet"
     if not holdout.is_file():
         raise FileNotFoundError(f"{holdout}: no such holdout file")

@@ -58,8 +58,14 @@ def _home(home: Optional[Path]):
 def keygen(name: str, home: HomeOpt = None) -> None:
     """Make an Ed25519 key keys/NAME.key (mode 0600) and print its public key."""
     from tributary import actions
+    from tributary.errors import TributaryError
+    from tributary.home import existing_home
 
-    console.print(actions.keygen(_home(home), name))
+    try:  # a key needs no ledger: an existing home is not opened; a new one is set up first (DuckDB, genesis)
+        h = existing_home(home or _global_home)
+    except TributaryError:
+        h = _home(home)
+    console.print(actions.keygen(h, name))
 
 
 @app.command()
@@ -112,8 +118,10 @@ def submit(
 ) -> None:
     """Sign FILE and drop it, with its manifest, into the drop folder (atomically, manifest last)."""
     from tributary import actions
+    from tributary.home import existing_home
 
-    path, manifest = actions.submit(_home(home), file, key=key, task=task, kind=kind)
+    # Signing needs the key and drop/ only: the ledger is not opened, and a home that does not exist is an error.
+    path, manifest = actions.submit(existing_home(home or _global_home), file, key=key, task=task, kind=kind)
     console.print(f"submitted {file.name} as {path.name} (kind {kind}, nonce {manifest.nonce}, digest {manifest.digest[:16]}…)")
 
 

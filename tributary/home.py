@@ -6,12 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ledger import accounts, transfers
-from ledger.db import open_ledger, transaction
-from ledger.digest import digest
-from ledger.epochs import get_epoch, open_epoch
-from ledger.settlement import Settlement, settle_epoch
 from tributary import keys
+from tributary.errors import TributaryError
 from tributary.settings import HomePaths, Settings, resolve_home
 
 GENESIS_EPOCH = 0
@@ -50,8 +46,29 @@ def open_home(home: str | Path | None = None) -> Home:
     return Home(paths, settings)
 
 
+def existing_home(home: str | Path | None = None) -> Home:
+    """An existing home, opened without touching its ledger: for commands that only read keys and write to drop/.
+
+    Creates and migrates nothing (no DuckDB, no genesis); a home that was never set up is a TributaryError.
+    """
+    paths = HomePaths(resolve_home(home))
+    missing = [p.name for p in (paths.ledger, paths.drop, paths.keys) if not p.exists()]
+    if missing:
+        raise TributaryError(
+            f"{paths.root} is not a market home (no {', '.join(missing)}): check --home or $TRIBUTARY_HOME; "
+            "an operator command such as `tributary register` or `tributary task init` sets up a new one"
+        )
+    return Home(paths, Settings.load(paths.root))
+
+
 def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
     """Epoch 0: the house validator registered and staked; the hash chain starts here."""
+    from ledger import accounts, transfers  # DuckDB only for commands that open the ledger
+    from ledger.db import open_ledger, transaction
+    from ledger.digest import digest
+    from ledger.epochs import get_epoch, open_epoch
+    from ledger.settlement import Settlement, settle_epoch
+
     with open_ledger(paths.ledger) as con:
         genesis_row = get_epoch(con, GENESIS_EPOCH)
         if genesis_row is not None and genesis_row.settled_at is not None:

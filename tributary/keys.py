@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -48,11 +49,26 @@ def public_hex(key: nacl.signing.SigningKey) -> str:
 
 
 def next_nonce(keys_dir: Path, name: str) -> int:
-    """Advance and persist the key's strictly increasing submission nonce."""
-    path = keys_dir / f"{name}{NONCE_SUFFIX}"
-    last = int(path.read_text()) if path.exists() else 0
-    nonce = last + 1
-    tmp = path.with_suffix(".nonce.tmp")
-    tmp.write_text(str(nonce))
-    tmp.replace(path)
-    return nonce
+    """Advance and persist the key's strictly increasing submission nonce (keys/NAME.nonce; no ledger needed).
+
+    Concurrent submits with one key each get their own nonce (an exclusive lock on keys/NAME.nonce.lock), and the
+    new value is on disk (written aside, then renamed in) before the caller signs with it.
+    """
+    path = key_path(keys_dir, name).with_suffix(NONCE_SUFFIX)
+    fd = os.open(path.with_suffix(".nonce.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            last = int(path.read_text()) if path.exists() else 0
+        except ValueError:
+            raise KeyFileError(f"{path} does not hold an integer nonce; put the last nonce this key used in it") from None
+        nonce = last + 1
+        tmp = path.with_suffix(".nonce.tmp")
+        with open(tmp, "w") as f:
+            f.write(str(nonce))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        return nonce
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,81 @@
+"""Commands import only what they use: `submit` and `keygen` never load DuckDB, pyarrow, Beam, GX, Dagster or sklearn.
+
+Each command runs in a fresh interpreter (as `tributary` does); at exit it writes the top-level packages it loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tributary import actions
+from tributary.home import open_home
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("apache_beam", "great_expectations", "dagster", "sklearn", "duckdb", "pyarrow", "polars", "pandas", "numpy")
+NEVER = ("apache_beam", "great_expectations", "dagster", "sklearn")  # for any command that does not run them
+
+PROBE = """
+import atexit, json, os, sys
+atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write(json.dumps(sorted({m.split(".")[0] for m in sys.modules}))))
+from tributary.cli import main
+sys.argv = ["tributary", *sys.argv[1:]]
+main()
+"""
+
+
+def loaded(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run `tributary ARGS` in a fresh interpreter; its result and the heavy packages it imported."""
+    out = tmp_path / "modules.json"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ, MODULES_OUT=str(out))
+    env.pop("TRIBUTARY_HOME", None)
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    return done, set(json.loads(out.read_text())) & set(HEAVY)
+
+
+@pytest.fixture()
+def home(tmp_path):
+    h = open_home(tmp_path / "home")
+    actions.keygen(h, "alice")
+    return h
+
+
+def test_submit_loads_no_ledger_no_arrow_no_pipeline(home, tmp_path):
+    payload = tmp_path / "shard.parquet"
+    payload.write_bytes(b"PAR1 not really parquet: submit signs bytes and never decodes them PAR1")
+    done, heavy = loaded(tmp_path, "--home", str(home.root), "submit", str(payload), "--key", "alice", "--task", "digits")
+    assert done.returncode == 0, done.stderr
+    assert (home.paths.drop / "shard.parquet.manifest.json").is_file()
+    assert heavy == set(), f"submit imported {sorted(heavy)}"
+
+
+def test_keygen_in_an_existing_home_loads_no_ledger(home, tmp_path):
+    done, heavy = loaded(tmp_path, "--home", str(home.root), "keygen", "bob")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) == 64 and (home.paths.keys / "bob.key").is_file()
+    assert heavy == set(), f"keygen imported {sorted(heavy)}"
+
+
+def test_sql_loads_duckdb_and_nothing_of_the_pipeline(home, tmp_path):
+    done, heavy = loaded(tmp_path, "--home", str(home.root), "sql", "--format", "json", "SELECT count(*) AS n FROM accounts")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["n"] >= 1
+    assert "duckdb" in heavy and not heavy & set(NEVER), f"sql imported {sorted(heavy)}"
+
+
+def test_submit_never_creates_a_home(tmp_path):
+    payload = tmp_path / "shard.parquet"
+    payload.write_bytes(b"data")
+    missing = tmp_path / "no-such-home"
+    done, heavy = loaded(tmp_path, "--home", str(missing), "submit", str(payload), "--key", "alice", "--task", "digits")
+    assert done.returncode == 1
+    assert "is not a market home" in done.stderr and "Traceback" not in done.stderr
+    assert not missing.exists()
+    assert "duckdb" not in heavy
