@@ -23,26 +23,32 @@ settle_job = dg.define_asset_job(
 )
 
 
-def manifests_newest_mtime(tributary: TributaryHome) -> tuple[int, int]:
-    """(count, newest mtime in ns) of the complete submissions waiting in drop/."""
-    drop = tributary.open().paths.drop
-    stamps = [p.stat().st_mtime_ns for p in drop.glob(f"*{MANIFEST_SUFFIX}") if not p.name.startswith(".")]
-    return len(stamps), max(stamps, default=0)
+def drop_listing(tributary: TributaryHome) -> tuple[int, str]:
+    """(count, digest) of the complete-looking submissions waiting in drop/: names and sizes, never file times.
+
+    A sender chooses a file's mtime, so a cursor built on mtimes could be held back (a backdated file is never
+    noticed) or pushed forward; the digest of what is listed changes whenever anything lands, grows or leaves.
+    """
+    from pipelines.storage import list_folder, listing_digest
+
+    entries = [e for e in list_folder(str(tributary.open().paths.drop)) if not e.name.startswith(".")]
+    manifests = [e for e in entries if e.name.endswith(MANIFEST_SUFFIX)]
+    return len(manifests), listing_digest(entries)
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def drop_folder_sensor(context: dg.SensorEvaluationContext, tributary: TributaryHome) -> dg.SensorResult:
-    """Request an ingest run of the current epoch's partition when new manifests land in drop/."""
-    count, newest = manifests_newest_mtime(tributary)
-    seen = json.loads(context.cursor) if context.cursor else {"newest": 0}
-    if count == 0 or newest <= seen["newest"]:
+    """Request an ingest run of the current epoch's partition when what waits in drop/ changes."""
+    count, listing = drop_listing(tributary)
+    seen = json.loads(context.cursor) if context.cursor else {"listing": None}
+    if count == 0 or listing == seen.get("listing"):
         return dg.SensorResult(skip_reason=f"no new submissions in drop/ ({count} waiting)")
     now = datetime.now(timezone.utc)
     partition = EPOCH_PARTITIONS.get_partition_key_for_timestamp(now.timestamp())
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"{partition}:{newest}", partition_key=partition,
+        run_requests=[dg.RunRequest(run_key=f"{partition}:{listing}", partition_key=partition,
                                     tags={"tributary/waiting": str(count)})],
-        cursor=json.dumps({"newest": newest}),
+        cursor=json.dumps({"listing": listing}),
     )
 
 

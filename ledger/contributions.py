@@ -24,34 +24,44 @@ class ContributionRecord:
     received_at: str
     lake_path: str | None = None
     detail: str | None = None  # for quarantined ones: the human-readable reason
+    arrival: int | None = None  # ingest's own arrival number: the order submissions came in
+    verified: bool = False  # the manifest's Ed25519 signature verified: only then is its key or nonce believed
+    suspicious: str | None = None  # comma-separated columns far outside the task's learned profile
+
+
+_COLUMNS = ("submission_id, epoch, account_id, task, kind, rows, status, reason, digest, public_key, nonce, file, "
+            "received_at, lake_path, arrival, verified, suspicious")
 
 
 def record(con: duckdb.DuckDBPyConnection, records: list[ContributionRecord]) -> int:
-    """Insert ingest outcomes (and quarantine rows for rejects); a submission id seen before is skipped."""
+    """Insert ingest outcomes (and a quarantine row for each reject); a submission id already recorded is skipped.
+
+    Ids are unique per decision (docs/PROTOCOL.md §4), so a skip only happens when an interrupted run is redone.
+    """
     written = 0
     for r in records:
         if con.execute("SELECT 1 FROM contributions WHERE submission_id = ?", [r.submission_id]).fetchone():
             continue
         con.execute(
-            "INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            f"INSERT INTO contributions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r.submission_id, r.epoch, r.account_id, r.task, r.kind, r.rows, r.status, r.reason, r.digest,
-             r.public_key, r.nonce, r.file, r.received_at, r.lake_path],
+             r.public_key, r.nonce, r.file, r.received_at, r.lake_path, r.arrival, r.verified, r.suspicious],
         )
         if r.status == "quarantined":
             con.execute(
-                "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [r.submission_id, r.epoch, r.account_id, r.file, r.reason, r.detail or r.reason, r.received_at],
+                "INSERT INTO quarantine (submission_id, epoch, account_id, file, reason, detail, received_at, arrival) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [r.submission_id, r.epoch, r.account_id, r.file, r.reason, r.detail or r.reason, r.received_at,
+                 r.arrival],
             )
         written += 1
     return written
 
 
 def last_nonces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """The highest nonce each key has used in any submission that got past the signature check."""
+    """The highest nonce each key has used in a submission whose signature verified (nothing else is believed)."""
     rows = con.execute(
-        "SELECT public_key, max(nonce) FROM contributions WHERE public_key IS NOT NULL AND nonce IS NOT NULL "
-        "AND coalesce(reason, '') NOT IN ('bad_signature', 'unknown_key', 'unreadable', 'replayed_nonce') "
-        "GROUP BY public_key"
+        "SELECT public_key, max(nonce) FROM contributions WHERE verified AND nonce IS NOT NULL GROUP BY public_key"
     ).fetchall()
     return {k: int(n) for k, n in rows}
 
@@ -71,8 +81,23 @@ def accepted(con: duckdb.DuckDBPyConnection, epoch: int, kind: str) -> list[Acce
     """An epoch's accepted (or duplicate) submissions of one kind, in arrival order."""
     rows = con.execute(
         "SELECT submission_id, account_id, task, rows, lake_path FROM contributions "
-        "WHERE epoch = ? AND kind = ? AND status <> 'quarantined' ORDER BY received_at, submission_id",
+        "WHERE epoch = ? AND kind = ? AND status <> 'quarantined' ORDER BY arrival NULLS FIRST, received_at, "
+        "submission_id",
         [epoch, kind],
+    ).fetchall()
+    return [AcceptedSubmission(*r) for r in rows]
+
+
+def accepted_before(con: duckdb.DuckDBPyConnection, epoch: int, kind: str, task: str) -> list[AcceptedSubmission]:
+    """A task's accepted submissions of every epoch before `epoch`, first arrivals first: what the lake already holds.
+
+    Only what the ledger recorded counts: a lake file written by an interrupted run that never recorded it does not.
+    """
+    rows = con.execute(
+        "SELECT submission_id, account_id, task, rows, lake_path FROM contributions "
+        "WHERE epoch < ? AND kind = ? AND task = ? AND status <> 'quarantined' "
+        "ORDER BY epoch, arrival NULLS FIRST, received_at, submission_id",
+        [epoch, kind, task],
     ).fetchall()
     return [AcceptedSubmission(*r) for r in rows]
 
@@ -92,7 +117,7 @@ def open_commitments(con: duckdb.DuckDBPyConnection, epoch: int, reveal_epochs: 
     rows = con.execute(
         "SELECT a.public_key, c.epoch, c.commitment FROM commitments c JOIN accounts a ON a.account_id = c.validator "
         "JOIN contributions s ON s.submission_id = c.submission_id "
-        "WHERE c.epoch >= ? AND c.epoch < ? ORDER BY s.received_at, c.submission_id",
+        "WHERE c.epoch >= ? AND c.epoch < ? ORDER BY s.arrival NULLS FIRST, s.received_at, c.submission_id",
         [epoch - reveal_epochs, epoch],
     ).fetchall()
     return {(key, e): h for key, e, h in rows}

@@ -135,6 +135,26 @@ MIGRATIONS: tuple[str, ...] = (
     JOIN accounts a ON a.account_id = v.validator
     LEFT JOIN rewards r ON r.epoch = v.epoch AND r.account_id = v.validator;
     """,
+    # 4: drop/ is a trust boundary. Ingest stamps every name it sees with its own arrival number (file times are the
+    # sender's to choose), records each decision before moving a file, and keeps whether a signature verified.
+    """
+    CREATE SEQUENCE arrival_seq START 1;
+    CREATE TABLE arrivals (
+        arrival BIGINT PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        identity VARCHAR NOT NULL,
+        first_seen_at TIMESTAMP NOT NULL,
+        epoch BIGINT NOT NULL,
+        submission_id VARCHAR,
+        destination VARCHAR CHECK (destination IN ('archive', 'quarantine')),
+        decided_epoch BIGINT,
+        left_at TIMESTAMP
+    );
+    ALTER TABLE contributions ADD COLUMN arrival BIGINT;
+    ALTER TABLE contributions ADD COLUMN verified BOOLEAN;
+    ALTER TABLE contributions ADD COLUMN suspicious VARCHAR;
+    ALTER TABLE quarantine ADD COLUMN arrival BIGINT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

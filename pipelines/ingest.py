@@ -1,82 +1,71 @@
-"""Epoch ingest (DESIGN 4.2): verify signed submissions in drop/, decode them to Arrow and write the lake.
+"""Epoch ingest (DESIGN 4.2, docs/PROTOCOL.md): verify what strangers put in drop/, land what passes in the lake.
 
-The Beam graph, one coarse element per submission:
+The Beam graph, one coarse element per submission; every stage sends rejects to a `rejected` side output:
 
-    ReadManifests ─► Verify ─► CheckNonces ─► Decode ─► WriteLake ─┐
-         └──────────────┴──────────┴────────────┴── rejected ──────┴─► WriteResults (JSON lines)
+    Parse+Signature ─► Admit (key, task, kind, payload) ─► CheckNonces ─► Decode (cast, stats, stage)
+        ─► Gate (one Great Expectations run per task) ─► WriteLake ─┐
+     rejected / waiting from every stage ───────────────────────────┴─► WriteResults (JSON lines)
 
-The driver lists the drop folder before the run and, after it, moves every submission's files to
-archive/epoch=E/ or quarantine/epoch=E/ according to the result records the pipeline wrote.
+The signature is checked first, over the manifest alone: nothing from a manifest that does not verify is believed.
+The driver never moves a file: it returns each decision with the files it covers, the caller commits them to the
+ledger and only then moves the files (`move_files`), so a crash at any point is repaired by a rerun.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.feather as pa_feather
-import pyarrow.parquet as pq
 from apache_beam.pvalue import TaggedOutput
 
+from pipelines import reasons as R
+from pipelines import storage
 from pipelines.errors import IngestError, ManifestError, SignatureError
-from pipelines.manifest import (
-    MANIFEST_SUFFIX,
-    Manifest,
-    payload_digest,
-    read_manifest,
-    verify_signature,
-)
+from pipelines.lake import ROW_HASH_COLUMN, lake_path
+from pipelines.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, parse_manifest, verify_signature
 from pipelines.options import build_options, quiet_beam_logging
 from pipelines.weights import WeightRules, WeightsRejected, parse_weights
 
-REJECTED = "rejected"                  # tag of every stage's side output for rejected submissions
-WEIGHTS_TASK = "_weights"              # lake task directory for validator weight vectors
+REJECTED = "rejected"   # tag of every stage's side output for rejected submissions
+WAITING = "waiting"     # tag for complete-looking submissions whose payload is not all there yet
 ROLE_KINDS: Mapping[str, tuple[str, ...]] = {
     "contributor": ("dataset", "predictions"),
     "validator": ("weights",),
 }
 TABLE_KINDS = ("dataset", "predictions")   # kinds that name a task and carry a table
-ROW_HASH_BYTES = 8                     # BLAKE2b-64 row hashes, stored as uint64
 RESULTS_PREFIX = "results"
 RESULTS_SUFFIX = ".jsonl"
-
-# Reason codes written to the quarantine table.
-UNREADABLE = "unreadable"
-TOO_LARGE = "too_large"
-DIGEST_MISMATCH = "digest_mismatch"
-BAD_SIGNATURE = "bad_signature"
-UNKNOWN_KEY = "unknown_key"
-UNKNOWN_TASK = "unknown_task"
-KIND_NOT_ALLOWED = "kind_not_allowed"
-REPLAYED_NONCE = "replayed_nonce"
-SCHEMA_MISMATCH = "schema_mismatch"
-QUALITY_FAILED = "quality_failed"
-WRONG_EPOCH = "wrong_epoch"
+STAGED_SUFFIX = ".staged.parquet"
 
 
 @dataclass(frozen=True)
 class Registry:
-    """What ingest must know from the ledger, passed in (pipelines never imports ledger)."""
+    """What ingest must know from the ledger and the task files, passed in (pipelines never imports ledger)."""
 
     accounts: Mapping[str, tuple[str, str]]   # public_key hex -> (account_id, role)
     last_nonce: Mapping[str, int]             # public_key hex -> highest nonce already used (absent: none)
-    tasks: Mapping[str, Any]                  # name -> quality.task.Task, duck-typed (pipelines never imports quality)
+    tasks: Mapping[str, Any]                  # name -> quality.task.Task
+    challenge_ids: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # task -> its challenge row ids
     commit_reveal: bool = False               # weights must be committed in one epoch and revealed in a later one
     reveal_epochs: int = 1
     commitments: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (validator key, epoch) -> hash
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A name in drop/ as ingest first saw it: its arrival number and time on ingest's own clock."""
+
+    arrival: int
+    first_seen_at: str   # ISO-8601, UTC
+    stale: bool          # first seen more than incomplete_after_seconds ago
 
 
 @dataclass(frozen=True)
@@ -84,6 +73,7 @@ class Accepted:
     """A submission that passed every check and whose rows are in the lake."""
 
     submission_id: str
+    arrival: int
     account_id: str
     public_key: str
     kind: str
@@ -94,19 +84,25 @@ class Accepted:
     lake_path: str
     received_at: str
     file: str
+    files: tuple[str, ...]          # the names in drop/ this decision covers (payload, manifest)
+    suspicious: tuple[str, ...] = ()  # columns far outside the task's learned profile
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A submission that failed a check; its files are in quarantine/ and `detail` names the file and the rule."""
+    """A submission that failed a check; `detail` names the file, the field and the rule."""
 
     submission_id: str
+    arrival: int
     account_id: str | None
     public_key: str | None
     kind: str | None
     task: str | None
     nonce: int | None
+    digest: str | None
+    verified: bool                  # the manifest's signature verified (only then is anything in it believed)
     file: str
+    files: tuple[str, ...]
     reason: str
     detail: str
     received_at: str
@@ -114,11 +110,48 @@ class Rejected:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Everything one ingest run decided, each tuple sorted by (received_at, submission_id)."""
+    """Everything one ingest run decided, each tuple in arrival order; `waiting` stays in drop/ for a later run."""
 
     epoch: int
     accepted: tuple[Accepted, ...]
     rejected: tuple[Rejected, ...]
+    waiting: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------- the listing
+
+
+@dataclass(frozen=True)
+class DropScan:
+    """drop/ as listed, sorted into what ingest does with each name."""
+
+    entries: tuple[storage.Entry, ...]
+    manifests: tuple[storage.Entry, ...]      # regular files named <payload>.manifest.json
+    loose: tuple[storage.Entry, ...]          # regular files no listed manifest names (payload before its manifest)
+    in_progress: tuple[storage.Entry, ...]    # regular dot-names: a writer's temporary files
+    not_regular: tuple[storage.Entry, ...]    # links, FIFOs, devices, directories nobody's manifest names
+
+
+def scan_drop(drop: str) -> DropScan:
+    """List drop/ without opening or following anything."""
+    entries = storage.list_folder(str(drop))
+    by_name = {e.name: e for e in entries}
+    manifests = [e for e in entries if e.regular and not e.name.startswith(".") and e.name.endswith(MANIFEST_SUFFIX)
+                 and e.name != MANIFEST_SUFFIX]
+    named = {m.name[: -len(MANIFEST_SUFFIX)] for m in manifests}
+    loose, in_progress, not_regular = [], [], []
+    for e in entries:
+        if e in manifests:
+            continue
+        if e.name in named and e.name in by_name:   # a manifest's payload: judged with its submission
+            continue
+        if not e.regular:
+            not_regular.append(e)
+        elif e.name.startswith("."):
+            in_progress.append(e)
+        else:
+            loose.append(e)
+    return DropScan(tuple(entries), tuple(manifests), tuple(loose), tuple(in_progress), tuple(not_regular))
 
 
 # ----------------------------------------------------------------------------------------------- elements
@@ -126,10 +159,12 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Listed:
-    """A manifest file found in drop/ by the driver, with its arrival time."""
+    """A manifest found in drop/, with its sighting."""
 
     manifest_file: str
+    arrival: int
     received_at: str
+    stale: bool
 
     @property
     def payload_file(self) -> str:
@@ -139,7 +174,7 @@ class Listed:
 
 @dataclass(frozen=True)
 class Submission:
-    """A parsed manifest on its way through the checks; account fields are set once the key is known."""
+    """A manifest whose signature verified, on its way through the checks; account fields once the key is known."""
 
     listed: Listed
     manifest: Manifest
@@ -148,148 +183,141 @@ class Submission:
 
     @property
     def submission_id(self) -> str:
-        """Stable id: the payload digest, the signing key and its nonce."""
+        """The id of a submission that used its nonce: full digest, key and nonce."""
         return submission_id(self.manifest.digest, self.manifest.public_key, self.manifest.nonce)
+
+
+def submission_id(digest: str, public_key: str, nonce: int) -> str:
+    """Unique per key and nonce, since a nonce is used once per key."""
+    return f"{digest}-{public_key}-{nonce}"
+
+
+def _record(status: str, obj: Any) -> dict:
+    return {"status": status, **asdict(obj)}
+
+
+def _rejected(sub: Submission, reason: str, detail: str, *, nonce_used: bool = False) -> dict:
+    """The record of a rejected submission whose signature verified; its id is unique whether or not it used its nonce.
+
+    Only a submission that passed the nonce check owns the bare id; every other verified rejection (a replay, or a
+    rejection before the nonce check) is suffixed with its arrival, so two records never share an id.
+    """
+    m, listed = sub.manifest, sub.listed
+    sid = sub.submission_id if nonce_used else f"{sub.submission_id}~{listed.arrival}"
+    files = (listed.payload_file, listed.manifest_file)
+    r = Rejected(submission_id=sid, arrival=listed.arrival, account_id=sub.account_id, public_key=m.public_key,
+                 kind=m.kind, task=m.task, nonce=m.nonce, digest=m.digest, verified=True, file=listed.payload_file,
+                 files=files, reason=reason, detail=detail, received_at=listed.received_at)
+    return _record("rejected", r)
+
+
+def unverified_record(name: str, files: Sequence[str], sighting: Sighting, reason: str, detail: str) -> dict:
+    """The record of something nobody is proven to have sent: attributed to no account, using no nonce."""
+    r = Rejected(submission_id=f"unverified-{sighting.arrival}", arrival=sighting.arrival, account_id=None,
+                 public_key=None, kind=None, task=None, nonce=None, digest=None, verified=False, file=name,
+                 files=tuple(files), reason=reason, detail=detail, received_at=sighting.first_seen_at)
+    return _record("rejected", r)
+
+
+def _waiting(listed: Listed) -> dict:
+    return {"status": "waiting", "manifest_file": listed.manifest_file}
 
 
 class _Reject(Exception):
     """Raised inside a stage to send the current submission to the rejected output."""
 
-    def __init__(self, reason: str, detail: str, sub: Submission | None = None):
+    def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-        self.sub = sub            # the submission as far as the checks got (account known or not)
 
 
-def submission_id(digest: str, public_key: str, nonce: int) -> str:
-    """Unique per key and nonce (nonces never repeat per key), readable: digest prefix, key prefix, nonce.
-
-    Two keys sending the same bytes are two submissions: the later one must be recorded to be found a duplicate.
-    """
-    return f"{digest[:12]}-{public_key[:8]}-{nonce}"
+class _Wait(Exception):
+    """The payload is not all there yet."""
 
 
-def _rejected_record(sub: Submission, reason: str, detail: str) -> dict:
-    """The result record of a rejected submission whose manifest parsed."""
-    m = sub.manifest
-    r = Rejected(submission_id=sub.submission_id, account_id=sub.account_id, public_key=m.public_key, kind=m.kind,
-                 task=m.task, nonce=m.nonce, file=sub.listed.payload_file, reason=reason, detail=detail,
-                 received_at=sub.listed.received_at)
-    return {"status": "rejected", "manifest_file": sub.listed.manifest_file, **asdict(r)}
+# ------------------------------------------------------------------------------------------------ helpers
 
 
-def _unreadable_record(listed: Listed, detail: str, drop: Path) -> dict:
-    """The result record of a manifest that did not parse; its id hashes the name and the bytes."""
-    h = hashlib.blake2b(listed.manifest_file.encode("utf-8"), digest_size=32)
-    try:
-        with open(drop / listed.manifest_file, "rb") as f:
-            h.update(f.read())
-    except OSError:
-        pass
-    r = Rejected(submission_id=f"{h.hexdigest()[:16]}-unreadable", account_id=None, public_key=None, kind=None,
-                 task=None, nonce=None, file=listed.payload_file, reason=UNREADABLE, detail=detail,
-                 received_at=listed.received_at)
-    return {"status": "rejected", "manifest_file": listed.manifest_file, **asdict(r)}
+def _feature_matrix(table: pa.Table, names: Sequence[str]) -> np.ndarray:
+    if not names:
+        return np.zeros((table.num_rows, 0))
+    return np.column_stack([table.column(f).cast(pa.float64()).fill_null(np.nan).to_numpy() for f in names])
 
 
-# ------------------------------------------------------------------------------------------ decode helpers
+def dataset_row_hashes(table: pa.Table, task: Any) -> np.ndarray:
+    """The one row hash (rewards.duplicates.row_hashes) of a table cast to its task; null labels hash as 0 or ''."""
+    from rewards.duplicates import row_hashes
 
-
-def read_payload_table(data: bytes, name: str) -> pa.Table:
-    """Parse payload bytes as Parquet, Arrow IPC (.arrow/.feather/.ipc) or CSV by the name's suffix."""
-    suffix = Path(name).suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(pa.BufferReader(data))
-        if suffix in (".arrow", ".feather", ".ipc"):
-            try:
-                return pa_feather.read_table(pa.BufferReader(data))
-            except (pa.ArrowInvalid, OSError):
-                return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
-        if suffix == ".csv":
-            return pa_csv.read_csv(pa.BufferReader(data))
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise _Reject(UNREADABLE, f"{name}: cannot read as {suffix[1:]}: {e}") from None
-    raise _Reject(UNREADABLE, f"{name}: unsupported payload format '{suffix}'; use .parquet, .pq, .arrow, "
-                              f".feather, .ipc or .csv")
-
-
-def _float64_column(col: pa.ChunkedArray) -> np.ndarray:
-    """A feature column as float64 with nulls as NaN, -0.0 as 0.0 and one NaN bit pattern."""
-    arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
-    arr[arr == 0.0] = 0.0
-    arr[np.isnan(arr)] = np.nan
-    return arr
-
-
-def row_hashes(table: pa.Table, feature_names: Sequence[str], label: str) -> np.ndarray:
-    """BLAKE2b-64 of each row's little-endian float64 features then its label bytes, as uint64.
-
-    Label bytes: int64 little-endian for an integer label, UTF-8 for a string label. Same definition as
-    rewards/duplicates.py (kept separate because pipelines never imports rewards).
-    """
-    n = table.num_rows
-    if feature_names:
-        feats = np.ascontiguousarray(np.column_stack([_float64_column(table.column(f)) for f in feature_names]),
-                                     dtype="<f8")
-    else:
-        feats = np.zeros((n, 0), dtype="<f8")
-    lab = table.column(label)
-    if pa.types.is_floating(lab.type):   # whole-number float labels hash as the integers they are
-        lab = lab.cast(pa.int64())
+    lab = table.column(task.label)
     if pa.types.is_integer(lab.type):
-        lab_np = lab.cast(pa.int64()).fill_null(0).to_numpy().astype("<i8")
-        label_bytes: Iterable[bytes] = (lab_np[i : i + 1].tobytes() for i in range(n))
+        labels = lab.cast(pa.int64()).fill_null(0).to_numpy()
     else:
-        label_bytes = ((v or "").encode("utf-8") for v in lab.cast(pa.string()).to_pylist())
-    out = np.empty(n, dtype=np.uint64)
-    for i, lb in enumerate(label_bytes):
-        h = hashlib.blake2b(feats[i].tobytes(), digest_size=ROW_HASH_BYTES)
-        h.update(lb)
-        out[i] = int.from_bytes(h.digest(), "little")
-    return out
+        labels = np.array(lab.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
+    return row_hashes(_feature_matrix(table, task.feature_names()), labels)
 
 
-def _is_schema_error(e: BaseException) -> bool:
-    """Whether `e` is quality's SchemaError, recognised by class name (pipelines never imports quality)."""
-    return any(c.__name__ == "SchemaError" for c in type(e).__mro__)
-
-
-def _with_submission_columns(table: pa.Table, sub: Submission) -> pa.Table:
+def _with_submission_columns(table: pa.Table, sid: str, account_id: str | None) -> pa.Table:
     """Append `_submission_id`, `_contributor` (account id) and `_row` (0-based index)."""
     n = table.num_rows
-    table = table.append_column("_submission_id", pa.array([sub.submission_id] * n, pa.string()))
-    table = table.append_column("_contributor", pa.array([sub.account_id] * n, pa.string()))
+    table = table.append_column("_submission_id", pa.array([sid] * n, pa.string()))
+    table = table.append_column("_contributor", pa.array([account_id] * n, pa.string()))
     return table.append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
+
+
+def _write_parquet(table: pa.Table, path: str) -> None:
+    import pyarrow.parquet as pq
+
+    storage.write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def _is_unreadable(e: BaseException) -> bool:
+    return any(c.__name__ == "UnreadableError" for c in type(e).__mro__)
 
 
 # ----------------------------------------------------------------------------------------------- DoFns
 
 
-class ParseManifestFn(beam.DoFn):
-    """Read one manifest; one that does not parse, or is not named after its payload, is `unreadable`."""
+class ParseFn(beam.DoFn):
+    """Read one manifest (bounded, regular files only), parse it, and verify its signature before anything else."""
 
     def __init__(self, drop: str):
         self.drop = drop
 
     def process(self, listed: Listed) -> Iterator[Any]:
-        drop = Path(self.drop)
+        out = self._parse(listed)
+        if out is not None:
+            yield out
+
+    def _parse(self, listed: Listed) -> Any:
+        sighting = Sighting(listed.arrival, listed.received_at, listed.stale)
+        only_manifest = (listed.manifest_file,)  # an unverified manifest speaks for no payload: that stays put
         try:
-            m = read_manifest(drop / listed.manifest_file)
+            data = storage.read_regular(storage.join(self.drop, listed.manifest_file), MAX_MANIFEST_BYTES)
+            m = parse_manifest(data, listed.manifest_file)
+        except storage.NotRegularFile:
+            return TaggedOutput(REJECTED, unverified_record(listed.manifest_file, only_manifest, sighting,
+                                                           R.NOT_REGULAR, f"{listed.manifest_file}: not a regular file; not opened"))
+        except FileNotFoundError:
+            return None  # taken away since the listing: nothing to decide
         except ManifestError as e:
-            yield TaggedOutput(REJECTED, _unreadable_record(listed, str(e), drop))
-            return
+            return TaggedOutput(REJECTED, unverified_record(listed.manifest_file, only_manifest, sighting,
+                                                           R.UNREADABLE, str(e)))
+        try:
+            verify_signature(m)
+        except SignatureError as e:
+            return TaggedOutput(REJECTED, unverified_record(listed.manifest_file, only_manifest, sighting,
+                                                           R.BAD_SIGNATURE, str(e)))
         if m.payload != listed.payload_file:
-            yield TaggedOutput(REJECTED, _unreadable_record(
-                listed, f"{listed.manifest_file}: field 'payload': names '{m.payload}', but the manifest of a "
-                        f"payload must be named '<payload>{MANIFEST_SUFFIX}'", drop))
-            return
-        yield Submission(listed=listed, manifest=m)
+            return TaggedOutput(REJECTED, unverified_record(
+                listed.manifest_file, only_manifest, sighting, R.UNREADABLE,
+                f"{listed.manifest_file}: field 'payload': names '{m.payload}', but the manifest of a payload must "
+                f"be named '<payload>{MANIFEST_SUFFIX}'"))
+        return Submission(listed=listed, manifest=m)
 
 
-class VerifyFn(beam.DoFn):
-    """Check payload presence, size, digest, signature, key, task and kind-for-role, in that order."""
+class AdmitFn(beam.DoFn):
+    """Registered key, known task, kind allowed for the role; then the payload: regular, size, digest."""
 
     def __init__(self, drop: str, accounts: dict, task_names: dict, max_payload_bytes: int):
         self.drop = drop
@@ -298,46 +326,64 @@ class VerifyFn(beam.DoFn):
         self.max_payload_bytes = max_payload_bytes
 
     def process(self, sub: Submission) -> Iterator[Any]:
-        try:
-            sub = self._verify(sub)
-        except _Reject as r:
-            yield TaggedOutput(REJECTED, _rejected_record(r.sub or sub, r.reason, r.detail))
-            return
-        yield sub.manifest.public_key, sub
+        yield self._admit(sub)
 
-    def _verify(self, sub: Submission) -> Submission:
+    def _admit(self, sub: Submission) -> Any:
         m = sub.manifest
-        path = Path(self.drop) / m.payload
-        if not path.is_file():
-            raise _Reject(UNREADABLE, f"{m.payload}: payload named by {sub.listed.manifest_file} is missing from drop/")
-        size = path.stat().st_size
-        if size > self.max_payload_bytes:
-            raise _Reject(TOO_LARGE, f"{m.payload}: {size} bytes is over max_payload_bytes={self.max_payload_bytes}")
-        data = path.read_bytes()
-        if len(data) != m.size:
-            raise _Reject(DIGEST_MISMATCH, f"{m.payload}: size is {len(data)} bytes but the manifest says {m.size}")
-        digest = payload_digest(data)
-        if digest != m.digest:
-            raise _Reject(DIGEST_MISMATCH, f"{m.payload}: BLAKE2b-256 digest is {digest}, the manifest says {m.digest}")
-        try:
-            verify_signature(m)
-        except SignatureError as e:
-            raise _Reject(BAD_SIGNATURE, str(e)) from None
         acct = self.accounts.get(m.public_key)
         if acct is None:
-            raise _Reject(UNKNOWN_KEY, f"{m.payload}: public key {m.public_key} is not registered; register it first")
-        # From here on the key is proven and registered: rejections are attributed to its account.
+            return TaggedOutput(REJECTED, _rejected(sub, R.UNKNOWN_KEY, f"{m.payload}: public key {m.public_key} is "
+                                                                        "not registered; register it first"))
         sub = Submission(listed=sub.listed, manifest=m, account_id=acct[0], role=acct[1])
+        try:
+            self._admissible(m, acct[1])
+            self._payload(sub)
+        except _Reject as r:
+            return TaggedOutput(REJECTED, _rejected(sub, r.reason, r.detail))
+        except _Wait:
+            if sub.listed.stale:
+                return TaggedOutput(REJECTED, _rejected(sub, R.INCOMPLETE, f"{m.payload}: still missing or shorter "
+                                                        f"than the manifest's size {m.size} when the wait ran out"))
+            return TaggedOutput(WAITING, _waiting(sub.listed))
+        return m.public_key, sub
+
+    def _admissible(self, m: Manifest, role: str) -> None:
         if m.kind in TABLE_KINDS and m.task not in self.task_names:
             known = ", ".join(sorted(self.task_names)) or "none"
-            raise _Reject(UNKNOWN_TASK, f"{m.payload}: task '{m.task}' is not a known task (known: {known})", sub)
-        allowed = ROLE_KINDS.get(acct[1], ())
+            raise _Reject(R.UNKNOWN_TASK, f"{m.payload}: task '{m.task}' is not a known task (known: {known})")
+        allowed = ROLE_KINDS.get(role, ())
         if m.kind not in allowed:
-            raise _Reject(KIND_NOT_ALLOWED, f"{m.payload}: kind '{m.kind}' is not allowed for role '{acct[1]}' "
-                                            f"(allowed: {', '.join(allowed) or 'none'})", sub)
+            raise _Reject(R.KIND_NOT_ALLOWED, f"{m.payload}: kind '{m.kind}' is not allowed for role '{role}' "
+                                              f"(allowed: {', '.join(allowed) or 'none'})")
         if m.kind == "predictions" and not self.task_names[m.task]:
-            raise _Reject(KIND_NOT_ALLOWED, f"{m.payload}: predictions are not open for task {m.task} yet", sub)
-        return sub
+            raise _Reject(R.KIND_NOT_ALLOWED, f"{m.payload}: predictions are not open for task {m.task} yet")
+
+    def _payload(self, sub: Submission) -> None:
+        m = sub.manifest
+        path = storage.join(self.drop, m.payload)
+        h = hashlib.blake2b(digest_size=32)
+        size = 0
+        try:
+            with storage.open_regular(path) as f:
+                while chunk := f.read(storage.READ_CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > self.max_payload_bytes:
+                        raise _Reject(R.TOO_LARGE, f"{m.payload}: over max_payload_bytes={self.max_payload_bytes}")
+                    if size > m.size:
+                        raise _Reject(R.DIGEST_MISMATCH, f"{m.payload}: longer than the manifest's size {m.size}")
+                    h.update(chunk)
+        except storage.NotRegularFile:
+            raise _Reject(R.NOT_REGULAR, f"{m.payload}: not a regular file (a link, FIFO, device or directory); "
+                                         "not opened or followed") from None
+        except FileNotFoundError:
+            raise _Wait() from None
+        if m.size > self.max_payload_bytes:
+            raise _Reject(R.TOO_LARGE, f"{m.payload}: size {m.size} is over max_payload_bytes={self.max_payload_bytes}")
+        if size < m.size:
+            raise _Wait()
+        if h.hexdigest() != m.digest:
+            raise _Reject(R.DIGEST_MISMATCH, f"{m.payload}: BLAKE2b-256 digest is {h.hexdigest()}, the manifest "
+                                             f"says {m.digest}")
 
 
 class NonceOrderFn(beam.DoFn):
@@ -349,185 +395,187 @@ class NonceOrderFn(beam.DoFn):
     def process(self, keyed: tuple[str, Iterable[Submission]]) -> Iterator[Any]:
         key, subs = keyed
         last = self.last_nonce.get(key)
-        for sub in sorted(subs, key=lambda s: (s.manifest.nonce, s.listed.received_at, s.listed.manifest_file)):
+        for sub in sorted(subs, key=lambda s: (s.manifest.nonce, s.listed.arrival)):
             n = sub.manifest.nonce
             if last is not None and n <= last:
-                yield TaggedOutput(REJECTED, _rejected_record(
-                    sub, REPLAYED_NONCE, f"{sub.listed.payload_file}: nonce {n} is not above the last used nonce "
-                                         f"{last} of key {key}; nonces must strictly increase"))
+                yield TaggedOutput(REJECTED, _rejected(
+                    sub, R.REPLAYED_NONCE, f"{sub.listed.payload_file}: nonce {n} is not above the last used nonce "
+                                           f"{last} of key {key}; nonces must strictly increase"))
                 continue
             last = n
             yield sub
 
 
-class DecodeFn(beam.DoFn):
-    """Decode the verified payload to an Arrow table: cast and gate datasets, parse weights; add id columns."""
+@dataclass(frozen=True)
+class Staged:
+    """A decoded submission waiting for its task's quality gate, its rows in a staging file."""
 
-    def __init__(self, drop: str, epoch: int, accounts: dict, tasks: dict, cast: Callable, gate: Callable,
-                 read: Callable | None, cast_predictions: Callable | None = None,
-                 gate_predictions: Callable | None = None, weight_rules: WeightRules | None = None):
+    sub: Submission
+    stats: dict
+    staged_path: str
+    rows: int
+
+
+class DecodeFn(beam.DoFn):
+    """Payload bytes to a task-shaped Arrow table with id columns (and row hashes), staged for the gate."""
+
+    def __init__(self, drop: str, staging: str, registry: Registry, max_payload_bytes: int, epoch: int):
         self.drop = drop
-        self.epoch = epoch
-        self.accounts = accounts
-        self.tasks = tasks
-        self.cast = cast
-        self.gate = gate
-        self.read = read
-        self.cast_predictions = cast_predictions
-        self.gate_predictions = gate_predictions
-        self.weight_rules = weight_rules or WeightRules(epoch)
+        self.staging = staging
+        self.accounts = dict(registry.accounts)
+        self.tasks = dict(registry.tasks)
+        self.challenge_ids = dict(registry.challenge_ids)
+        self.rules = WeightRules(epoch, registry.commit_reveal, registry.reveal_epochs, dict(registry.commitments))
+        self.max_payload_bytes = max_payload_bytes
 
     def process(self, sub: Submission) -> Iterator[Any]:
         try:
-            table = self._decode(sub)
+            yield (sub.manifest.kind, sub.manifest.task), self._decode(sub)
         except _Reject as r:
-            yield TaggedOutput(REJECTED, _rejected_record(sub, r.reason, r.detail))
-            return
-        yield sub, table
+            yield TaggedOutput(REJECTED, _rejected(sub, r.reason, r.detail, nonce_used=True))
 
     def _payload_bytes(self, sub: Submission) -> bytes:
         """The payload again, checked against the verified digest (it must not change under us)."""
         m = sub.manifest
         try:
-            data = (Path(self.drop) / m.payload).read_bytes()
-        except OSError as e:
-            raise _Reject(UNREADABLE, f"{m.payload}: cannot read ({e.strerror or e})") from None
-        if payload_digest(data) != m.digest:
-            raise _Reject(DIGEST_MISMATCH, f"{m.payload}: changed while being ingested; digest no longer matches")
+            data = storage.read_regular(storage.join(self.drop, m.payload), self.max_payload_bytes)
+        except (OSError, storage.NotRegularFile) as e:
+            raise _Reject(R.UNREADABLE, f"{m.payload}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+        if hashlib.blake2b(data, digest_size=32).hexdigest() != m.digest:
+            raise _Reject(R.DIGEST_MISMATCH, f"{m.payload}: changed while being ingested; digest no longer matches")
         return data
 
-    def _read(self, sub: Submission, data: bytes) -> pa.Table:
-        name = sub.manifest.payload
-        if self.read is None:
-            return read_payload_table(data, name)
-        try:
-            return self.read(Path(self.drop) / name)
-        except Exception as e:  # the injected reader's own error types are unknown here
-            if _is_schema_error(e):
-                raise _Reject(SCHEMA_MISMATCH, str(e)) from None
-            raise _Reject(UNREADABLE, f"{name}: cannot read: {type(e).__name__}: {e}") from None
+    def _decode(self, sub: Submission) -> Staged:
+        from quality.errors import SchemaError
 
-    def _decode(self, sub: Submission) -> pa.Table:
         m = sub.manifest
         data = self._payload_bytes(sub)
+        sid = sub.submission_id
         if m.kind == "weights":
             try:
-                table = parse_weights(data, m.payload, validator_key=m.public_key, rules=self.weight_rules,
+                table = parse_weights(data, m.payload, validator_key=m.public_key, rules=self.rules,
                                       accounts=self.accounts)
             except WeightsRejected as w:
                 raise _Reject(w.reason, w.detail) from None
-            return _with_submission_columns(table, sub)
-        table = self._read(sub, data)
+            return self._stage(sub, _with_submission_columns(table, sid, sub.account_id), {})
+        from quality import gate as quality_gate
+        from quality.reader import read_table_bytes
+        from quality.schema import cast_predictions, cast_to_task
+
         task = self.tasks[m.task]
-        if m.kind == "predictions":
-            if self.cast_predictions is None or self.gate_predictions is None:
-                raise _Reject(KIND_NOT_ALLOWED, f"{m.payload}: this ingest run does not check predictions")
-            table = self._shape(table, task, m, self.cast_predictions, self.gate_predictions, "predictions")
-            return _with_submission_columns(table, sub)
-        table = self._shape(table, task, m, self.cast, self.gate, "task")
-        hashes = row_hashes(table, list(task.feature_names()), task.label)
-        table = _with_submission_columns(table, sub)
-        return table.append_column("_row_hash", pa.array(hashes, pa.uint64()))
+        try:
+            table = read_table_bytes(data, m.payload)
+            if m.kind == "predictions":
+                table = cast_predictions(table, task, file=m.payload)
+                stats = quality_gate.predictions_stats(table, task, self.challenge_ids[m.task], sid)
+                return self._stage(sub, _with_submission_columns(table, sid, sub.account_id), stats)
+            table = cast_to_task(table, task, file=m.payload)
+        except SchemaError as e:
+            raise _Reject(R.UNREADABLE if _is_unreadable(e) else R.SCHEMA_MISMATCH, str(e)) from None
+        stats = quality_gate.submission_stats(table, task, sid)
+        hashes = dataset_row_hashes(table, task)
+        table = _with_submission_columns(table, sid, sub.account_id)
+        return self._stage(sub, table.append_column(ROW_HASH_COLUMN, pa.array(hashes, pa.uint64())), stats)
+
+    def _stage(self, sub: Submission, table: pa.Table, stats: dict) -> Staged:
+        key = hashlib.blake2b(sub.submission_id.encode(), digest_size=16).hexdigest()
+        path = storage.join(self.staging, key + STAGED_SUFFIX)
+        _write_parquet(table, path)
+        return Staged(sub, stats, path, table.num_rows)
+
+
+class GateFn(beam.DoFn):
+    """One Great Expectations validation per (kind, task) over every staged submission's statistics."""
+
+    def __init__(self, registry: Registry, docs_dir: str | None):
+        self.tasks = dict(registry.tasks)
+        self.challenge_ids = dict(registry.challenge_ids)
+        self.docs_dir = docs_dir
+
+    def process(self, keyed: tuple[tuple[str, str], Iterable[Staged]]) -> Iterator[Any]:
+        (kind, task_name), group = keyed
+        group = sorted(group, key=lambda s: s.sub.listed.arrival)
+        yield from (self._passed_weights(group) if kind == "weights" else self._gate(kind, task_name, group))
 
     @staticmethod
-    def _shape(table: pa.Table, task: Any, m: Manifest, cast: Callable, gate: Callable, what: str) -> pa.Table:
-        """Cast to the expected schema, then run the quality gate; either failure rejects with its reason."""
-        try:
-            table = cast(table, task, file=m.payload)
-        except Exception as e:  # the caller's cast raises quality's SchemaError, which pipelines cannot import
-            if _is_schema_error(e):
-                raise _Reject(SCHEMA_MISMATCH, str(e)) from None
-            raise _Reject(SCHEMA_MISMATCH, f"{m.payload}: does not cast to {what} '{m.task}': "
-                                           f"{type(e).__name__}: {e}") from None
-        try:
-            report = gate(table, task)
-        except Exception as e:  # a gate that cannot run on this table fails it, with the reason
-            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for {what} '{m.task}' could not run: "
-                                          f"{type(e).__name__}: {e}") from None
-        if not report.success:
-            raise _Reject(QUALITY_FAILED, f"{m.payload}: quality gate for {what} '{m.task}' failed: {report.summary()}")
-        return table
+    def _passed_weights(group: list[Staged]) -> Iterator[Any]:
+        for s in group:
+            yield s, ()
+
+    def _gate(self, kind: str, task_name: str, group: list[Staged]) -> Iterator[Any]:
+        from quality import gate as quality_gate
+
+        task = self.tasks[task_name]
+        stats = [s.stats for s in group]
+        docs = storage.join(self.docs_dir, f"{kind}-{task_name}") if self.docs_dir else None
+        if kind == "predictions":
+            reports = quality_gate.gate_predictions(stats, task, self.challenge_ids[task_name], docs_dir=docs)
+        else:
+            reports = quality_gate.gate(stats, task, docs_dir=docs)
+        what = "predictions" if kind == "predictions" else "task"
+        for s in group:
+            report = reports[s.sub.submission_id]
+            if report.success:
+                yield s, tuple(getattr(report, "suspicious", ()) or ())
+            else:
+                storage.delete(s.staged_path)
+                yield TaggedOutput(REJECTED, _rejected(
+                    s.sub, R.QUALITY_FAILED, f"{s.sub.manifest.payload}: quality gate for {what} '{task_name}' "
+                                             f"failed: {report.summary()}", nonce_used=True))
 
 
 class WriteLakeFn(beam.DoFn):
-    """Write one decoded table to lake/epoch=E/kind=K/task=T/<digest>-<key>.parquet unless it already exists."""
+    """Move a staged table to lake/epoch=E/kind=K/task=T/<digest>-<key>.parquet unless it is already there."""
 
     def __init__(self, lake: str, epoch: int):
         self.lake = lake
         self.epoch = epoch
 
-    def process(self, element: tuple[Submission, pa.Table]) -> Iterator[dict]:
-        sub, table = element
-        m = sub.manifest
-        task_dir = WEIGHTS_TASK if m.kind == "weights" else m.task
-        path = lake_path(Path(self.lake), self.epoch, m.kind, task_dir, m.digest, m.public_key)
-        write_if_absent(table, path)
-        a = Accepted(submission_id=sub.submission_id, account_id=sub.account_id or "", public_key=m.public_key,
-                     kind=m.kind, task=m.task, digest=m.digest, nonce=m.nonce, rows=table.num_rows,
-                     lake_path=str(path), received_at=sub.listed.received_at, file=m.payload)
-        yield {"status": "accepted", "manifest_file": sub.listed.manifest_file, **asdict(a)}
-
-
-def lake_path(lake: Path, epoch: int, kind: str, task: str, digest: str, public_key: str) -> Path:
-    """Where a submission's rows live: addressed by payload digest and sender within epoch, kind and task.
-
-    The sender is part of the address because the landed rows carry it: a copy of someone else's file from
-    another key is other content, and must land so that scoring can find it a duplicate.
-    """
-    return lake / f"epoch={epoch}" / f"kind={kind}" / f"task={task}" / f"{digest}-{public_key[:16]}.parquet"
-
-
-def write_if_absent(table: pa.Table, path: Path) -> bool:
-    """Write Parquet atomically unless `path` exists (first writer wins); True when this call wrote it."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        try:
-            os.link(tmp, path)            # fails if the file appeared meanwhile: never overwrite
-        except FileExistsError:
-            return False
-        except OSError:                   # a filesystem without hard links
-            if path.exists():
-                return False
-            os.replace(tmp, path)
-        return True
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def process(self, element: tuple[Staged, tuple[str, ...]]) -> Iterator[dict]:
+        staged, suspicious = element
+        sub, m = staged.sub, staged.sub.manifest
+        path = lake_path(self.lake, self.epoch, m.kind, m.task, m.digest, m.public_key)
+        if storage.exists(path):      # content-addressed: a rerun writes nothing new
+            storage.delete(staged.staged_path)
+        else:
+            storage.move(staged.staged_path, path)
+        listed = sub.listed
+        a = Accepted(submission_id=sub.submission_id, arrival=listed.arrival, account_id=sub.account_id or "",
+                     public_key=m.public_key, kind=m.kind, task=m.task, digest=m.digest, nonce=m.nonce,
+                     rows=staged.rows, lake_path=path, received_at=listed.received_at, file=m.payload,
+                     files=(listed.payload_file, listed.manifest_file), suspicious=tuple(suspicious))
+        yield _record("accepted", a)
 
 
 # ------------------------------------------------------------------------------------- composite transforms
 
 
 class ReadManifests(beam.PTransform):
-    """The listed manifests as elements, spread over workers and parsed; `rejected` holds unreadable ones."""
+    """The listed manifests, spread over workers, parsed and signature-checked; `rejected` holds the rest."""
 
-    def __init__(self, drop: Path, listed: Sequence[Listed]):
+    def __init__(self, drop: str, listed: Sequence[Listed]):
         super().__init__()
-        self.drop = str(drop)
+        self.drop = drop
         self.listed = list(listed)
 
     def expand(self, pbegin):
         return (pbegin
                 | "List" >> beam.Create(self.listed)
                 | "Spread" >> beam.Reshuffle()
-                | "Parse" >> beam.ParDo(ParseManifestFn(self.drop)).with_outputs(REJECTED, main="ok"))
+                | "ParseAndVerify" >> beam.ParDo(ParseFn(self.drop)).with_outputs(REJECTED, main="ok"))
 
 
-class Verify(beam.PTransform):
-    """Authenticity and admissibility checks; passing submissions come out keyed by public key."""
+class Admit(beam.PTransform):
+    """Key, task, kind and payload checks; passing submissions come out keyed by public key."""
 
-    def __init__(self, drop: Path, registry: Registry, max_payload_bytes: int):
+    def __init__(self, drop: str, registry: Registry, max_payload_bytes: int):
         super().__init__()
-        self.fn = VerifyFn(str(drop), dict(registry.accounts),
-                           {name: bool(getattr(t, "challenge", None)) for name, t in registry.tasks.items()},
-                           max_payload_bytes)
+        self.fn = AdmitFn(drop, dict(registry.accounts),
+                          {name: bool(getattr(t, "challenge", None)) for name, t in registry.tasks.items()},
+                          max_payload_bytes)
 
     def expand(self, pcoll):
-        return pcoll | "Check" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="ok")
+        return pcoll | "Check" >> beam.ParDo(self.fn).with_outputs(REJECTED, WAITING, main="ok")
 
 
 class CheckNonces(beam.PTransform):
@@ -544,34 +592,42 @@ class CheckNonces(beam.PTransform):
 
 
 class Decode(beam.PTransform):
-    """Payload bytes to a task-shaped Arrow table with id columns and row hashes."""
+    """Payload bytes to staged, task-shaped Arrow tables with their quality statistics, keyed by (kind, task)."""
 
-    def __init__(self, drop: Path, epoch: int, registry: Registry, cast: Callable, gate: Callable,
-                 read: Callable | None, cast_predictions: Callable | None = None,
-                 gate_predictions: Callable | None = None):
+    def __init__(self, drop: str, staging: str, registry: Registry, max_payload_bytes: int, epoch: int):
         super().__init__()
-        rules = WeightRules(epoch, registry.commit_reveal, registry.reveal_epochs, dict(registry.commitments))
-        self.fn = DecodeFn(str(drop), epoch, dict(registry.accounts), dict(registry.tasks), cast, gate, read,
-                           cast_predictions, gate_predictions, rules)
+        self.fn = DecodeFn(drop, staging, registry, max_payload_bytes, epoch)
 
     def expand(self, pcoll):
         return pcoll | "ToArrow" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="ok")
 
 
-class WriteLake(beam.PTransform):
-    """Content-addressed, idempotent Parquet writes; emits one accepted record per submission."""
+class Gate(beam.PTransform):
+    """Each task's Great Expectations suite, run once over all its submissions' statistics."""
 
-    def __init__(self, lake: Path, epoch: int):
+    def __init__(self, registry: Registry, docs_dir: str | None):
         super().__init__()
-        self.lake = str(lake)
-        self.epoch = epoch
+        self.fn = GateFn(registry, docs_dir)
+
+    def expand(self, keyed):
+        return (keyed
+                | "ByTask" >> beam.GroupByKey()
+                | "Suite" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="ok"))
+
+
+class WriteLake(beam.PTransform):
+    """Content-addressed, idempotent lake writes; one accepted record per submission."""
+
+    def __init__(self, lake: str, epoch: int):
+        super().__init__()
+        self.fn = WriteLakeFn(lake, epoch)
 
     def expand(self, pcoll):
-        return pcoll | "Write" >> beam.ParDo(WriteLakeFn(self.lake, self.epoch))
+        return pcoll | "Write" >> beam.ParDo(self.fn)
 
 
 class WriteResults(beam.PTransform):
-    """Result records as JSON lines under a run directory, for the driver to read back on any runner."""
+    """Result records as JSON lines under the run's staging folder, for the driver to read back on any runner."""
 
     def __init__(self, prefix: str):
         super().__init__()
@@ -583,104 +639,120 @@ class WriteResults(beam.PTransform):
                 | "Write" >> beam.io.WriteToText(self.prefix, file_name_suffix=RESULTS_SUFFIX))
 
 
+def build_pipeline(p: beam.Pipeline, *, drop: str, lake: str, staging: str, docs_dir: str | None, epoch: int,
+                   registry: Registry, listed: Sequence[Listed], max_payload_bytes: int, results_prefix: str) -> None:
+    """The ingest graph on pipeline `p` (kept separate so tests can build it for any runner's options)."""
+    parsed = p | "ReadManifests" >> ReadManifests(drop, listed)
+    admitted = parsed.ok | "Admit" >> Admit(drop, registry, max_payload_bytes)
+    ordered = admitted.ok | "CheckNonces" >> CheckNonces(registry.last_nonce)
+    decoded = ordered.ok | "Decode" >> Decode(drop, staging, registry, max_payload_bytes, epoch)
+    gated = decoded.ok | "Gate" >> Gate(registry, docs_dir)
+    accepted = gated.ok | "WriteLake" >> WriteLake(lake, epoch)
+    _ = ((accepted, parsed[REJECTED], admitted[REJECTED], admitted[WAITING], ordered[REJECTED], decoded[REJECTED],
+          gated[REJECTED])
+         | "AllResults" >> beam.Flatten()
+         | "WriteResults" >> WriteResults(results_prefix))
+
+
 # ---------------------------------------------------------------------------------------------- the driver
 
 
-def received_at(path: Path) -> str:
-    """A file's modification time as an ISO-8601 UTC string (when the submission arrived)."""
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).isoformat(timespec="microseconds")
+def _read_records(run_dir: str) -> list[dict]:
+    from apache_beam.io.filesystems import FileSystems
 
-
-def list_manifests(drop: Path) -> list[Listed]:
-    """Manifests waiting in drop/, by name; temporary names (leading '.') are not submissions yet."""
-    if not drop.is_dir():
-        return []
-    out = []
-    for p in sorted(drop.glob("*" + MANIFEST_SUFFIX)):
-        if p.name.startswith(".") or not p.is_file() or p.name == MANIFEST_SUFFIX:
-            continue
-        try:
-            out.append(Listed(manifest_file=p.name, received_at=received_at(p)))
-        except FileNotFoundError:        # taken away between listing and stat
-            continue
-    return out
-
-
-def _read_records(run_dir: Path) -> list[dict]:
     records = []
-    for shard in sorted(run_dir.glob(RESULTS_PREFIX + "*" + RESULTS_SUFFIX)):
-        with open(shard, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
+    matched = FileSystems.match([storage.join(run_dir, RESULTS_PREFIX + "*" + RESULTS_SUFFIX)])[0].metadata_list
+    for meta in sorted(matched, key=lambda m: m.path):
+        with FileSystems.open(meta.path) as f:
+            records.extend(json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip())
     return records
 
 
-def _free_name(dest: Path, payload_file: str) -> str:
-    """`payload_file`, or `stem~N.ext`, so that neither the payload nor its manifest name is taken in `dest`."""
-    p = Path(payload_file)
-    n = 0
-    name = payload_file
-    while (dest / name).exists() or (dest / (name + MANIFEST_SUFFIX)).exists():
-        n += 1
-        name = f"{p.stem}~{n}{p.suffix}"
-    return name
+def _standalone(scan: DropScan, sightings: Mapping[str, Sighting]) -> list[dict]:
+    """Decisions the driver makes from the listing alone: non-regular entries, and loose files past the wait."""
+    out = []
+    for e in scan.not_regular:
+        out.append(unverified_record(e.name, (e.name,), sightings[e.name], R.NOT_REGULAR,
+                                     f"{e.name}: a {e.what}, not a regular file; not opened or followed"))
+    for e in (*scan.loose, *scan.in_progress):
+        s = sightings[e.name]
+        if s.stale:
+            out.append(unverified_record(e.name, (e.name,), s, R.INCOMPLETE,
+                                         f"{e.name}: no manifest completed this file before the wait ran out"))
+    return out
 
 
-def move_submission(drop: Path, manifest_file: str, dest: Path) -> None:
-    """Move a manifest and its payload (when present) into `dest`, renaming rather than overwriting."""
-    dest.mkdir(parents=True, exist_ok=True)
-    payload_file = manifest_file[: -len(MANIFEST_SUFFIX)]
-    name = _free_name(dest, payload_file)
-    if (drop / payload_file).is_file():
-        shutil.move(drop / payload_file, dest / name)
-    if (drop / manifest_file).exists():
-        shutil.move(drop / manifest_file, dest / (name + MANIFEST_SUFFIX))
+def run_ingest(*, drop: str, lake: str, staging: str, epoch: int, registry: Registry, scan: DropScan,
+               sightings: Mapping[str, Sighting], max_payload_bytes: int, docs_dir: str | None = None,
+               pipeline_args: Sequence[str] = ()) -> IngestResult:
+    """Decide every submission in `scan` (names already decided are left out by the caller); move nothing.
 
-
-def run_ingest(*, drop: Path, lake: Path, archive: Path, quarantine: Path, epoch: int, registry: Registry,
-               cast: Callable, gate: Callable, max_payload_bytes: int,
-               pipeline_args: Sequence[str] = (), read: Callable | None = None,
-               cast_predictions: Callable | None = None, gate_predictions: Callable | None = None) -> IngestResult:
-    """Ingest every submission waiting in `drop` for `epoch`: lake the accepted, quarantine the rest.
-
-    `cast(table, task, file=name)` shapes a dataset to its task (raising quality's SchemaError), `gate(table,
-    task)` returns a report with `.success` and `.summary()`; `cast_predictions`/`gate_predictions` do the same for
-    predictions on a task's challenge (without them predictions are refused); `read(path)` optionally replaces the built-in
-    Parquet/IPC/CSV reader. `pipeline_args` reach Beam unchanged (e.g. `--runner=...`).
+    `sightings` has an entry for every name in the scan. Accepted rows are in the lake when this returns; the caller
+    records the result and then calls `move_files`. `pipeline_args` reach Beam unchanged (e.g. `--runner=...`).
     """
-    drop, lake, archive, quarantine = Path(drop), Path(lake), Path(archive), Path(quarantine)
-    listed = list_manifests(drop)
-    if not listed:
-        return IngestResult(epoch=epoch, accepted=(), rejected=())
-    quiet_beam_logging()
-    with tempfile.TemporaryDirectory(prefix="tributary-ingest-") as tmp:
-        run_dir = Path(tmp)
-        with beam.Pipeline(options=build_options(pipeline_args)) as p:
-            parsed = p | "ReadManifests" >> ReadManifests(drop, listed)
-            verified = parsed.ok | "Verify" >> Verify(drop, registry, max_payload_bytes)
-            ordered = verified.ok | "CheckNonces" >> CheckNonces(registry.last_nonce)
-            decoded = ordered.ok | "Decode" >> Decode(drop, epoch, registry, cast, gate, read,
-                                                                  cast_predictions, gate_predictions)
-            accepted = decoded.ok | "WriteLake" >> WriteLake(lake, epoch)
-            _ = ((accepted, parsed[REJECTED], verified[REJECTED], ordered[REJECTED], decoded[REJECTED])
-                 | "AllResults" >> beam.Flatten()
-                 | "WriteResults" >> WriteResults(str(run_dir / RESULTS_PREFIX)))
-        records = _read_records(run_dir)
-
-    by_manifest = {r["manifest_file"]: r for r in records}
-    missing = sorted({x.manifest_file for x in listed} - set(by_manifest))
-    if missing or len(records) != len(listed):
-        raise IngestError(f"ingest of epoch {epoch} lost track of {', '.join(missing) or 'some submissions'}; "
-                          f"nothing was moved, rerun the epoch")
+    drop, lake, staging = str(drop), str(lake), str(staging)
+    records = _standalone(scan, sightings)
+    listed = [Listed(m.name, sightings[m.name].arrival, sightings[m.name].first_seen_at, sightings[m.name].stale)
+              for m in scan.manifests if m.name in sightings]
+    if listed:
+        quiet_beam_logging()
+        run_dir = storage.join(staging, f"run-{epoch}-{uuid.uuid4().hex[:12]}")
+        try:
+            with beam.Pipeline(options=build_options(pipeline_args)) as p:
+                build_pipeline(p, drop=drop, lake=lake, staging=run_dir, docs_dir=docs_dir, epoch=epoch,
+                               registry=registry, listed=listed, max_payload_bytes=max_payload_bytes,
+                               results_prefix=storage.join(run_dir, RESULTS_PREFIX))
+            pipeline_records = _read_records(run_dir)
+        finally:
+            storage.delete(run_dir)
+        decided = {r["files"][-1] if r["status"] != "waiting" else r["manifest_file"] for r in pipeline_records}
+        missing = sorted({x.manifest_file for x in listed} - decided)
+        gone = {m for m in missing if not storage.exists(storage.join(drop, m))}
+        if set(missing) - gone:
+            raise IngestError(f"ingest of epoch {epoch} lost track of {', '.join(sorted(set(missing) - gone))}; "
+                              "nothing was recorded or moved, rerun the epoch")
+        records += pipeline_records
     acc_fields = [f.name for f in fields(Accepted)]
     rej_fields = [f.name for f in fields(Rejected)]
-    accepted_out, rejected_out = [], []
+    accepted, rejected, waiting = [], [], []
     for r in records:
         if r["status"] == "accepted":
-            move_submission(drop, r["manifest_file"], archive / f"epoch={epoch}")
-            accepted_out.append(Accepted(**{k: r[k] for k in acc_fields}))
+            accepted.append(Accepted(**{k: tuple(r[k]) if k in ("files", "suspicious") else r[k] for k in acc_fields}))
+        elif r["status"] == "rejected":
+            rejected.append(Rejected(**{k: tuple(r[k]) if k == "files" else r[k] for k in rej_fields}))
         else:
-            move_submission(drop, r["manifest_file"], quarantine / f"epoch={epoch}")
-            rejected_out.append(Rejected(**{k: r[k] for k in rej_fields}))
-    accepted_out.sort(key=lambda a: (a.received_at, a.submission_id))
-    rejected_out.sort(key=lambda r: (r.received_at, r.submission_id))
-    return IngestResult(epoch=epoch, accepted=tuple(accepted_out), rejected=tuple(rejected_out))
+            waiting.append(r["manifest_file"])
+    accepted.sort(key=lambda a: a.arrival)
+    rejected.sort(key=lambda r: r.arrival)
+    return IngestResult(epoch=epoch, accepted=tuple(accepted), rejected=tuple(rejected), waiting=tuple(sorted(waiting)))
+
+
+def _free_name(dest: str, name: str) -> str:
+    """`name`, or `stem~N.ext`, so that nothing already in `dest` is overwritten."""
+    if not storage.exists(storage.join(dest, name)):
+        return name
+    stem, dot, ext = name.partition(".")
+    n = 1
+    while storage.exists(storage.join(dest, f"{stem}~{n}{dot}{ext}")):
+        n += 1
+    return f"{stem}~{n}{dot}{ext}"
+
+
+def move_files(drop: str, dest: str, names: Sequence[str]) -> list[str]:
+    """Move named entries of drop/ into `dest` (links as links), never overwriting; returns the names moved.
+
+    A name that is no longer in drop/ was moved by an earlier, interrupted run: skipped, so moving is idempotent.
+    """
+    moved = []
+    for name in names:
+        src = storage.join(str(drop), name)
+        if not storage.exists(src):
+            continue
+        storage.move(src, storage.join(str(dest), _free_name(str(dest), name)))
+        moved.append(name)
+    return moved
+
+
+def iso(ts: datetime) -> str:
+    """Ingest's timestamps: ISO-8601 with microseconds."""
+    return ts.isoformat(timespec="microseconds")

@@ -24,6 +24,12 @@ DIGEST_HEX_CHARS = 64               # BLAKE2b-256
 PUBLIC_KEY_HEX_CHARS = 64           # Ed25519 verify key, 32 bytes
 SIGNATURE_HEX_CHARS = 128           # Ed25519 signature, 64 bytes
 _READ_CHUNK_BYTES = 1 << 20
+MAX_NONCE = 2**63 - 1               # nonces are stored as BIGINT: 0 <= nonce < 2^63
+MAX_SIZE_FIELD = 2**53 - 1          # a size field above this cannot be a file anyone sends (max_payload_bytes decides)
+MAX_PAYLOAD_NAME_BYTES = 255        # a file name on every filesystem we target
+MAX_TASK_NAME_CHARS = 64
+MAX_CREATED_AT_CHARS = 64
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -77,6 +83,8 @@ def check_payload_name(name: str) -> str | None:
     """Why `name` is not a plain file name in the drop folder, or None when it is."""
     if not name:
         return "must not be empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_NAME_BYTES:
+        return f"must be at most {MAX_PAYLOAD_NAME_BYTES} bytes"
     if "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
         return "must be a plain file name, without a directory"
     if name.startswith("."):
@@ -127,11 +135,15 @@ def _field_rule(name: str, v: object) -> str | None:
     if name == "kind":
         return None if v in KINDS else f"must be one of {', '.join(KINDS)}"
     if name == "task":
-        return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+        if not isinstance(v, str) or not 0 < len(v) <= MAX_TASK_NAME_CHARS or not _TASK_NAME.fullmatch(v):
+            return f"must be 1 to {MAX_TASK_NAME_CHARS} characters of A-Z a-z 0-9 _ . -"
+        return None
     if name == "payload":
         return check_payload_name(v) if isinstance(v, str) else "must be a string"
-    if name in ("size", "nonce"):
-        return None if _is_int(v) and v >= 0 else "must be a non-negative integer"
+    if name == "size":
+        return None if _is_int(v) and 1 <= v <= MAX_SIZE_FIELD else f"must be an integer from 1 to {MAX_SIZE_FIELD}"
+    if name == "nonce":
+        return None if _is_int(v) and 0 <= v <= MAX_NONCE else "must be an integer from 0 to 2^63 - 1"
     if name == "digest":
         return None if _is_hex(v, DIGEST_HEX_CHARS) else f"must be {DIGEST_HEX_CHARS} lowercase hex characters"
     if name == "public_key":
@@ -139,8 +151,8 @@ def _field_rule(name: str, v: object) -> str | None:
     if name == "signature":
         return None if _is_hex(v, SIGNATURE_HEX_CHARS) else f"must be {SIGNATURE_HEX_CHARS} lowercase hex characters"
     if name == "created_at":
-        if not isinstance(v, str):
-            return "must be an ISO-8601 string"
+        if not isinstance(v, str) or len(v) > MAX_CREATED_AT_CHARS:
+            return f"must be an ISO-8601 string of at most {MAX_CREATED_AT_CHARS} characters"
         try:
             datetime.fromisoformat(v)
         except ValueError:
@@ -161,12 +173,35 @@ def _validate(doc: dict, file: str) -> None:
             raise ManifestError(f"{file}: field '{name}': {rule}")
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object with a key twice is ambiguous (which one was signed?): refuse it."""
+    doc: dict = {}
+    for k, v in pairs:
+        if k in doc:
+            raise ValueError(f"field {k!r} appears twice")
+        doc[k] = v
+    return doc
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
 def parse_manifest(data: bytes, file: str) -> Manifest:
     """Parse and check manifest bytes; `file` is the name used in error messages."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{file}: larger than MAX_MANIFEST_BYTES={MAX_MANIFEST_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{file}: not valid UTF-8 JSON ({e})") from None
+        raise ManifestError(f"{file}: not valid UTF-8 JSON ({_short(e)})") from None
+    except RecursionError:
+        raise ManifestError(f"{file}: not a manifest (JSON nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{file}: must be a JSON object")
     _validate(doc, file)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from pipelines.manifest import canonical_json
+from pipelines.reasons import COMMIT_REQUIRED, REVEAL_MISMATCH, SCHEMA_MISMATCH, UNKNOWN_KEY, WRONG_EPOCH
 
 SALT_MIN_HEX_CHARS = 32  # 128 bits: a commitment must not be brute-forced back to its weights
 
@@ -61,7 +62,7 @@ def parse_weights(data: bytes, name: str, *, validator_key: str, rules: WeightRu
     """Check a weight file against the rules and return its rows in WEIGHTS_SCHEMA."""
 
     def bad(rule: str) -> WeightsRejected:
-        return WeightsRejected("schema_mismatch", f"{name}: {rule}")
+        return WeightsRejected(SCHEMA_MISMATCH, f"{name}: {rule}")
 
     def no_constants(c: str) -> float:
         raise bad(f"weights must be finite numbers, found {c}")
@@ -83,21 +84,21 @@ def parse_weights(data: bytes, name: str, *, validator_key: str, rules: WeightRu
     if "salt" in doc:
         return _reveal(doc, e, weights, name, validator_key, rules)
     if rules.commit_reveal:
-        raise WeightsRejected("commit_required", f"{name}: commit-reveal is on: commit a hash of these weights in "
+        raise WeightsRejected(COMMIT_REQUIRED, f"{name}: commit-reveal is on: commit a hash of these weights in "
                                                  f"epoch {rules.epoch} (`tributary commit`) and reveal them in the next")
     if e != rules.epoch:
-        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': weights are for epoch {e}, "
+        raise WeightsRejected(WRONG_EPOCH, f"{name}: field 'epoch': weights are for epoch {e}, "
                                              f"this run ingests epoch {rules.epoch}")
     return _rows(validator_key, weights, "plain", None, None)
 
 
 def _commit(doc: dict, e: int, name: str, validator_key: str, rules: WeightRules) -> pa.Table:
     if e != rules.epoch:
-        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': a commitment is for the epoch it is sent in "
+        raise WeightsRejected(WRONG_EPOCH, f"{name}: field 'epoch': a commitment is for the epoch it is sent in "
                                              f"({rules.epoch}), not {e}")
     c = doc["commitment"]
     if not isinstance(c, str) or len(c) != 64 or any(ch not in "0123456789abcdef" for ch in c):
-        raise WeightsRejected("schema_mismatch", f"{name}: field 'commitment': must be 64 lowercase hex digits "
+        raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'commitment': must be 64 lowercase hex digits "
                                                  "(BLAKE2b-256)")
     return pa.Table.from_pylist([{"validator": validator_key, "miner_key": None, "weight": None, "mode": "commit",
                                   "commit_epoch": e, "commitment": c}], schema=WEIGHTS_SCHEMA)
@@ -106,35 +107,35 @@ def _commit(doc: dict, e: int, name: str, validator_key: str, rules: WeightRules
 def _reveal(doc: dict, e: int, weights: dict, name: str, validator_key: str, rules: WeightRules) -> pa.Table:
     salt = doc["salt"]
     if not isinstance(salt, str) or len(salt) < SALT_MIN_HEX_CHARS:
-        raise WeightsRejected("schema_mismatch", f"{name}: field 'salt': must be a string of at least "
+        raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'salt': must be a string of at least "
                                                  f"{SALT_MIN_HEX_CHARS} hex digits")
     if not rules.epoch - rules.reveal_epochs <= e < rules.epoch:
-        raise WeightsRejected("wrong_epoch", f"{name}: field 'epoch': a commitment of epoch {e} can be revealed in "
+        raise WeightsRejected(WRONG_EPOCH, f"{name}: field 'epoch': a commitment of epoch {e} can be revealed in "
                                              f"epochs {e + 1}..{e + rules.reveal_epochs}, not {rules.epoch}")
     committed = rules.commitments.get((validator_key, e))
     digest = weights_commitment(e, weights, salt)
     if committed is None:
-        raise WeightsRejected("reveal_mismatch", f"{name}: no commitment from this key in epoch {e} to reveal")
+        raise WeightsRejected(REVEAL_MISMATCH, f"{name}: no commitment from this key in epoch {e} to reveal")
     if committed != digest:
-        raise WeightsRejected("reveal_mismatch", f"{name}: these weights and salt hash to {digest[:16]}…, but the "
+        raise WeightsRejected(REVEAL_MISMATCH, f"{name}: these weights and salt hash to {digest[:16]}…, but the "
                                                  f"commitment of epoch {e} is {committed[:16]}…")
     return _rows(validator_key, weights, "reveal", e, committed)
 
 
 def _check_weights(w: object, name: str, accounts: Mapping[str, tuple[str, str]]) -> dict:
     if not isinstance(w, dict) or not w:
-        raise WeightsRejected("schema_mismatch", f"{name}: field 'weights': must be a non-empty object of "
+        raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': must be a non-empty object of "
                                                  "public_key_hex: weight")
     for key, value in w.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise WeightsRejected("schema_mismatch", f"{name}: weight for {key}: must be a number")
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: weight for {key}: must be a number")
         if not math.isfinite(value) or value < 0:
-            raise WeightsRejected("schema_mismatch", f"{name}: weight for {key}: must be finite and non-negative, "
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: weight for {key}: must be finite and non-negative, "
                                                      f"found {value}")
     for key in sorted(w):
         acct = accounts.get(key)
         if acct is None or acct[1] != "contributor":
-            raise WeightsRejected("unknown_key", f"{name}: weights name key {key}, which is not registered as a "
+            raise WeightsRejected(UNKNOWN_KEY, f"{name}: weights name key {key}, which is not registered as a "
                                                  "contributor")
     return w
 

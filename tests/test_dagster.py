@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -124,11 +125,19 @@ def test_drop_folder_sensor_requests_a_run_per_new_submission(market):
     assert request.partition_key in {now_key, _next_hour(now_key)}  # the tick may straddle an hour
     assert request.run_key.startswith(f"{request.partition_key}:")
     assert request.tags["tributary/waiting"] == "1"
-    assert json.loads(fired.cursor)["newest"] > 0
+    assert json.loads(fired.cursor)["listing"]
 
     with dg.build_sensor_context(resources=resources, cursor=fired.cursor) as ctx:
         quiet = drop_folder_sensor(ctx)
     assert not quiet.run_requests and "1 waiting" in quiet.skip_reason.skip_message
+
+    # A backdated file is still news: the cursor does not read file times.
+    path = market.submit("bob", digits_table(360, 420), "bob.parquet")
+    os.utime(path, (1_000_000, 1_000_000))
+    os.utime(path.with_name("bob.parquet"), (1_000_000, 1_000_000))
+    with dg.build_sensor_context(resources=resources, cursor=fired.cursor) as ctx:
+        again = drop_folder_sensor(ctx)
+    assert len(again.run_requests) == 1 and again.run_requests[0].tags["tributary/waiting"] == "2"
 
 
 def _next_hour(key: str) -> str:

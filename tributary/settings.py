@@ -23,6 +23,7 @@ class Settings:
     house_stake_units: int = 10_000 * UNITS_PER_TOKEN
     owner_cut: float = 0.18
     max_payload_bytes: int = 64 * 2**20
+    incomplete_after_seconds: int = 3600  # a submission still missing a part this long after ingest first saw it
     knn_k: int = 5
     commit_reveal: bool = True  # validators commit a hash of their weights in one epoch, reveal them in the next
     reveal_epochs: int = 1  # how many epochs after its commit a commitment may still be revealed
@@ -79,13 +80,16 @@ class HomePaths:
     holdout: Path = field(init=False)
     challenges: Path = field(init=False)
     dagster: Path = field(init=False)
+    staging: Path = field(init=False)  # ingest's working files (staged tables, result shards); emptied after each run
+    docs: Path = field(init=False)  # Great Expectations Data Docs, per epoch
     ledger: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("drop", "lake", "quarantine", "archive", "keys", "tasks", "holdout", "challenges", "dagster"):
+        for name in ("drop", "lake", "quarantine", "archive", "keys", "tasks", "holdout", "challenges", "dagster",
+                     "staging", "docs"):
             object.__setattr__(self, name, self.root / name)
         object.__setattr__(self, "ledger", self.root / "ledger.duckdb")
 
     def folders(self) -> tuple[Path, ...]:
         return (self.drop, self.lake, self.quarantine, self.archive, self.keys, self.tasks, self.holdout,
-                self.challenges, self.dagster)
+                self.challenges, self.dagster, self.staging, self.docs)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ledger import accounts, contributions
+from ledger import accounts, arrivals, contributions
 from ledger.contributions import AcceptedSubmission, ContributionRecord
 from ledger.db import open_ledger, transaction
 from ledger.epochs import current_epoch
 from quality.task import Task, load_tasks
-from tributary.home import Home
+from pipelines.errors import IngestError
+from tributary.home import Home, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,76 +25,115 @@ class IngestSummary:
     quarantined: int
     reasons: dict[str, int]
     rows: int
+    waiting: int = 0
+    suspicious: int = 0
 
 
 def ingest(home: Home) -> IngestSummary:
-    """Run the Beam ingest over the drop folder into the open epoch and record what it decided."""
-    from pipelines.ingest import Registry, run_ingest  # Beam is imported only when ingest runs
-    from quality.schema import cast_predictions, cast_to_task
-    from quality.suite import validate
+    """Ingest drop/ into the open epoch: stamp arrivals, decide with the Beam pipeline, record, then move files.
+
+    Every step is idempotent: a run killed at any point and run again ends as if it had never been interrupted.
+    """
+    from pipelines.ingest import Registry, Sighting, iso, move_files, run_ingest, scan_drop  # Beam only when used
 
     paths = home.paths
     tasks = load_tasks(paths.tasks)
-    with open_ledger(paths.ledger) as con:
+    now = utcnow()
+    scan = scan_drop(str(paths.drop))
+    # New names are numbered in the order the kernel last changed them (ctime: a sender cannot backdate it).
+    entries = sorted(scan.entries, key=lambda e: (e.changed_ns, e.name))
+    with open_ledger(paths.ledger) as con, transaction(con):
         epoch = current_epoch(con)
+        seen = arrivals.sight(con, entries, now=now, epoch=epoch)
         registry = Registry(
             accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
             last_nonce=contributions.last_nonces(con),
             tasks=tasks,
+            challenge_ids={name: tuple(_challenge(home, t).column("row_id").to_pylist())
+                           for name, t in tasks.items() if t.challenge},
             commit_reveal=home.settings.commit_reveal,
             reveal_epochs=home.settings.reveal_epochs,
             commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
         )
+    stale_before = now - timedelta(seconds=home.settings.incomplete_after_seconds)
+    undecided = {name: a for name, a in seen.items() if a.destination is None}
+    sightings = {name: Sighting(a.arrival, iso(a.first_seen_at), a.first_seen_at <= stale_before)
+                 for name, a in undecided.items()}
     result = run_ingest(
-        drop=paths.drop, lake=paths.lake, archive=paths.archive, quarantine=paths.quarantine, epoch=epoch,
-        registry=registry, cast=cast_to_task, gate=validate, max_payload_bytes=home.settings.max_payload_bytes,
-        pipeline_args=list(home.settings.beam_pipeline_args), cast_predictions=cast_predictions,
-        gate_predictions=PredictionsGate({
-            name: tuple(_challenge(home, t).column("row_id").to_pylist()) for name, t in tasks.items() if t.challenge
-        }),
+        drop=str(paths.drop), lake=str(paths.lake), staging=str(paths.staging), epoch=epoch, registry=registry,
+        scan=_only(scan, undecided), sightings=sightings, max_payload_bytes=home.settings.max_payload_bytes,
+        docs_dir=str(paths.docs / f"epoch={epoch}"), pipeline_args=list(home.settings.beam_pipeline_args),
     )
-    records = [
-        ContributionRecord(
-            submission_id=a.submission_id, epoch=epoch, account_id=a.account_id, public_key=a.public_key, task=a.task,
-            kind=a.kind, rows=a.rows, status="accepted", reason=None, digest=a.digest, nonce=a.nonce, file=a.file,
-            received_at=a.received_at, lake_path=_relative(a.lake_path, paths.root),
-        )
-        for a in result.accepted
-    ] + [
-        ContributionRecord(
-            submission_id=r.submission_id, epoch=epoch, account_id=r.account_id, public_key=r.public_key, task=r.task,
-            kind=r.kind, rows=None, status="quarantined", reason=r.reason, digest=None, nonce=r.nonce, file=r.file,
-            received_at=r.received_at, detail=r.detail,
-        )
-        for r in result.rejected
-    ]
-    commits = [(epoch, a.account_id, _commitment_of(paths.root / a.lake_path), a.submission_id)
+    records = [_accepted_record(a, epoch, paths.root) for a in result.accepted]
+    records += [_rejected_record(r, epoch) for r in result.rejected]
+    decisions = [(seen[name].arrival, a.submission_id, "archive", epoch) for a in result.accepted for name in a.files
+                 if name in seen]
+    decisions += [(seen[name].arrival, r.submission_id, "quarantine", epoch) for r in result.rejected
+                  for name in r.files if name in seen]
+    commits = [(epoch, a.account_id, _commitment_of(home.path_of(a.lake_path)), a.submission_id)
                for a in result.accepted if a.kind == "weights"]
     with open_ledger(paths.ledger) as con, transaction(con):
+        if current_epoch(con) != epoch:  # settled meanwhile: record nothing, a rerun ingests into the new epoch
+            raise IngestError(f"epoch {epoch} was settled while ingest ran; nothing was recorded or moved, "
+                              "run ingest again")
         contributions.record(con, records)
         contributions.record_commitments(con, [c for c in commits if c[2] is not None])
+        arrivals.decide(con, decisions)
+        pending = arrivals.pending_moves(con)
+    _move_decided(home, pending, move_files)
     reasons: dict[str, int] = {}
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
-    return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons, sum(a.rows for a in result.accepted))
+    return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons,
+                         sum(a.rows for a in result.accepted), len(result.waiting),
+                         sum(1 for a in result.accepted if a.suspicious))
+
+
+def _only(scan, names: dict):
+    """The scan restricted to names not yet decided (a decided name waits only to be moved)."""
+    import dataclasses
+
+    keep = lambda es: tuple(e for e in es if e.name in names)  # noqa: E731
+    return dataclasses.replace(scan, entries=keep(scan.entries), manifests=keep(scan.manifests),
+                               loose=keep(scan.loose), in_progress=keep(scan.in_progress),
+                               not_regular=keep(scan.not_regular))
+
+
+def _move_decided(home: Home, pending: list, move_files) -> None:
+    """Move every decided name still in drop/ to archive/ or quarantine/ of its epoch, then mark it gone."""
+    paths = home.paths
+    groups: dict[tuple[str, int], list] = {}
+    for a in pending:
+        groups.setdefault((a.destination, a.decided_epoch), []).append(a)
+    for (destination, epoch), group in sorted(groups.items()):
+        root = paths.archive if destination == "archive" else paths.quarantine
+        move_files(str(paths.drop), str(root / f"epoch={epoch}"), [a.name for a in group])
+    if pending:
+        with open_ledger(paths.ledger) as con, transaction(con):
+            arrivals.left(con, [a.arrival for a in pending], now=utcnow())
+
+
+def _accepted_record(a, epoch: int, root: Path) -> ContributionRecord:
+    return ContributionRecord(
+        submission_id=a.submission_id, epoch=epoch, account_id=a.account_id, public_key=a.public_key, task=a.task,
+        kind=a.kind, rows=a.rows, status="accepted", reason=None, digest=a.digest, nonce=a.nonce, file=a.file,
+        received_at=a.received_at, lake_path=_relative(a.lake_path, root), arrival=a.arrival, verified=True,
+        suspicious=",".join(a.suspicious) or None,
+    )
+
+
+def _rejected_record(r, epoch: int) -> ContributionRecord:
+    return ContributionRecord(
+        submission_id=r.submission_id, epoch=epoch, account_id=r.account_id, public_key=r.public_key, task=r.task,
+        kind=r.kind, rows=None, status="quarantined", reason=r.reason, digest=r.digest, nonce=r.nonce, file=r.file,
+        received_at=r.received_at, detail=r.detail, arrival=r.arrival, verified=r.verified,
+    )
 
 
 def _commitment_of(lake_file: Path) -> str | None:
     """The hash in a landed weight file if it is a commitment, else None."""
     table = pq.read_table(lake_file, columns=["mode", "commitment"])
     return table.column("commitment")[0].as_py() if table.column("mode")[0].as_py() == "commit" else None
-
-
-@dataclass(frozen=True)
-class PredictionsGate:
-    """The quality gate for predictions: the task's GX predictions suite over its challenge row ids (picklable)."""
-
-    challenge_ids: dict[str, tuple[int, ...]]
-
-    def __call__(self, table: pa.Table, task: Task):
-        from quality.suite import validate_predictions
-
-        return validate_predictions(table, task, self.challenge_ids[task.name])
 
 
 def _challenge(home: Home, task: Task) -> pa.Table:
@@ -119,13 +160,17 @@ def lake_snapshot(home: Home, epoch: int) -> LakeSnapshot:
 
 
 def revalidate(home: Home, snapshot: LakeSnapshot) -> list[tuple[str, object]]:
-    """Run each landed submission's task suite again on its lake file: (submission_id, quality Report)."""
-    from quality.suite import validate
+    """Run each task's suite again over what landed (one GX validation per task): (submission_id, quality Report)."""
+    from pipelines.lake import read_lake_file
+    from quality.gate import gate, submission_stats
 
     tasks = load_tasks(home.paths.tasks)
     reports = []
-    for sub in snapshot.submissions:
-        task = tasks[sub.task]
-        table = pq.read_table(home.root / sub.lake_path, columns=task.columns())
-        reports.append((sub.submission_id, validate(table, task)))
+    for task_name in sorted({s.task for s in snapshot.submissions}):
+        task = tasks[task_name]
+        subs = [s for s in snapshot.submissions if s.task == task_name]
+        stats = [submission_stats(read_lake_file(home.path_of(s.lake_path), task.columns()), task, s.submission_id)
+                 for s in subs]
+        by_id = gate(stats, task)
+        reports += [(s.submission_id, by_id[s.submission_id]) for s in subs]
     return reports

@@ -59,18 +59,18 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
     for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
         task_subs = [s for s in subs if s.task == task_name]
-        tables = [pq.read_table(paths.root / s.lake_path) for s in task_subs]
+        tables = [pq.read_table(home.path_of(s.lake_path)) for s in task_subs]
         pool = pa.concat_tables(tables) if tables else None
-        prior = prior_rows(paths.lake, epoch, task)
+        prior = prior_rows(home, epoch, task)
+        holdout = pq.read_table(home.path_of(task.holdout))
         x = _features(pool, task)
         fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior.column("_row_hash").to_numpy())
         fresh &= ~near_duplicate_mask(
             x, pool.column("_contributor").to_numpy(zero_copy_only=False), _features(prior, task),
             prior.column("_contributor").to_numpy(zero_copy_only=False),
-            scale=np.array([f.max - f.min for f in task.features]), tol=task.near_duplicate_tol,
+            scale=feature_scale(holdout, task), tol=task.near_duplicate_tol,
         )
         y = pool.column(task.label).to_numpy(zero_copy_only=False)
-        holdout = pq.read_table(home.path_of(task.holdout))
         row_values = np.zeros(pool.num_rows)
         if fresh.any():
             row_values[fresh] = knn_shapley(
@@ -133,14 +133,24 @@ def _features(table: pa.Table, task: Task) -> np.ndarray:
     return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in task.feature_names()])
 
 
-def prior_rows(lake: Path, epoch: int, task: Task) -> pa.Table:
-    """This task's rows landed in earlier epochs: features, row hash and contributor (first submitters first)."""
+def prior_rows(home: Home, epoch: int, task: Task) -> pa.Table:
+    """This task's rows accepted in earlier epochs: features, row hash and contributor (first submitters first).
+
+    The ledger says which lake files count; a lake file that an interrupted ingest wrote but never recorded does not.
+    """
+    from pipelines.lake import read_lake_file
+
     columns = [*task.feature_names(), "_row_hash", "_contributor"]
-    files = sorted(
-        (int(d.name.split("=")[1]), f) for d in lake.glob("epoch=*") if int(d.name.split("=")[1]) < epoch
-        for f in (d / "kind=dataset" / f"task={task.name}").glob("*.parquet")
-    )
-    if not files:
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
+    if not subs:
         return task.arrow_schema().empty_table().select(task.feature_names()).append_column(
             "_row_hash", pa.array([], pa.uint64())).append_column("_contributor", pa.array([], pa.string()))
-    return pa.concat_tables([pq.read_table(f, columns=columns) for _, f in files])
+    return pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs])
+
+
+def feature_scale(holdout: pa.Table, task: Task) -> np.ndarray:
+    """Per-feature width used to compare rows for near duplicates: the holdout's range (1 where it is flat)."""
+    x = _features(holdout, task)
+    width = np.nanmax(x, axis=0) - np.nanmin(x, axis=0) if len(x) else np.ones(len(task.features))
+    return np.where(np.isfinite(width) & (width > 0), width, 1.0)

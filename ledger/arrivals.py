@@ -1,0 +1,82 @@
+"""Ingest's own record of what it saw in drop/: a state machine per name, seen → decided → left.
+
+File times are the sender's to choose, so arrival order is a sequence number stamped here, when ingest first lists
+a name. A decision is committed (with the contribution row) before its files move; a rerun after a crash moves what
+was decided and still sits in drop/, and never decides a name twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A name in drop/ as listed: what `sight` needs (pipelines.storage.Entry fits)."""
+
+    name: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class Arrival:
+    arrival: int
+    name: str
+    identity: str
+    first_seen_at: datetime
+    submission_id: str | None
+    destination: str | None     # archive | quarantine once decided
+    decided_epoch: int | None
+
+
+def sight(con: duckdb.DuckDBPyConnection, entries: Sequence[Seen], *, now: datetime, epoch: int) -> dict[str, Arrival]:
+    """Stamp every name not seen before (in listing order) and return the live arrival of each listed name.
+
+    A live arrival whose file is no longer listed has left drop/ (moved by an interrupted run, or taken back by its
+    sender): it is closed, so a later file under the same name is a new arrival.
+    """
+    live = {(a.name, a.identity): a for a in _live(con)}
+    listed = {(e.name, e.identity) for e in entries}
+    for key, a in live.items():
+        if key not in listed:
+            con.execute("UPDATE arrivals SET left_at = ? WHERE arrival = ?", [now, a.arrival])
+    out: dict[str, Arrival] = {}
+    for e in entries:
+        a = live.get((e.name, e.identity))
+        if a is None:
+            (n,) = con.execute("SELECT nextval('arrival_seq')").fetchone()
+            con.execute("INSERT INTO arrivals (arrival, name, identity, first_seen_at, epoch) VALUES (?, ?, ?, ?, ?)",
+                        [n, e.name, e.identity, now, epoch])
+            a = Arrival(int(n), e.name, e.identity, now, None, None, None)
+        out[e.name] = a
+    return out
+
+
+def _live(con: duckdb.DuckDBPyConnection) -> list[Arrival]:
+    rows = con.execute(
+        "SELECT arrival, name, identity, first_seen_at, submission_id, destination, decided_epoch FROM arrivals "
+        "WHERE left_at IS NULL ORDER BY arrival"
+    ).fetchall()
+    return [Arrival(*r) for r in rows]
+
+
+def decide(con: duckdb.DuckDBPyConnection, decisions: Iterable[tuple[int, str, str, int]]) -> None:
+    """(arrival, submission_id, destination, epoch) for each name a decision covers; a decided name stays decided."""
+    for arrival, submission_id, destination, epoch in decisions:
+        con.execute("UPDATE arrivals SET submission_id = ?, destination = ?, decided_epoch = ? "
+                    "WHERE arrival = ? AND submission_id IS NULL", [submission_id, destination, epoch, arrival])
+
+
+def pending_moves(con: duckdb.DuckDBPyConnection) -> list[Arrival]:
+    """Decided names still in drop/ as far as the ledger knows: to move, in arrival order."""
+    return [a for a in _live(con) if a.destination is not None]
+
+
+def left(con: duckdb.DuckDBPyConnection, arrivals: Iterable[int], *, now: datetime) -> None:
+    """Mark names as gone from drop/."""
+    for n in arrivals:
+        con.execute("UPDATE arrivals SET left_at = ? WHERE arrival = ? AND left_at IS NULL", [now, n])
