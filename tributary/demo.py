@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from ledger import accounts
+from ledger import accounts, contributions
 from ledger.db import open_ledger
 from ledger.queries import LEADERBOARD_SQL
 from tributary import actions
@@ -108,9 +108,9 @@ def honest_validator_weights(home: Home, epoch: int, sample: pa.Table) -> dict[s
 
     task = load_task(home.paths.tasks / f"{TASK}.toml")
     features = task.feature_names()
-    lake = home.paths.lake
-    prior = prior_rows(lake, epoch, task).column("_row_hash").to_numpy()
-    current = sorted((lake / f"epoch={epoch}" / "kind=dataset" / f"task={TASK}").glob("*.parquet"))
+    prior = prior_rows(home, epoch, task).column("_row_hash").to_numpy()
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        current = [home.path_of(s.lake_path) for s in contributions.accepted(con, epoch, "dataset") if s.task == TASK]
     pool = pa.concat_tables([pq.read_table(f) for f in current])
     fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior)
     x = np.column_stack([pool.column(f).to_numpy() for f in features])
