@@ -25,3 +25,11 @@ class TaskError(QualityError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
         self.file, self.key = file, key
         super().__init__(message)
+
+
+class UnreadableError(SchemaError):
+    """A payload cannot be decoded at all (corrupt or truncated file, bad encoding, unsupported format)."""
+
+    def __init__(self, file: str | None, why: str):
+        self.why = why
+        super().__init__(file, FILE_FIELD, f"unreadable: {why}")

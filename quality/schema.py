@@ -2,52 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quality.errors import FILE_FIELD, SchemaError
+from quality.errors import SchemaError
+from quality.reader import (  # noqa: F401  (the one reader; re-exported for existing imports)
+    CSV_SUFFIXES, IPC_SUFFIXES, PARQUET_SUFFIXES, read_table, read_table_bytes)
 from quality.task import Task
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
-IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
-CSV_SUFFIXES = (".csv",)
-
-
-def _read_ipc(path: Path) -> pa.Table:
-    """Arrow IPC file format (which Feather v2 is); fall back to the stream format."""
-    try:
-        with pa.memory_map(str(path)) as src:
-            return pa.ipc.open_file(src).read_all()
-    except pa.ArrowInvalid:
-        with pa.OSFile(str(path)) as src:
-            return pa.ipc.open_stream(src).read_all()
-
-
-def read_table(path: Path) -> pa.Table:
-    """Decode a Parquet, Arrow IPC (.arrow/.feather/.ipc) or CSV file to Arrow, chosen by suffix."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix in PARQUET_SUFFIXES:
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path)
-        if suffix in IPC_SUFFIXES:
-            return _read_ipc(path)
-        if suffix in CSV_SUFFIXES:
-            import pyarrow.csv as pcsv
-
-            return pcsv.read_csv(path)
-    except FileNotFoundError:
-        raise SchemaError(str(path), FILE_FIELD, "unreadable: no such file") from None
-    except (pa.ArrowException, OSError, ValueError) as e:
-        kind = {**dict.fromkeys(PARQUET_SUFFIXES, "Parquet"), **dict.fromkeys(IPC_SUFFIXES, "Arrow IPC")}.get(
-            suffix, "CSV")
-        raise SchemaError(str(path), FILE_FIELD, f"unreadable: not a valid {kind} file ({_first_line(e)})") from None
-    allowed = ", ".join(PARQUET_SUFFIXES + IPC_SUFFIXES + CSV_SUFFIXES)
-    raise SchemaError(str(path), FILE_FIELD, f"unreadable: unsupported file type {suffix or '(none)'!r}; use {allowed}")
 
 
 def _type_name(t: pa.DataType) -> str:

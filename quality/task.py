@@ -1,6 +1,6 @@
-"""Task definitions: the schema, ranges, row bounds and valuation settings a contribution is judged by.
+"""Task definitions: the hard rules a contribution must meet, the learned profile that only flags, and valuation.
 
-A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) and looks like:
+A task lives in `tasks/<name>.toml` (read with tomllib, written with write_task) and looks like:
 
     name = "digits"
     label = "label"
@@ -8,13 +8,14 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) an
     label_domain = [0, 1, 2]
     min_rows = 10
     max_rows = 1000000
-    max_null_fraction = 0.0
+    reject_suspicious = false        # true: a submission far outside the profile is rejected, not just flagged
     holdout = "holdout/digits.parquet"
     challenge = "challenges/digits.parquet"              # optional: public row_id + features for predictions
     challenge_labels = "holdout/digits-challenge.parquet" # optional: hidden row_id + label
 
     features = [
-        { name = "px_0", dtype = "float64", min = -1.0, max = 1.0 },   # dtype "float64" | "int64"
+        { name = "px_0", dtype = "float64", min = 0.0, max = 16.0 },   # min/max: bounds the operator declares
+        { name = "px_1", dtype = "float64" },                          # no declared bounds
     ]
 
     [valuation]
@@ -22,13 +23,20 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with tomli_w) an
     k = 5
     near_duplicate_tol = 1e-5       # on features scaled by their range width
 
-`[[features]]` tables work as well; write_task emits the inline form above, one feature per line.
+    [profile]                       # learned from the holdout; flags "suspicious", never rejects on its own
+    px_0 = { q01 = 0.0, q50 = 0.0, q99 = 3.0, min = 0.0, max = 8.0 }
+
+Hard rules (reject): the schema (columns, types), finite non-null features, min_rows..max_rows, the label domain and
+declared bounds. A sample of the holdout cannot prove what honest data may contain, so what is learned from it (the
+profile) only flags. `max_null_fraction` is still read but must be 0.0: features must be non-null.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +52,42 @@ LABEL_DTYPES = ("int64", "string")
 VALUATION_METHODS = ("knn_shapley",)
 _ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
 
+PROFILE_QUANTILES = (0.01, 0.5, 0.99)  # stored as q01, q50, q99 with the holdout's min and max
+PROFILE_MARGIN = 10.0  # "far": more than this many profile spans beyond [q01, q99] (about an order of magnitude)
+PROFILE_UNIT_SPAN = 1.0  # the span of a feature that is constant 0 in the holdout (no scale to learn from)
+ALL_FEATURES = "*"  # task_from_holdout bounds key that declares the same bounds for every feature
+
 
 @dataclass(frozen=True)
 class Feature:
-    """One feature column: its name, type and the closed range its values must lie in."""
+    """One feature column: its name, type and the bounds the operator declared (None: not declared)."""
 
     name: str
     dtype: str
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """Quantiles of one feature in the holdout: what honest values usually look like (flags, never rejects)."""
+
+    name: str
+    q01: float
+    q50: float
+    q99: float
     min: float
     max: float
+
+    def span(self) -> float:
+        """The scale "far" is measured in: q99 - q01, at least the feature's magnitude (so a constant is not 0)."""
+        span = max(self.q99 - self.q01, abs(self.q01), abs(self.q99))
+        return span if span > 0 else PROFILE_UNIT_SPAN
+
+    def band(self) -> tuple[float, float]:
+        """Values outside this closed interval are far outside the profile (suspicious)."""
+        pad = PROFILE_MARGIN * self.span()
+        return min(self.min, self.q01 - pad), max(self.max, self.q99 + pad)
 
 
 @dataclass(frozen=True)
@@ -66,18 +101,25 @@ class Task:
     label_domain: tuple
     min_rows: int = 10
     max_rows: int = 1_000_000
-    max_null_fraction: float = 0.0
+    max_null_fraction: float = 0.0  # kept for old task files; must be 0.0 (features must be non-null)
     holdout: str = ""
     valuation: str = "knn_shapley"
     k: int = 5
     near_duplicate_tol: float = 1e-5  # scaled distance under which another key's earlier row makes a row a duplicate
     challenge: str = ""  # public challenge rows (row_id + features); predictions are open when set
     challenge_labels: str = ""  # their hidden labels (row_id + label)
+    profile: tuple[FeatureProfile, ...] = ()  # learned from the holdout; flags only
+    reject_suspicious: bool = False  # whether a submission far outside the profile is rejected
 
     def __post_init__(self) -> None:
         # Accept lists for convenience; keep the value hashable and the domain sorted.
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "label_domain", tuple(sorted(self.label_domain)))
+        object.__setattr__(self, "profile", tuple(self.profile))
+        object.__setattr__(self, "_profiles", {p.name: p for p in self.profile})  # not a field: no effect on ==
+        if self.max_null_fraction != 0.0:
+            raise TaskError(f"task {self.name!r}: max_null_fraction must be 0.0: features must be non-null "
+                            "(a null cannot be valued)", key="max_null_fraction")
 
     def columns(self) -> list[str]:
         """Canonical column order: the features, then the label."""
@@ -95,6 +137,27 @@ class Task:
         """The canonical columns with their Arrow types."""
         fields = [pa.field(f.name, _ARROW_TYPES[f.dtype]) for f in self.features]
         return pa.schema([*fields, pa.field(self.label, _ARROW_TYPES[self.label_dtype])])
+
+    def profile_of(self, name: str) -> FeatureProfile | None:
+        """The learned profile of one feature, if the task has one."""
+        return self._profiles.get(name)
+
+    def feature_scales(self) -> list[float]:
+        """Per feature, a positive width to scale distances by: declared bounds, else the profile, else 1.
+
+        Bounds are optional now, so code that scaled by `max - min` should call this instead.
+        """
+        out = []
+        for f in self.features:
+            p = self.profile_of(f.name)
+            if f.min is not None and f.max is not None:
+                width = f.max - f.min
+            elif p is not None:
+                width = p.max - p.min
+            else:
+                width = 0.0
+            out.append(width if width > 0 and math.isfinite(width) else 1.0)
+        return out
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
@@ -116,14 +179,17 @@ class _Reader:
                 raise self.fail(key, f"missing (expected {what})")
             return default
         value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, kinds):  # bool is an int subclass in Python
+        if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):  # bool is an int subclass
             raise self.fail(key, f"expected {what}, got {value!r}")
         return value
 
-    def number(self, key: str, default: Any = ...) -> float:
+    def number(self, key: str, default: Any = ...) -> Any:
+        """A finite number as float (inf and nan are refused wherever a number is read), or the default."""
         value = self.get(key, (int, float), "a number", default)
-        if isinstance(value, float) and math.isnan(value):
-            raise self.fail(key, "expected a number, got nan")
+        if value is default and key not in self.data:
+            return default
+        if not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number, got {value!r}")
         return float(value)
 
     def reject_unknown(self, allowed: set[str]) -> None:
@@ -132,10 +198,19 @@ class _Reader:
                 raise self.fail(key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def _check_bounds(lo: float | None, hi: float | None, fail) -> None:
+    """Declared bounds: finite, and min < max when both are given; `fail(key, problem)` builds the error."""
+    for key, v in (("min", lo), ("max", hi)):
+        if v is not None and not math.isfinite(v):
+            raise fail(key, f"expected a finite number, got {v!r}")
+    if lo is not None and hi is not None and not lo < hi:
+        raise fail("max", f"max {hi!r} must be above min {lo!r}")
+
+
 def _parse_feature(file: str, index: int, raw: Any) -> Feature:
-    """One [[features]] entry."""
+    """One [[features]] entry; min and max are the operator's declared bounds, both optional."""
     if not isinstance(raw, dict):
-        raise _Reader(file, {}).fail(f"features[{index}]", f"expected a table with name, dtype, min, max; got {raw!r}")
+        raise _Reader(file, {}).fail(f"features[{index}]", f"expected a table with name, dtype (min, max); got {raw!r}")
     r = _Reader(file, raw, f"features[{index}].")
     r.reject_unknown({"name", "dtype", "min", "max"})
     name = r.get("name", (str,), "a column name")
@@ -144,17 +219,39 @@ def _parse_feature(file: str, index: int, raw: Any) -> Feature:
     dtype = r.get("dtype", (str,), f"one of {', '.join(FEATURE_DTYPES)}")
     if dtype not in FEATURE_DTYPES:
         raise r.fail("dtype", f"expected one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
-    lo, hi = r.number("min"), r.number("max")
-    if lo > hi:
-        raise r.fail("max", f"max {hi} is below min {lo}")
+    lo, hi = r.number("min", None), r.number("max", None)
+    _check_bounds(lo, hi, r.fail)
     return Feature(name=name, dtype=dtype, min=lo, max=hi)
+
+
+PROFILE_KEYS = ("q01", "q50", "q99", "min", "max")
+
+
+def _parse_profile(file: str, raw: dict, names: set[str]) -> tuple[FeatureProfile, ...]:
+    """The [profile] table: one inline table of quantiles per feature, ordered min <= q01 <= q50 <= q99 <= max."""
+    out = []
+    top = _Reader(file, raw, "profile.")
+    for name, entry in raw.items():
+        if name not in names:
+            raise top.fail(name, "not a feature of this task")
+        if not isinstance(entry, dict):
+            raise top.fail(name, f"expected a table with {', '.join(PROFILE_KEYS)}; got {entry!r}")
+        r = _Reader(file, entry, f"profile.{name}.")
+        r.reject_unknown(set(PROFILE_KEYS))
+        vals = [r.number(k) for k in PROFILE_KEYS]
+        lo, q01, q50, q99, hi = vals[3], vals[0], vals[1], vals[2], vals[4]
+        if not lo <= q01 <= q50 <= q99 <= hi:
+            raise top.fail(name, "must satisfy min <= q01 <= q50 <= q99 <= max")
+        out.append(FeatureProfile(name, q01, q50, q99, lo, hi))
+    return tuple(out)
 
 
 def _parse_task(file: str, data: dict) -> Task:
     """Build and check a Task from a parsed TOML document."""
     r = _Reader(file, data)
     r.reject_unknown({"name", "label", "label_dtype", "label_domain", "min_rows", "max_rows", "max_null_fraction",
-                      "holdout", "valuation", "features", "challenge", "challenge_labels"})
+                      "holdout", "valuation", "features", "challenge", "challenge_labels", "profile",
+                      "reject_suspicious"})
     name = r.get("name", (str,), "the task name")
     if not name:
         raise r.fail("name", "must not be empty")
@@ -176,13 +273,15 @@ def _parse_task(file: str, data: dict) -> Task:
 
     min_rows = r.get("min_rows", (int,), "a whole number", 10)
     max_rows = r.get("max_rows", (int,), "a whole number", 1_000_000)
-    if min_rows < 0:
-        raise r.fail("min_rows", f"must be >= 0, got {min_rows}")
+    if min_rows < 1:
+        raise r.fail("min_rows", f"must be >= 1 (a submission needs rows), got {min_rows}")
     if max_rows < min_rows:
         raise r.fail("max_rows", f"max_rows {max_rows} is below min_rows {min_rows}")
     max_null = r.number("max_null_fraction", 0.0)
-    if not 0.0 <= max_null <= 1.0:
-        raise r.fail("max_null_fraction", f"must be between 0 and 1, got {max_null}")
+    if max_null != 0.0:
+        raise r.fail("max_null_fraction", f"must be 0.0, got {max_null}: features must be non-null, since a null "
+                                          "cannot be valued; drop or impute such rows before submitting")
+    reject_suspicious = r.get("reject_suspicious", (bool,), "true or false", False)
     holdout = r.get("holdout", (str,), "a path to the holdout Parquet", "")
     challenge = r.get("challenge", (str,), "a path to the public challenge Parquet", "")
     challenge_labels = r.get("challenge_labels", (str,), "a path to the hidden challenge labels Parquet", "")
@@ -211,12 +310,12 @@ def _parse_task(file: str, data: dict) -> Task:
         if f.name in seen or f.name == label:
             raise r.fail(f"features[{i}].name", f"column {f.name!r} appears twice (features and label must be unique)")
         seen.add(f.name)
+    profile = _parse_profile(file, r.get("profile", (dict,), "a table of feature profiles", {}), seen)
 
     return Task(name=name, features=features, label=label, label_dtype=label_dtype, label_domain=tuple(domain),
-                min_rows=min_rows, max_rows=max_rows, max_null_fraction=max_null, holdout=holdout,
-                valuation=method, k=k, near_duplicate_tol=near_tol, challenge=challenge, challenge_labels=challenge_labels)
-
-
+                min_rows=min_rows, max_rows=max_rows, holdout=holdout, valuation=method, k=k,
+                near_duplicate_tol=near_tol, challenge=challenge, challenge_labels=challenge_labels,
+                profile=profile, reject_suspicious=reject_suspicious)
 def load_task(path: Path) -> Task:
     """Read and check one task file; TaskError names the file and the offending key."""
     path = Path(path)
@@ -243,32 +342,60 @@ def load_tasks(tasks_dir: Path) -> dict[str, Task]:
     return tasks
 
 
+
+
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
 def task_to_dict(task: Task) -> dict:
-    """The TOML document for a task, in the layout load_task reads."""
-    return {
+    """The TOML document for a task, in the layout load_task reads (the profile included as a nested table)."""
+    def feature(f: Feature) -> dict:
+        out: dict = {"name": f.name, "dtype": f.dtype}
+        if f.min is not None:
+            out["min"] = float(f.min)
+        if f.max is not None:
+            out["max"] = float(f.max)
+        return out
+
+    doc = {
         "name": task.name,
         "label": task.label,
         "label_dtype": task.label_dtype,
         "label_domain": list(task.label_domain),
         "min_rows": task.min_rows,
         "max_rows": task.max_rows,
-        "max_null_fraction": float(task.max_null_fraction),
+        "reject_suspicious": task.reject_suspicious,
         "holdout": task.holdout,
-        "valuation": {"method": task.valuation, "k": task.k, "near_duplicate_tol": float(task.near_duplicate_tol)},
-        "features": [{"name": f.name, "dtype": f.dtype, "min": float(f.min), "max": float(f.max)}
-                     for f in task.features],
         **({"challenge": task.challenge, "challenge_labels": task.challenge_labels} if task.challenge else {}),
+        "features": [feature(f) for f in task.features],
+        "valuation": {"method": task.valuation, "k": task.k, "near_duplicate_tol": float(task.near_duplicate_tol)},
     }
+    if task.profile:
+        doc["profile"] = {p.name: {k: float(getattr(p, k)) for k in PROFILE_KEYS} for p in task.profile}
+    return doc
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(name: str) -> str:
+    return name if _BARE_KEY.match(name) else tomli_w.dumps({name: 0}).split(" = ")[0]
 
 
 def write_task(task: Task, path: Path) -> None:
-    """Write a task file that load_task reads back to an equal Task."""
+    """Write a task file that load_task reads back to an equal Task; the profile is one inline table per line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Tributary task {task.name!r}\n" + tomli_w.dumps(task_to_dict(task)), encoding="utf-8")
+    doc = task_to_dict(task)
+    profile = doc.pop("profile", None)
+    text = f"# Tributary task {task.name!r}\n" + tomli_w.dumps(doc)
+    if profile:
+        text += ("\n# learned from the holdout: only flags 'suspicious' submissions (see quality.task.PROFILE_MARGIN)"
+                 "\n[profile]\n")
+        for name, q in profile.items():
+            inner = ", ".join(f"{k} = {float(v)!r}" for k, v in q.items())
+            text += f"{_toml_key(name)} = {{ {inner} }}\n"
+    path.write_text(text, encoding="utf-8")
 
 
 # --- deriving a task from its holdout ------------------------------------------------------------------------
@@ -289,49 +416,78 @@ def _integral(col: pa.ChunkedArray) -> bool:
     return len(values) > 0 and pc.all(whole).as_py() is True
 
 
-def task_from_holdout(name: str, holdout: Path, label: str, *, range_margin: float = 1.0,
-                      holdout_ref: str | None = None) -> Task:
-    """A task whose schema and ranges come from the holdout Parquet: every non-label column is a feature.
-
-    Each feature's range is the holdout's [min, max] widened by range_margin * max(span, 1) on both sides, so
-    honest data from the same distribution passes while values off by orders of magnitude do not.
-    """
+def _read_holdout(holdout: Any) -> tuple[pa.Table, str]:
+    """The holdout as a table, with a name for messages; a path is read as Parquet."""
+    if isinstance(holdout, pa.Table):
+        return holdout, "holdout"
     import pyarrow.parquet as pq
 
-    holdout = Path(holdout)
     try:
-        table = pq.read_table(holdout)
+        return pq.read_table(Path(holdout)), str(holdout)
     except (OSError, pa.ArrowException) as e:
         raise TaskError(f"{holdout}: cannot read the holdout Parquet: {e}", file=str(holdout)) from None
-    if label not in table.column_names:
-        raise TaskError(f"{holdout}: no label column {label!r}; columns are {', '.join(table.column_names)}",
-                        file=str(holdout), key="label")
-    if table.num_rows == 0:
-        raise TaskError(f"{holdout}: the holdout has no rows", file=str(holdout))
 
-    features = []
+
+def profile_column(name: str, col: pa.ChunkedArray) -> FeatureProfile | None:
+    """Quantiles of one holdout column over its finite values (None when it has none)."""
+    values = col.cast(pa.float64())
+    values = pc.filter(values, pc.is_finite(values))
+    if len(values) == 0:
+        return None
+    qs = pc.quantile(values, q=list(PROFILE_QUANTILES), interpolation="linear").to_pylist()
+    mm = pc.min_max(values)
+    return FeatureProfile(name, *(float(q) for q in qs), float(mm["min"].as_py()), float(mm["max"].as_py()))
+
+
+def task_from_holdout(name: str, holdout: Path | pa.Table, label: str, *, extra_labels: Iterable = (),
+                      bounds: Mapping[str, tuple[float, float]] = {}, holdout_ref: str | None = None) -> Task:
+    """A task with only what the holdout can prove: columns, types, the labels seen (plus extra_labels) and a profile.
+
+    Every non-label column is a feature. Bounds are declared only where the operator passes them (key "*" for every
+    feature, a column name for one); nothing learned from the sample rejects a submission.
+    """
+    table, where = _read_holdout(holdout)
+    if label not in table.column_names:
+        raise TaskError(f"{where}: no label column {label!r}; columns are {', '.join(table.column_names)}",
+                        file=where, key="label")
+    if table.num_rows == 0:
+        raise TaskError(f"{where}: the holdout has no rows", file=where)
+    unknown = [k for k in bounds if k != ALL_FEATURES and (k not in table.column_names or k == label)]
+    if unknown:
+        raise TaskError(f"bounds for {unknown[0]!r}: not a feature of the holdout {where}", key=unknown[0])
+
+    features, profile = [], []
     for col_name in table.column_names:
         if col_name == label:
             continue
         col = table.column(col_name)
         dtype = _feature_dtype(col_name, col.type)
-        mm = pc.min_max(col.cast(pa.float64()))
-        lo, hi = mm["min"].as_py(), mm["max"].as_py()
-        if lo is None:
-            raise TaskError(f"{holdout}: column {col_name!r} has no values", file=str(holdout), key=col_name)
-        pad = range_margin * max(hi - lo, 1.0)
-        lo, hi = lo - pad, hi + pad
-        if dtype == "int64":  # integer columns get integer bounds; widening outward keeps every holdout value
-            lo, hi = float(math.floor(lo)), float(math.ceil(hi))
-        features.append(Feature(name=col_name, dtype=dtype, min=float(lo), max=float(hi)))
+        p = profile_column(col_name, col)
+        if p is None:
+            raise TaskError(f"{where}: column {col_name!r} has no finite values", file=where, key=col_name)
+        lo, hi = bounds.get(col_name, bounds.get(ALL_FEATURES, (None, None)))
+        lo, hi = (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+        def fail(key: str, problem: str, _c: str = col_name) -> TaskError:
+            return TaskError(f"bounds for {_c!r}: {key}: {problem}", key=_c)
+
+        _check_bounds(lo, hi, fail)
+        features.append(Feature(name=col_name, dtype=dtype, min=lo, max=hi))
+        profile.append(p)
     if not features:
-        raise TaskError(f"{holdout}: no feature columns besides the label {label!r}", file=str(holdout))
+        raise TaskError(f"{where}: no feature columns besides the label {label!r}", file=where)
 
     lab = table.column(label)
     if pa.types.is_integer(lab.type) or (pa.types.is_floating(lab.type) and _integral(lab)):
-        label_dtype, lab = "int64", lab.cast(pa.int64())
+        label_dtype, lab, kind = "int64", lab.cast(pa.int64()), int
     else:
-        label_dtype, lab = "string", lab.cast(pa.string())
-    domain = tuple(v for v in pc.unique(lab).to_pylist() if v is not None)
-    return Task(name=name, features=tuple(features), label=label, label_dtype=label_dtype, label_domain=domain,
-                holdout=holdout_ref if holdout_ref is not None else str(holdout))
+        label_dtype, lab, kind = "string", lab.cast(pa.string()), str
+    domain = {v for v in pc.unique(lab).to_pylist() if v is not None}
+    for v in extra_labels:
+        try:
+            domain.add(kind(v) if kind is str or not isinstance(v, str) else int(v.strip()))
+        except ValueError:
+            raise TaskError(f"extra label {v!r}: the label column is {label_dtype}") from None
+    return Task(name=name, features=tuple(features), label=label, label_dtype=label_dtype, label_domain=tuple(domain),
+                holdout=holdout_ref if holdout_ref is not None else (str(holdout) if where != "holdout" else ""),
+                profile=tuple(profile))
