@@ -13,6 +13,13 @@ DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 # With more than one worker FnApiRunner only parallelises in a threading or processing mode.
 DEFAULT_RUNNING_MODE = "multi_threading"
 BEAM_LOG_LEVEL = logging.WARNING
+# The same ingest on a cluster, through the runner's portable job server (README: "Ingest on a cluster"). drop/, the
+# lake and staging/ must then be on storage every worker sees (a shared mount, or a FileSystems URL like gs://).
+JOB_ENDPOINT = "localhost:8099"
+CLUSTER_PIPELINE_ARGS = {
+    "flink": ["--runner=PortableRunner", f"--job_endpoint={JOB_ENDPOINT}", "--environment_type=LOOPBACK"],
+    "spark": ["--runner=PortableRunner", f"--job_endpoint={JOB_ENDPOINT}", "--environment_type=LOOPBACK"],
+}
 
 
 def _has_flag(args: Sequence[str], name: str) -> bool:

@@ -15,6 +15,7 @@ from ledger.db import open_ledger, transaction
 from ledger.epochs import current_epoch
 from quality.task import Task, load_tasks
 from pipelines.errors import IngestError
+from tributary import failpoints
 from tributary.home import Home, utcnow
 
 
@@ -55,6 +56,8 @@ def ingest(home: Home) -> IngestSummary:
             reveal_epochs=home.settings.reveal_epochs,
             commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
         )
+    failpoints.reach("ingest.sighted")
+    _clear_staging(home)
     stale_before = now - timedelta(seconds=home.settings.incomplete_after_seconds)
     undecided = {name: a for name, a in seen.items() if a.destination is None}
     sightings = {name: Sighting(a.arrival, iso(a.first_seen_at), a.first_seen_at <= stale_before)
@@ -64,6 +67,7 @@ def ingest(home: Home) -> IngestSummary:
         scan=_only(scan, undecided), sightings=sightings, max_payload_bytes=home.settings.max_payload_bytes,
         docs_dir=str(paths.docs / f"epoch={epoch}"), pipeline_args=list(home.settings.beam_pipeline_args),
     )
+    failpoints.reach("ingest.decided")
     records = [_accepted_record(a, epoch, paths.root) for a in result.accepted]
     records += [_rejected_record(r, epoch) for r in result.rejected]
     decisions = [(seen[name].arrival, a.submission_id, "archive", epoch) for a in result.accepted for name in a.files
@@ -80,6 +84,7 @@ def ingest(home: Home) -> IngestSummary:
         contributions.record_commitments(con, [c for c in commits if c[2] is not None])
         arrivals.decide(con, decisions)
         pending = arrivals.pending_moves(con)
+    failpoints.reach("ingest.recorded")
     _move_decided(home, pending, move_files)
     reasons: dict[str, int] = {}
     for r in result.rejected:
@@ -87,6 +92,14 @@ def ingest(home: Home) -> IngestSummary:
     return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons,
                          sum(a.rows for a in result.accepted), len(result.waiting),
                          sum(1 for a in result.accepted if a.suspicious))
+
+
+def _clear_staging(home: Home) -> None:
+    """Remove what an interrupted run left in staging/ (ingest is the epoch's one writer, so nothing else uses it)."""
+    from pipelines import storage
+
+    for e in storage.list_folder(str(home.paths.staging)):
+        storage.delete(str(home.paths.staging / e.name))
 
 
 def _only(scan, names: dict):
@@ -107,7 +120,10 @@ def _move_decided(home: Home, pending: list, move_files) -> None:
         groups.setdefault((a.destination, a.decided_epoch), []).append(a)
     for (destination, epoch), group in sorted(groups.items()):
         root = paths.archive if destination == "archive" else paths.quarantine
-        move_files(str(paths.drop), str(root / f"epoch={epoch}"), [a.name for a in group])
+        for a in group:
+            move_files(str(paths.drop), str(root / f"epoch={epoch}"), [a.name])
+            failpoints.reach("ingest.moved_one")
+    failpoints.reach("ingest.moved")
     if pending:
         with open_ledger(paths.ledger) as con, transaction(con):
             arrivals.left(con, [a.arrival for a in pending], now=utcnow())
