@@ -371,7 +371,27 @@ def offline_docs(docs_dir: Path) -> None:
         if "tributary: offline stylesheet" not in text:
             text = re.sub(r"</head>", lambda _: style + "</head>", text, count=1, flags=re.I) \
                 if re.search(r"</head>", text, re.I) else style + text
+        if page == Path(docs_dir) / "index.html":
+            text = _with_static_index(Path(docs_dir), text)
         page.write_text(text, encoding="utf-8")
+
+
+def _with_static_index(docs_dir: Path, text: str) -> str:
+    """GX fills the index's tables with jQuery; without it they stay empty, so list the pages as plain links too."""
+    import html
+
+    text = re.sub(r"<section class=\"tributary-offline\">.*?</section>", "", text, flags=re.S)
+    parts = ['<section class="tributary-offline"><h2>Validation results</h2><ul>']
+    for kind, title in (("validations", "Validation results"), ("expectations", "Expectation suites")):
+        if kind == "expectations":
+            parts.append(f"</ul><h2>{title}</h2><ul>")
+        for page in sorted((docs_dir / kind).rglob("*.html"), reverse=kind == "validations"):
+            rel = page.relative_to(docs_dir).as_posix()
+            parts.append(f'<li><a href="{html.escape(rel)}">{html.escape(rel)}</a></li>')
+    parts.append("</ul></section>")
+    block = "".join(parts)
+    m = re.search(r"<body[^>]*>", text, re.I)
+    return text[:m.end()] + block + text[m.end():] if m else block + text
 
 
 # --- reports ----------------------------------------------------------------------------------------------------

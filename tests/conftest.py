@@ -53,7 +53,8 @@ def market(tmp_path) -> Market:
     work = tmp_path / "work"
     work.mkdir()
     m = Market(home, work)
-    actions.task_init(home, TASK, m.write("holdout.parquet", digits_table(0, 300)), "label", range_margin=3.0)
+    actions.task_init(home, TASK, m.write("holdout.parquet", digits_table(0, 300)), "label",
+                      bounds={"*": (0.0, 16.0)})  # digits pixels are 0..16: the operator declares it
     for name in ("alice", "bob", "carol"):
         actions.keygen(home, name)
         actions.register(home, name, "contributor")

@@ -35,7 +35,7 @@ def challenge_market(tmp_path):
 
     pq.write_table(digits_table(0, 300), work / "holdout.parquet")
     pq.write_table(digits_table(300, 500), work / "challenge.parquet")
-    task = actions.task_init(home, TASK, work / "holdout.parquet", "label", range_margin=3.0,
+    task = actions.task_init(home, TASK, work / "holdout.parquet", "label", bounds={"*": (0.0, 16.0)},
                              challenge=work / "challenge.parquet")
     for name in ("alice", "bob", "carol", "dave"):
         actions.keygen(home, name)

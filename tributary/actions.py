@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,9 +130,12 @@ def grant(home: Home, name: str, tokens: str) -> int:
     return units
 
 
-def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin: float = 1.0,
-              challenge: Path | None = None) -> Task:
+def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels: Sequence = (),
+              bounds: Mapping[str, tuple[float, float]] | None = None, challenge: Path | None = None) -> Task:
     """Copy the holdout into the home (hidden from contributors) and write tasks/NAME.toml from it.
+
+    The holdout proves only the columns, types, labels seen and a profile (which flags, never rejects); the
+    operator adds labels it lacks (`extra_labels`) and declares hard bounds per feature (`bounds`, "*" for all).
 
     With `challenge` (labelled rows like the holdout's), the task opens predictions: the rows get ids 0..n-1, their
     features are published in challenges/NAME.parquet and their labels kept hidden beside the holdout.
@@ -143,7 +147,8 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, range_margin:
         raise FileNotFoundError(f"{holdout}: no such holdout file")
     if holdout.resolve() != target.resolve():
         shutil.copyfile(holdout, target)
-    task = task_from_holdout(name, target, label, range_margin=range_margin, holdout_ref=str(target.relative_to(home.root)))
+    task = task_from_holdout(name, target, label, extra_labels=extra_labels, bounds=dict(bounds or {}),
+                             holdout_ref=str(target.relative_to(home.root)))
     if challenge is not None:
         task = _publish_challenge(home, task, challenge)
     write_task(task, home.paths.tasks / f"{name}.toml")

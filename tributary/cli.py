@@ -85,27 +85,39 @@ def register(
 def validate(
     file: Path,
     task: Annotated[str, typer.Option(help="Task name (tasks/TASK.toml).")],
+    format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     home: HomeOpt = None,
 ) -> None:
-    """Dry-run a file against a task's schema and quality suite, exactly as ingest will; exits 1 if it would fail."""
-    from quality.schema import cast_to_task, read_table
-    from quality.suite import validate as run_suite
+    """Dry-run a file against a task's rules, exactly as ingest will (read, cast, stats, GX); exits 1 if it would fail."""
+    from quality.gate import check_file
     from quality.task import load_task
 
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"--format must be table or json, got {format!r}")
     h = _home(home)
     t = load_task(h.paths.tasks / f"{task}.toml")
-    table = cast_to_task(read_table(file), t, file=file.name)
-    report = run_suite(table, t)
-    grid = Table(title=f"{file.name} against task {task}: {report.rows} rows")
-    for col in ("expectation", "column", "result", "detail"):
-        grid.add_column(col)
-    for line in report.lines:
-        grid.add_row(line.expectation, line.column or "", "[green]pass[/]" if line.success else "[red]FAIL[/]", line.detail)
-    console.print(grid)
+    report = check_file(file, t)
+    if format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        grid = Table(title=f"{file.name} against task {task}: {report.rows} rows")
+        for col in ("expectation", "column", "observed", "result", "rule", "detail"):
+            grid.add_column(col)
+        for line in report.lines:
+            result = "[green]pass[/]" if line.success else ("[red]FAIL[/]" if line.hard else "[yellow]FLAG[/]")
+            grid.add_row(line.expectation, line.column or "", line.observed, result,
+                         "hard" if line.hard else "profile", line.detail)
+        console.print(grid)
+        if report.suspicious:
+            verdict = "rejected: the task sets reject_suspicious" if t.reject_suspicious else "accepted, but flagged"
+            console.print(f"[yellow]suspicious columns (far outside the holdout profile; {verdict}): "
+                          f"{', '.join(report.suspicious)}[/]")
     if not report.success:
         err_console.print(f"[red]{file}: would be quarantined (quality_failed): {report.summary()}[/]")
         raise typer.Exit(1)
-    console.print(f"[green]{file}: passes all {len(report.lines)} checks of task {task}[/]")
+    if format == "table":
+        hard = sum(line.hard for line in report.lines)
+        console.print(f"[green]{file}: passes all {hard} hard rules of task {task}[/]")
 
 
 @app.command()
@@ -192,21 +204,58 @@ def task_init(
     name: str,
     holdout: Annotated[Path, typer.Option(help="Parquet file of labelled rows kept hidden from contributors.")],
     label: Annotated[str, typer.Option(help="The label column.")],
-    range_margin: Annotated[float, typer.Option(help="Widen each feature's holdout range by this many spans.")] = 1.0,
+    labels: Annotated[Optional[str], typer.Option(
+        help="Comma-separated labels to allow besides those the holdout shows, e.g. 0,1,2.")] = None,
+    bound: Annotated[Optional[list[str]], typer.Option(
+        help="Declare hard bounds COL=LO:HI (repeatable; COL '*' for every feature).")] = None,
     challenge: Annotated[Optional[Path], typer.Option(
         help="Labelled rows to open predictions on: features published, labels kept hidden.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Write tasks/NAME.toml from a holdout: feature columns, types and ranges, label domain."""
+    """Write tasks/NAME.toml from a holdout: columns, types, labels and a profile; hard bounds only as declared."""
     from tributary import actions
 
     h = _home(home)
-    task = actions.task_init(h, name, holdout, label, range_margin=range_margin, challenge=challenge)
-    console.print(f"wrote {h.paths.tasks / f'{name}.toml'}: {len(task.features)} features, label {label!r} "
-                  f"with {len(task.label_domain)} classes; the holdout is kept hidden at {task.holdout}")
+    extra = [v.strip() for v in labels.split(",") if v.strip()] if labels else []
+    task = actions.task_init(h, name, holdout, label, extra_labels=extra, bounds=_parse_bounds(bound or []),
+                             challenge=challenge)
+    grid = Table(title=f"wrote {h.paths.tasks / f'{name}.toml'}")
+    for col in ("rule", "column", "value", "kind"):
+        grid.add_column(col)
+    grid.add_row("schema", "", f"{len(task.features)} features + label {task.label!r} ({task.label_dtype})", "hard")
+    grid.add_row("finite, non-null", "every feature", "no NaN, inf or null", "hard")
+    grid.add_row("row count", "", f"{task.min_rows}..{task.max_rows}", "hard")
+    grid.add_row("label domain", task.label, ", ".join(map(str, task.label_domain)), "hard")
+    for f in task.features:
+        if f.min is not None or f.max is not None:
+            lo = "-inf" if f.min is None else f"{f.min:g}"
+            hi = "inf" if f.max is None else f"{f.max:g}"
+            grid.add_row("declared bounds", f.name, f"[{lo}, {hi}]", "hard")
+    for p in task.profile:
+        lo, hi = p.band()
+        grid.add_row("profile", p.name, f"q01 {p.q01:g}, q50 {p.q50:g}, q99 {p.q99:g}; far outside [{lo:g}, {hi:g}]",
+                     "profile")
+    console.print(grid)
+    console.print(f"profile rules only flag a submission 'suspicious' (reject_suspicious = {str(task.reject_suspicious).lower()}); "
+                  f"the holdout is kept hidden at {task.holdout}")
     if task.challenge:
         console.print(f"predictions are open: challenge rows published at {task.challenge} (columns "
                       f"{', '.join(task.prediction_columns()[:3])}, ... in a predictions file)")
+
+
+def _parse_bounds(specs: list[str]) -> dict[str, tuple[float, float]]:
+    """--bound COL=LO:HI options as a mapping; BadParameter naming the option that does not parse."""
+    out: dict[str, tuple[float, float]] = {}
+    for spec in specs:
+        col, sep, rng = spec.partition("=")
+        lo, sep2, hi = rng.partition(":")
+        try:
+            if not (col and sep and sep2):
+                raise ValueError
+            out[col.strip()] = (float(lo), float(hi))
+        except ValueError:
+            raise typer.BadParameter(f"--bound {spec!r}: expected COL=LO:HI, e.g. px_3=0:16 or '*=0:16'") from None
+    return out
 
 
 @epoch_app.command("run")

@@ -31,7 +31,7 @@ DEMO_SEED = 7
 TASK = "digits"
 SHARD_ROWS = 80
 HOLDOUT_FRACTION = 0.3
-RANGE_MARGIN = 3.0  # feature ranges: the holdout's, widened by 3 spans each side (rare pixels are legitimate)
+PIXEL_BOUNDS = (0.0, 16.0)  # the operator declares every pixel in 0..16 (what an 8x8 digit image can hold)
 VALIDATOR_SAMPLE_ROWS = 100
 VALIDATOR_STAKE_TOKENS = "4000"
 FLIP_FRACTION = 0.8
@@ -165,7 +165,7 @@ def run_demo(console: Console, root: Path, *, fresh: bool = True) -> Home:
     data = make_data()
 
     pq.write_table(data.holdout, work / "holdout.parquet")
-    task = actions.task_init(home, TASK, work / "holdout.parquet", "label", range_margin=RANGE_MARGIN)
+    task = actions.task_init(home, TASK, work / "holdout.parquet", "label", bounds={"*": PIXEL_BOUNDS})
     console.print(f"[bold]task {TASK}[/]: {len(task.features)} pixel features, {len(task.label_domain)} classes, "
                   f"{data.holdout.num_rows} hidden holdout rows")
 
