@@ -25,7 +25,7 @@ from pipelines.manifest import MANIFEST_SUFFIX, payload_digest
 from tributary import actions, keys
 from tributary.home import Home, open_home
 
-from tests.conftest import TASK, Market, digits_table
+from tests.conftest import TASK, Market, digits_table  # noqa: F401  (re-exported)
 
 CREATED_AT = "2026-11-25T12:00:00+00:00"
 WEIGHTS_TASK = "-"
@@ -36,21 +36,12 @@ INGEST_TIMEOUT_S = 240.0   # a Beam run takes seconds; anything near this is a h
 
 
 def build_market(root: Path) -> Market:
-    """The same market as tests/conftest.py's `market` fixture, under `root` (for module-scoped batches)."""
+    """The market of tests/conftest.py's `market` fixture (the same function), under `root` (for module scope)."""
+    from tests import conftest
+
     root.mkdir(parents=True, exist_ok=True)
-    home = open_home(root / "home")
-    work = root / "work"
-    work.mkdir(exist_ok=True)
-    m = Market(home, work)
-    actions.task_init(home, TASK, m.write("holdout.parquet", digits_table(0, 300)), "label", range_margin=3.0)
-    for name in ("alice", "bob", "carol"):
-        actions.keygen(home, name)
-        actions.register(home, name, "contributor")
-    actions.keygen(home, "val")
-    actions.register(home, "val", "validator")
-    actions.grant(home, "val", "1000")
-    actions.stake(home, "val", "1000")
-    return m
+    make = getattr(conftest.market, "__wrapped__", None) or conftest.market._get_wrapped_function()
+    return make(root)
 
 
 def reopen(home: Home, **settings) -> Home:

@@ -46,7 +46,6 @@ from tests.drop_tools import (
     waiting,
 )
 from tributary import actions
-from tributary.epoch import run_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +63,8 @@ class Case:
     key: nacl.signing.SigningKey | None = None
     attributed: bool | None = None     # True: the key's account; False: NULL; None: not checked
     manifest_name: str | None = None
+    verified: bool = True              # False: the manifest does not parse or verify (§4: only it leaves drop/)
+    doc: dict | None = None            # the manifest's fields as sent, where it has them
 
 
 @dataclass
@@ -94,14 +95,15 @@ def _submit(ctx: Ctx, name: str, data: bytes, reasons, *, detail_has=(), attribu
             role: str | None = "contributor", **fields) -> Case:
     """A correctly signed submission of `data` by a fresh key of `role`."""
     k = ctx.key(role)
-    drop_submission(ctx.drop, name, data, signed(k, data, name, nonce=nonce, **fields))
-    return Case(name, tuple(reasons), tuple(detail_has), k, attributed)
+    doc = signed(k, data, name, nonce=nonce, **fields)
+    drop_submission(ctx.drop, name, data, doc)
+    return Case(name, tuple(reasons), tuple(detail_has), k, attributed, doc=doc)
 
 
 def _manifest_case(ctx: Ctx, name: str, manifest: dict | bytes, detail_has=(), payload: bytes | None = None) -> Case:
     data = payload if payload is not None else _good()
     drop_submission(ctx.drop, name, data, manifest)
-    return Case(name, ("unreadable",), tuple(detail_has), None, False)
+    return Case(name, ("unreadable",), tuple(detail_has), None, False, verified=False)
 
 
 # ---- controls: honest submissions are accepted
@@ -134,7 +136,7 @@ def c_wrong_key(ctx):
     doc = fields_for(alice, data, name, nonce=1)
     forged = {**doc, "signature": sign(bob, doc)["signature"]}
     drop_submission(ctx.drop, name, data, forged)
-    return Case(name, ("bad_signature",), (), alice, False)
+    return Case(name, ("bad_signature",), (), alice, False, verified=False)
 
 
 def c_flipped_signature_bit(ctx):
@@ -144,7 +146,7 @@ def c_flipped_signature_bit(ctx):
     sig = bytearray(bytes.fromhex(doc["signature"]))
     sig[10] ^= 0x01
     drop_submission(ctx.drop, name, data, {**doc, "signature": sig.hex()})
-    return Case(name, ("bad_signature",), (), k, False)
+    return Case(name, ("bad_signature",), (), k, False, verified=False)
 
 
 def c_edited_task(ctx):
@@ -152,7 +154,7 @@ def c_edited_task(ctx):
     data, name = _good(), "editedtask.parquet"
     doc = signed(k, data, name, nonce=1)
     drop_submission(ctx.drop, name, data, {**doc, "task": "digits2"})
-    return Case(name, ("bad_signature",), (), k, False)
+    return Case(name, ("bad_signature",), (), k, False, verified=False)
 
 
 def c_edited_size(ctx):
@@ -161,7 +163,7 @@ def c_edited_size(ctx):
     data, name = _good(), "editedsize.parquet"
     doc = signed(k, data, name, nonce=1)
     drop_submission(ctx.drop, name, data, {**doc, "size": doc["size"] - 1})
-    return Case(name, ("bad_signature",), (), k, False)
+    return Case(name, ("bad_signature",), (), k, False, verified=False)
 
 
 # ---- payload bytes
@@ -174,7 +176,7 @@ def c_digest_mismatch(ctx):
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF
     drop_submission(ctx.drop, name, bytes(bad), doc)
-    return Case(name, ("digest_mismatch",), (), k, True)
+    return Case(name, ("digest_mismatch",), (), k, True, doc=doc)
 
 
 def c_zero_rows(ctx):
@@ -298,7 +300,7 @@ def c_payload_dotdot(ctx):
     k = ctx.key()
     doc = signed(k, data, rel, nonce=1)
     drop_submission(ctx.drop, "dotdot.parquet", None, doc)
-    return Case("dotdot.parquet", ("unreadable",), ("payload",), k, False)
+    return Case("dotdot.parquet", ("unreadable",), ("payload",), k, False, verified=False)
 
 
 def c_payload_absolute(ctx):
@@ -306,7 +308,7 @@ def c_payload_absolute(ctx):
     k = ctx.key()
     doc = signed(k, data, str(target), nonce=1)
     drop_submission(ctx.drop, "absolute.parquet", None, doc)
-    return Case("absolute.parquet", ("unreadable",), ("payload",), k, False)
+    return Case("absolute.parquet", ("unreadable",), ("payload",), k, False, verified=False)
 
 
 def c_payload_nul(ctx):
@@ -314,7 +316,7 @@ def c_payload_nul(ctx):
     data = _good()
     doc = signed(k, data, "nul\x00.parquet", nonce=1)
     drop_submission(ctx.drop, "nul.parquet", None, doc)
-    return Case("nul.parquet", ("unreadable",), ("payload",), k, False)
+    return Case("nul.parquet", ("unreadable",), ("payload",), k, False, verified=False)
 
 
 # ---- key, nonce, kind, epoch, task
@@ -327,15 +329,17 @@ def c_unknown_key(ctx):
 def c_replayed_nonce(ctx):
     k = ctx.replay_keys[0]       # used nonce 5 in an earlier run
     data, name = _good(440, 480), "replayed.parquet"
-    drop_submission(ctx.drop, name, data, signed(k, data, name, nonce=5))
-    return Case(name, ("replayed_nonce",), ("nonce",), k, True)
+    doc = signed(k, data, name, nonce=5)
+    drop_submission(ctx.drop, name, data, doc)
+    return Case(name, ("replayed_nonce",), ("nonce",), k, True, doc=doc)
 
 
 def c_lower_nonce(ctx):
     k = ctx.replay_keys[1]       # used nonce 5 in an earlier run
     data, name = _good(440, 480), "lowernonce.parquet"
-    drop_submission(ctx.drop, name, data, signed(k, data, name, nonce=3))
-    return Case(name, ("replayed_nonce",), ("nonce",), k, True)
+    doc = signed(k, data, name, nonce=3)
+    drop_submission(ctx.drop, name, data, doc)
+    return Case(name, ("replayed_nonce",), ("nonce",), k, True, doc=doc)
 
 
 def _weights_doc(ctx, epoch: int) -> bytes:
@@ -507,7 +511,12 @@ def test_matrix(batch: Batch, case_id: str) -> None:
             assert q["account_id"] is None
     elif case.attributed:
         assert row["account_id"] == account_id_of(home, pub(case.key)) is not None
-    assert not ({case.name, mname} & waiting(home)), f"{case.name} still in drop/"
+    assert mname not in waiting(home), f"{mname} still in drop/"
+    if case.verified:
+        assert case.name not in waiting(home), f"{case.name} still in drop/"
+    else:  # §4: an unverified manifest speaks for nobody; a payload of the same name stays to be judged later
+        assert not _in_folder(home.paths.quarantine, case.name) and not _in_folder(home.paths.archive, case.name), (
+            f"{case.name} moved out of drop/ on the word of a manifest that does not verify")
 
 
 def test_matrix_one_row_per_submission_and_drop_empty(batch: Batch) -> None:
@@ -517,27 +526,28 @@ def test_matrix_one_row_per_submission_and_drop_empty(batch: Batch) -> None:
     rejected = [c for c in batch.cases.values() if c.reasons != (ACCEPTED,)]
     assert len(led.quarantine) == len(rejected)
     assert {q["submission_id"] for q in led.quarantine} <= {r["submission_id"] for r in new}
-    assert waiting(batch.ctx.home) == set()
+    stays = {c.name for c in batch.cases.values() if not c.verified and (batch.ctx.drop / c.name).exists()}
+    assert waiting(batch.ctx.home) == stays
 
 
 def test_matrix_submission_ids_follow_the_spec(batch: Batch) -> None:
-    """§4: verified ids are `<digest>-<public_key>-<nonce>` in full hex; unverified ones `unverified-<arrival>`."""
+    """§4: `<digest>-<public_key>-<nonce>` (full hex) past the nonce check, `...~<arrival>` for other decisions
+    about a verified manifest, `unverified-<arrival>` for a manifest that does not verify."""
     led = batch.check()
-    for cid in ("honest_parquet", "digest_mismatch", "missing_column"):
+    for cid in ("honest_parquet", "missing_column", "label_outside_domain"):
         case = batch.cases[cid]
         row = led.contribution(case.name)
-        assert row["submission_id"] == f"{row['digest'] or _digest_of(batch, case)}-{pub(case.key)}-{row['nonce']}"
+        assert row["submission_id"] == f"{case.doc['digest']}-{pub(case.key)}-{case.doc['nonce']}"
+    for cid in ("digest_mismatch", "unknown_task", "replayed_nonce", "lower_nonce"):
+        case = batch.cases[cid]
+        row = led.contribution(case.name)
+        prefix = f"{case.doc['digest']}-{pub(case.key)}-{case.doc['nonce']}~"
+        assert row["submission_id"].startswith(prefix) and row["submission_id"][len(prefix):].isdigit(), (
+            row["submission_id"])
     for cid in ("wrong_key", "flipped_signature_bit", "manifest_not_json", "manifest_nonce_string"):
         row = led.contribution(batch.cases[cid].name)
         assert row["submission_id"].startswith("unverified-"), row["submission_id"]
         assert row["account_id"] is None
-
-
-def _digest_of(batch: Batch, case: Case) -> str:
-    for folder in (batch.ctx.home.paths.quarantine, batch.ctx.home.paths.archive):
-        for p in folder.rglob(case.name):
-            return payload_digest(p.read_bytes())
-    raise AssertionError(f"{case.name}: payload not found")
 
 
 def test_matrix_nothing_outside_drop_is_read_or_moved(batch: Batch) -> None:
@@ -678,7 +688,8 @@ def test_attack_forged_nonce_2_63_in_a_batch(market) -> None:
     assert led.contribution("alice-ok.parquet")["status"] == ACCEPTED
     assert led.contribution("carol-bad.parquet")["reason"] == "schema_mismatch"
     assert led.contribution("junk.csv")["reason"] == "unreadable"
-    assert waiting(home) == set()
+    # §4: only an unverified manifest leaves drop/; a payload of the same name stays to be judged later
+    assert waiting(home) == {"forged63.parquet", "signed63.parquet", "junk.csv"}
     for f in ("bob-ok.parquet", "alice-ok.parquet"):
         assert _in_folder(home.paths.archive, f) and _in_folder(home.paths.archive, f + MANIFEST_SUFFIX)
     for f in files - {"bob-ok.parquet", "alice-ok.parquet"}:
@@ -714,6 +725,8 @@ def test_attack_backdated_copy_in_the_same_run(market, backdated: bool) -> None:
     assert (a["status"], b["status"]) == (ACCEPTED, ACCEPTED)
     assert a["received_at"] <= b["received_at"], "bob's copy was stamped as arriving before alice's original"
 
+    from tributary.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
+
     run_epoch(home, close=True)
     led = read_ledger(home)
     alice_status, alice_amount = _status_and_amount(home, led, "a-original.parquet")
@@ -733,6 +746,8 @@ def test_attack_backdated_copy_in_a_later_run(market) -> None:
     run_ingest(home)
     led = read_ledger(home)
     assert led.contribution("a-original.parquet")["received_at"] <= led.contribution("b-copy.parquet")["received_at"]
+
+    from tributary.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
 
     run_epoch(home, close=True)
     led = read_ledger(home)
@@ -868,7 +883,11 @@ def test_attack_redropped_submission_has_its_own_rows(market) -> None:
     assert len(led.quarantine_for("copy.parquet")) == 1
     if copy["reason"] == "unreadable":
         assert "payload" in led.quarantined("copy.parquet")["detail"]
-    assert waiting(home) == set()
-    # every copy is kept: the original in the archive, both later ones in quarantine
+        # its manifest names another payload, so it does not verify as copy.parquet's: that payload stays (§4)
+        assert waiting(home) == {"copy.parquet"}
+    else:
+        assert waiting(home) == set()
+    # every copy is kept: the original in the archive, the later ones in quarantine
     assert _in_folder(home.paths.archive, "orig.parquet")
-    assert _in_folder(home.paths.quarantine, "orig.parquet") and _in_folder(home.paths.quarantine, "copy.parquet")
+    assert _in_folder(home.paths.quarantine, "orig.parquet")
+    assert _in_folder(home.paths.quarantine, "copy.parquet" + MANIFEST_SUFFIX)
