@@ -1,0 +1,272 @@
+"""The Beam ingest with its quality gate, against a plain single-process pyarrow loop doing the same per-file work.
+
+    .venv/bin/python benchmarks/ingest.py [--quick] [--submissions 200] [--rows 2000000] [--no-rss]
+
+A fresh market home under .bench/ gets a task with 32 float64 features and an int64 label (10 classes) from a
+seeded synthetic holdout, 10 registered contributors, and `--submissions` Parquet files of `--rows` rows in all,
+signed and dropped with `tributary.actions.submit` (round robin over the contributors). Copies of the dropped files
+are kept; then `tributary.stages.ingest.ingest(home)` runs (Beam, the home's default runner and workers) and is
+timed end to end, ledger records and file moves included. The baseline is one process, one file after another, on
+the copies: read the manifest and payload bytes, size check, BLAKE2b-256, Ed25519 verify (PyNaCl), decode, cast to
+the task schema, null/finite/range/label-domain checks with pyarrow.compute, per-row BLAKE2b-64 hashes
+(rewards.duplicates.row_hashes), Parquet write with the id columns. Printed: rows/s of each and Beam/baseline
+(goal >= 0.5).
+
+Then the peak RSS of an ingest at `--rss-rows` (1M and 4M rows; each home built here, each ingest in a fresh
+subprocess, RSS from os.wait4: the process and any workers it waited for), and their ratio (goal <= 1.5). And the
+quality gate alone where `quality.gate` exists: `submission_stats` per table and one `gate` over all of them (the
+GX validation), per submission. `--quick`: 20 submissions, 100k rows, no RSS runs unless `--rss` (100k vs 400k rows then).
+The scratch homes are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORK = ROOT / ".bench"
+TASK = "synth"
+FEATURES, CLASSES, CONTRIBUTORS, HOLDOUT_ROWS = 32, 10, 10, 2000
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def synthetic(rng: np.random.Generator, means: np.ndarray, n: int) -> pa.Table:
+    """Rows of the 10-class mixture: class mean plus unit noise, float64 features f_0..f_31, int64 label."""
+    y = rng.integers(0, CLASSES, n)
+    x = means[y] + rng.normal(size=(n, FEATURES))
+    return pa.table({**{f"f_{i}": x[:, i] for i in range(FEATURES)}, "label": y.astype(np.int64)})
+
+
+def build_market(root: Path, submissions: int, rows: int, *, seed: int = 0):
+    """A fresh home with the task, contributors and `submissions` signed files of `rows` rows in all in drop/."""
+    from tributary import actions
+    from tributary.home import open_home
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=1.5, size=(CLASSES, FEATURES))
+    home = open_home(root / "home")
+    work = root / "work"
+    work.mkdir()
+    holdout = work / "holdout.parquet"
+    pq.write_table(synthetic(rng, means, HOLDOUT_ROWS), holdout)
+    actions.task_init(home, TASK, holdout, "label")
+    names = [f"c{i:02d}" for i in range(CONTRIBUTORS)]
+    for name in names:
+        actions.keygen(home, name)
+        actions.register(home, name, "contributor")
+    sizes = [rows // submissions + (i < rows % submissions) for i in range(submissions)]
+    for i, n in enumerate(sizes):
+        path = work / f"part-{i:04d}.parquet"
+        pq.write_table(synthetic(rng, means, n), path)
+        actions.submit(home, path, key=names[i % CONTRIBUTORS], task=TASK)
+        path.unlink()
+    return home, sum(sizes)
+
+
+# ------------------------------------------------------------------------------------- the single-process baseline
+
+
+def canonical_json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float, float]],
+                    registered: set[str], max_bytes: int) -> tuple[int, int]:
+    """Every per-file step of ingest, one file after another in this process; (files accepted, rows written)."""
+    import nacl.signing
+
+    from rewards.duplicates import row_hashes
+
+    features, label = task.feature_names(), task.label
+    domain = pa.array(sorted(int(v) for v in task.label_domain), pa.int64())
+    accepted = rows = 0
+    for manifest_path in sorted(files.glob("*" + MANIFEST_SUFFIX)):
+        m = json.loads(manifest_path.read_bytes())
+        signature = m.pop("signature")
+        nacl.signing.VerifyKey(bytes.fromhex(m["public_key"])).verify(canonical_json(m), bytes.fromhex(signature))
+        assert m["public_key"] in registered and m["task"] == task.name
+        data = (files / m["payload"]).read_bytes()
+        assert len(data) == m["size"] <= max_bytes
+        assert hashlib.blake2b(data, digest_size=32).hexdigest() == m["digest"]
+        table = pq.read_table(pa.BufferReader(data))
+        table = pa.table({**{f: table.column(f).cast(pa.float64()) for f in features},
+                          label: table.column(label).cast(pa.int64())})
+        for f in features:
+            col = table.column(f)
+            lo, hi = bounds[f]
+            assert col.null_count == 0
+            assert pc.all(pc.is_finite(col)).as_py()
+            mn, mx = pc.min_max(col).values()
+            assert lo <= mn.as_py() and mx.as_py() <= hi
+        lab = table.column(label)
+        assert lab.null_count == 0 and pc.all(pc.is_in(lab, value_set=domain)).as_py()
+        x = np.column_stack([table.column(f).to_numpy() for f in features])
+        hashes = row_hashes(x, lab.to_numpy())
+        sid = f"{m['digest']}-{m['public_key']}-{m['nonce']}"
+        n = table.num_rows
+        table = (table.append_column("submission_id", pa.array([sid] * n))
+                 .append_column("contributor", pa.array([m["public_key"]] * n))
+                 .append_column("row_index", pa.array(np.arange(n, dtype=np.int64)))
+                 .append_column("row_hash", pa.array(hashes, pa.uint64())))
+        pq.write_table(table, out / f"{m['digest']}-{m['public_key']}.parquet")
+        accepted += 1
+        rows += n
+    return accepted, rows
+
+
+# ---------------------------------------------------------------------------------------------- the measurements
+
+
+def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
+    from ledger.accounts import all_accounts
+    from ledger.db import open_ledger
+    from quality.task import load_task
+    from tributary.stages.ingest import ingest
+
+    start = time.perf_counter()
+    home, rows = build_market(scratch / "main", submissions, rows)
+    print(f"built the market: {submissions} signed submissions, {rows:,} rows x {FEATURES} float64 + int64 label, "
+          f"{CONTRIBUTORS} contributors, in {time.perf_counter() - start:.1f} s")
+    copies = scratch / "main" / "copies"
+    shutil.copytree(home.paths.drop, copies)
+
+    start = time.perf_counter()
+    summary = ingest(home)
+    beam_s = time.perf_counter() - start
+    if summary.accepted != submissions:
+        print(f"note: Beam ingest accepted {summary.accepted} of {submissions} ({summary.reasons})")
+
+    task = load_task(home.paths.tasks / f"{TASK}.toml")
+    holdout = pq.read_table(home.paths.holdout / f"{TASK}.parquet")
+    bounds = {}
+    for f in task.feature_names():  # generous bounds, as a task declares them: every synthetic row is inside
+        mn, mx = (v.as_py() for v in pc.min_max(holdout.column(f)).values())
+        bounds[f] = (mn - 3 * (mx - mn), mx + 3 * (mx - mn))
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        registered = {a.public_key for a in all_accounts(con) if a.public_key}
+    out = scratch / "main" / "baseline-lake"
+    out.mkdir()
+    start = time.perf_counter()
+    done, base_rows = baseline_ingest(copies, out, task, bounds, registered, home.settings.max_payload_bytes)
+    base_s = time.perf_counter() - start
+    assert (done, base_rows) == (submissions, rows)
+
+    beam_rate, base_rate = summary.rows / beam_s, base_rows / base_s
+    print(f"Beam ingest + quality gate:  {beam_s:7.2f} s  {beam_rate:>12,.0f} rows/s  ({summary.accepted} accepted, "
+          f"{summary.rows:,} rows; {os.cpu_count()} cores)")
+    print(f"plain pyarrow loop, 1 proc:  {base_s:7.2f} s  {base_rate:>12,.0f} rows/s")
+    ratio = beam_rate / base_rate
+    print(f"Beam / pyarrow loop: {ratio:.2f}x (goal >= 0.5: {'ok' if ratio >= 0.5 else 'BELOW GOAL'})")
+    gate_cost(home, task, copies)
+
+
+def gate_cost(home, task, copies: Path) -> None:
+    """The quality gate alone, if quality.gate exists: stats per table, then one GX validation over them all."""
+    try:
+        from quality.gate import gate, submission_stats
+    except ImportError as e:
+        print(f"quality gate alone: skipped (quality.gate not importable: {e})")
+        return
+    from quality.schema import cast_to_task
+
+    tables = []
+    for i, manifest_path in enumerate(sorted(copies.glob("*" + MANIFEST_SUFFIX))):
+        payload = copies / json.loads(manifest_path.read_bytes())["payload"]
+        tables.append((f"s{i}", cast_to_task(pq.read_table(payload), task, file=payload.name)))
+    gate([submission_stats(tables[0][1], task, "warm-up")], task)  # GX's import and context, once per process
+    start = time.perf_counter()
+    stats = [submission_stats(t, task, sid) for sid, t in tables]
+    stats_s = time.perf_counter() - start
+    start = time.perf_counter()
+    reports = gate(stats, task)
+    gate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    gate(stats[:1], task)
+    one_s = time.perf_counter() - start
+    n = len(tables)
+    passed = sum(r.success for r in reports.values())
+    print(f"quality gate alone, {n} submissions: stats {stats_s / n * 1e3:.1f} ms + GX {gate_s / n * 1e3:.1f} ms "
+          f"per submission ({passed} pass); one GX validation of a single submission {one_s * 1e3:.0f} ms")
+
+
+INGEST_CHILD = ("import sys; from tributary.home import open_home; from tributary.stages.ingest import ingest; "
+                "s = ingest(open_home(sys.argv[1])); print(s.accepted, s.rows)")
+
+
+def ingest_rss(scratch: Path, submissions: int, sizes: tuple[int, ...]) -> list[tuple]:
+    """(rows, seconds, peak RSS bytes) of an ingest per size, each of a freshly built market in its own subprocess."""
+    homes = [(f"rss-{n}", build_market(scratch / f"rss-{n}", submissions, n, seed=1)[0]) for n in sizes]
+    return [_finish_ingest(scratch, tag, time.perf_counter(), _start_ingest(home), submissions) for tag, home in homes]
+
+
+def _start_ingest(home) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", INGEST_CHILD, str(home.root)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _finish_ingest(scratch: Path, tag: str, start: float, proc: subprocess.Popen, submissions: int) -> tuple:
+    out, err = proc.stdout.read(), proc.stderr.read()  # small: one line, and Beam's warnings
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"ingest of {tag} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
+    accepted, landed = map(int, out.split())
+    if accepted != submissions:
+        print(f"note: {tag}: {accepted} of {submissions} accepted")
+    shutil.rmtree(scratch / tag, ignore_errors=True)
+    return landed, seconds, usage.ru_maxrss * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 submissions, 100k rows, no RSS runs")
+    parser.add_argument("--submissions", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=2_000_000, help="rows in all, over the submissions")
+    parser.add_argument("--rss-rows", type=int, nargs=2, default=(1_000_000, 4_000_000), metavar=("SMALL", "LARGE"))
+    parser.add_argument("--no-rss", action="store_true", help="skip the two RSS runs")
+    parser.add_argument("--rss", action="store_true", help="with --quick: do the two RSS runs (100k vs 400k rows)")
+    args, _ = parser.parse_known_args()  # make bench passes its own flags to every script
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "great_expectations", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.quick:
+        args.submissions, args.rows, args.rss_rows = 20, 100_000, (100_000, 400_000)
+
+    WORK.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
+    try:
+        ingest_throughput(scratch, args.submissions, args.rows)
+        if args.quick and not args.rss:
+            print("peak RSS at two sizes: skipped with --quick (each is another Beam run; add --rss for 100k vs 400k)")
+        elif not args.no_rss:
+            small, large = ingest_rss(scratch, args.submissions, tuple(args.rss_rows))
+            for rows, seconds, rss in (small, large):
+                print(f"ingest of {rows:>10,} rows in a fresh process: peak RSS {rss / 1e6:6.0f} MB, {seconds:6.1f} s")
+            ratio = large[2] / small[2]
+            print(f"peak RSS x{ratio:.2f} for x{large[0] / small[0]:.0f} rows (goal <= 1.5: "
+                  f"{'ok' if ratio <= 1.5 else 'OVER GOAL'})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
