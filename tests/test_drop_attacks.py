@@ -631,7 +631,7 @@ def test_nonce_2_63_is_unreadable_and_the_batch_survives(market) -> None:
     assert "nonce" in led.quarantined("huge-nonce.parquet")["detail"]
     assert row["account_id"] is None
     assert led.contribution("max-nonce.parquet")["status"] == ACCEPTED   # 2^63 - 1 is in bounds
-    assert waiting(home) == set()
+    assert waiting(home) == {"huge-nonce.parquet"}   # the payload of an unverified manifest stays (§4)
 
 
 # ---- attack a: a forged manifest must not burn a real key's nonces
