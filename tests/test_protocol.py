@@ -152,7 +152,9 @@ def test_one_flipped_signature_bit_is_bad_signature_attributed_to_nobody(market)
     assert row["account_id"] is None  # §4.3: nothing in an unverified manifest is believed, not even its key
     assert row["submission_id"].startswith("unverified-")
     assert quarantine_reasons(market) == [("bad_signature", None)]
+    # §4: an unverified manifest speaks for nobody: only it moves to quarantine/; the payload of that name stays in
+    # drop/ to be judged with the manifest that really completes it (or to end `incomplete`)
     held = market.home.paths.quarantine / f"epoch={epoch}"
-    assert (held / "shard.parquet").read_bytes() == payload
-    assert (held / "shard.parquet.manifest.json").is_file()
-    assert not (drop / "shard.parquet").exists()
+    assert json.loads((held / "shard.parquet.manifest.json").read_text()) == manifest
+    assert not (drop / "shard.parquet.manifest.json").exists()
+    assert (drop / "shard.parquet").read_bytes() == payload
