@@ -78,17 +78,16 @@ def test_killed_ingest_then_rerun_equals_an_uninterrupted_run(loaded: Path, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_killed_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(loaded: Path, tmp_path: Path,
-                                                                          seed: int) -> None:
+def test_killed_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(loaded: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     shutil.copytree(loaded, reference, symlinks=True)
     started = time.monotonic()
     _run(reference)
     took = time.monotonic() - started
     expected = _state(reference)
-    home = tmp_path / "killed"
-    shutil.copytree(loaded, home, symlinks=True)
-    _run(home, kill_after=random.Random(seed).uniform(0.2, took))
-    assert _run(home) == 0
-    assert _state(home) == expected
+    for seed in (1, 2, 3):
+        home = tmp_path / f"killed-{seed}"
+        shutil.copytree(loaded, home, symlinks=True)
+        _run(home, kill_after=random.Random(seed).uniform(0.2, took))
+        assert _run(home) == 0
+        assert _state(home) == expected, seed
