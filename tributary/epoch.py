@@ -14,7 +14,7 @@ from tributary.stages.consensus import (  # noqa: F401  (the stages, re-exported
     ConsensusOutcome, ValidatorWeights, house_weights_for, run_consensus, validator_weights,
 )
 from tributary.stages.ingest import (  # noqa: F401
-    IngestSummary, LakeSnapshot, PredictionsGate, ingest, lake_snapshot, revalidate,
+    IngestSummary, LakeSnapshot, ingest, lake_snapshot, revalidate,
 )
 from tributary.stages.scoring import EpochScores, SubmissionScore, prior_rows, score, score_predictions  # noqa: F401
 from tributary.stages.settle import account_names, build_settlement, settle, weight_copy_report  # noqa: F401
