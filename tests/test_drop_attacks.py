@@ -891,3 +891,35 @@ def test_attack_redropped_submission_has_its_own_rows(market) -> None:
     assert _in_folder(home.paths.archive, "orig.parquet")
     assert _in_folder(home.paths.quarantine, "orig.parquet")
     assert _in_folder(home.paths.quarantine, "copy.parquet" + MANIFEST_SUFFIX)
+
+
+# ---- names that are not UTF-8
+
+
+def test_attack_non_utf8_file_names_do_not_crash_ingest(market) -> None:
+    """A drop/ entry named with bytes that are not UTF-8 (Python lists it with surrogate escapes): a signed
+    manifest naming it, and a FIFO so named. Ingest must not raise; the manifest's payload is not 1-255 bytes of
+    UTF-8 (§3), so it is unreadable, and the FIFO not_regular; an honest submission next to them goes through."""
+    home = market.home
+    drop = os.fsencode(home.paths.drop)
+    k = key_of(home, "alice")
+    data = _good()
+    name = os.fsdecode(b"x\xff.parquet")                       # 'x\udcff.parquet'
+    doc = fields_for(k, data, name, nonce=7)
+    msg = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
+    doc["signature"] = k.sign(msg).signature.hex()
+    with open(drop + b"/x\xff.parquet", "wb") as f:
+        f.write(data)
+    with open(drop + b"/x\xff.parquet.manifest.json", "wb") as f:
+        f.write(json.dumps(doc).encode())                      # "\udcff" as a JSON escape
+    os.mkfifo(drop + b"/fifo\xfe.csv")
+    market.submit("bob", honest(340, 380), "bob-ok.parquet")
+
+    run_ingest(home, timeout=180, fifos=[home.paths.drop / os.fsdecode(b"fifo\xfe.csv")])
+    led = read_ledger(home)
+    assert led.contribution("bob-ok.parquet")["status"] == ACCEPTED
+    assert len(led.contributions) == 3, led.contributions
+    reasons = sorted(r["reason"] for r in led.contributions if r["status"] == "quarantined")
+    assert reasons == ["not_regular", "unreadable"], led.contributions
+    left = {os.fsdecode(n) for n in os.listdir(drop)}
+    assert os.fsdecode(b"x\xff.parquet.manifest.json") not in left and os.fsdecode(b"fifo\xfe.csv") not in left

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.feather as pa_feather
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.errors import ManifestError
@@ -193,6 +193,13 @@ def test_parse_manifest_accepts_only_what_the_spec_allows(data: bytes) -> None:
 
 @FAST
 @given(fuzzed_docs())
+@example({**BASE, "payload": "\ud800"})               # a lone surrogate: not UTF-8
+@example({**BASE, "payload": "x\udcff.parquet"})      # how Python spells a non-UTF-8 byte in a listed file name
+@example({**BASE, "nonce": 2**63})
+@example({**BASE, "size": 0})
+@example({**BASE, "size": 2**53})
+@example({**BASE, "task": "a" * 65})
+@example({**BASE, "created_at": "2026-11-25T12:00:00+00:00" + " " * 60})
 def test_parse_manifest_field_by_field(doc: dict) -> None:
     try:
         data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
