@@ -491,7 +491,7 @@ def _predictions_report(s: dict, task: Task, n_challenge: int, verdicts: dict[st
     n = int(s[ROWS])
     out = _Lines(s["submission_id"], verdicts)
     out.add("row_count", None, out.passed("row_count", TABLE), f"{n} rows, one per challenge row",
-            f"{n} rows, but the challenge has {n_challenge}", str(n))
+            f"{n} rows, but {n_challenge} expected (one per challenge row)", str(n))
     nulls, dup, unknown = (s[stat_key("row_id", k)] for k in (NULLS, DUPLICATES, NOT_IN_CHALLENGE))
     out.add("not_null", "row_id", out.passed("not_null", "row_id"), "no nulls", f"{nulls} of {n} row ids null",
             str(nulls))

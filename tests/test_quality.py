@@ -462,7 +462,7 @@ def test_predictions_gate():
     assert failed == {"good": [], "short": [("row_count", None)], "dup": [("row_id_unique", "row_id")],
                       "unknown": [("row_id_in_challenge", "row_id")],
                       "over": [("probability_bounds", "p_0"), ("probability_bounds", "p_1")]}
-    assert reports["short"].summary() == "table: 9 rows, but the challenge has 10"
+    assert reports["short"].summary() == "table: 9 rows, but 10 expected (one per challenge row)"
 
 
 def test_cast_predictions_names_column_and_rule():
