@@ -33,8 +33,8 @@ class Arrival:
     decided_epoch: int | None
 
 
-def sight(con: duckdb.DuckDBPyConnection, entries: Sequence[Seen], *, now: datetime, epoch: int) -> dict[str, Arrival]:
-    """Stamp every name not seen before (in listing order) and return the live arrival of each listed name.
+def sight(con: duckdb.DuckDBPyConnection, entries: Sequence[Seen], *, now: datetime, epoch: int) -> list[Arrival]:
+    """Stamp every name not seen before (in listing order) and return the live arrival of each, in that order.
 
     A live arrival whose file is no longer listed has left drop/ (moved by an interrupted run, or taken back by its
     sender): it is closed, so a later file under the same name is a new arrival.
@@ -44,7 +44,7 @@ def sight(con: duckdb.DuckDBPyConnection, entries: Sequence[Seen], *, now: datet
     for key, a in live.items():
         if key not in listed:
             con.execute("UPDATE arrivals SET left_at = ? WHERE arrival = ?", [now, a.arrival])
-    out: dict[str, Arrival] = {}
+    out: list[Arrival] = []
     for e in entries:
         a = live.get((e.name, e.identity))
         if a is None:
@@ -52,7 +52,7 @@ def sight(con: duckdb.DuckDBPyConnection, entries: Sequence[Seen], *, now: datet
             con.execute("INSERT INTO arrivals (arrival, name, identity, first_seen_at, epoch) VALUES (?, ?, ?, ?, ?)",
                         [n, e.name, e.identity, now, epoch])
             a = Arrival(int(n), e.name, e.identity, now, None, None, None)
-        out[e.name] = a
+        out.append(a)
     return out
 
 

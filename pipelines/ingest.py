@@ -130,11 +130,14 @@ class DropScan:
     loose: tuple[storage.Entry, ...]          # regular files no listed manifest names (payload before its manifest)
     in_progress: tuple[storage.Entry, ...]    # regular dot-names: a writer's temporary files
     not_regular: tuple[storage.Entry, ...]    # links, FIFOs, devices, directories nobody's manifest names
+    bad_names: tuple[storage.Entry, ...] = ()  # names that are not valid UTF-8: nothing can be recorded under them
 
 
 def scan_drop(drop: str) -> DropScan:
     """List drop/ without opening or following anything."""
-    entries = storage.list_folder(str(drop))
+    listed = storage.list_folder(str(drop))
+    bad_names = [e for e in listed if not _is_utf8(e.name)]
+    entries = [e for e in listed if _is_utf8(e.name)]
     by_name = {e.name: e for e in entries}
     manifests = [e for e in entries if e.regular and not e.name.startswith(".") and e.name.endswith(MANIFEST_SUFFIX)
                  and e.name != MANIFEST_SUFFIX]
@@ -151,7 +154,21 @@ def scan_drop(drop: str) -> DropScan:
             in_progress.append(e)
         else:
             loose.append(e)
-    return DropScan(tuple(entries), tuple(manifests), tuple(loose), tuple(in_progress), tuple(not_regular))
+    return DropScan(tuple(listed), tuple(manifests), tuple(loose), tuple(in_progress), tuple(not_regular),
+                    tuple(bad_names))
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:   # os.scandir decodes undecodable bytes to lone surrogates
+        return False
+    return True
+
+
+def display_name(name: str) -> str:
+    """A listed name as text the ledger can store: undecodable bytes written as \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # ----------------------------------------------------------------------------------------------- elements
@@ -671,6 +688,21 @@ def _read_records(run_dir: str) -> list[dict]:
 def _standalone(scan: DropScan, sightings: Mapping[str, Sighting]) -> list[dict]:
     """Decisions the driver makes from the listing alone: non-regular entries, and loose files past the wait."""
     out = []
+    bad = {e.name: e for e in scan.bad_names}
+    paired = {e.name[: -len(MANIFEST_SUFFIX)] for e in scan.bad_names if e.regular and e.name.endswith(MANIFEST_SUFFIX)}
+    for e in scan.bad_names:
+        shown = display_name(e.name)
+        if not e.regular:
+            out.append(unverified_record(shown, (e.name,), sightings[e.name], R.NOT_REGULAR,
+                                         f"{shown}: a {e.what}, not a regular file; not opened or followed"))
+        elif e.name.endswith(MANIFEST_SUFFIX):
+            payload = e.name[: -len(MANIFEST_SUFFIX)]
+            files = (payload, e.name) if payload in bad and bad[payload].regular else (e.name,)
+            out.append(unverified_record(shown, files, sightings[e.name], R.UNREADABLE,
+                                         f"{shown}: field 'payload': the file name is not valid UTF-8"))
+        elif e.name not in paired:
+            out.append(unverified_record(shown, (e.name,), sightings[e.name], R.UNREADABLE,
+                                         f"{shown}: the file name is not valid UTF-8; name files in UTF-8"))
     for e in scan.not_regular:
         out.append(unverified_record(e.name, (e.name,), sightings[e.name], R.NOT_REGULAR,
                                      f"{e.name}: a {e.what}, not a regular file; not opened or followed"))

@@ -83,7 +83,11 @@ def check_payload_name(name: str) -> str | None:
     """Why `name` is not a plain file name in the drop folder, or None when it is."""
     if not name:
         return "must not be empty"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_NAME_BYTES:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid UTF-8"
+    if len(encoded) > MAX_PAYLOAD_NAME_BYTES:
         return f"must be at most {MAX_PAYLOAD_NAME_BYTES} bytes"
     if "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
         return "must be a plain file name, without a directory"

@@ -71,6 +71,10 @@ def read_table_bytes(data: bytes, name: str) -> pa.Table:
         table = reader(bytes(data))
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as e:
         raise UnreadableError(name, _why(suffix, bytes(data), e)) from None
+    try:
+        table.schema.names  # column names arrive as bytes; one that is not UTF-8 cannot even be named
+    except UnicodeDecodeError:
+        raise UnreadableError(name, "a column name is not valid UTF-8") from None
     if suffix in CSV_SUFFIXES:  # pyarrow keeps undecodable text as binary when it cannot infer a string column
         for field in table.schema:
             if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):

@@ -16,7 +16,8 @@ def jitter(table: pa.Table, eps: float, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     out = table
     for i, name in enumerate(table.column_names[:-1]):
-        col = table.column(name).to_numpy() + rng.uniform(-eps, eps, table.num_rows)
+        # kept inside the task's declared pixel bounds [0, 16], so only the jitter tells the copy apart
+        col = np.clip(table.column(name).to_numpy() + rng.uniform(-eps, eps, table.num_rows), 0.0, 16.0)
         out = out.set_column(i, name, pa.array(col))
     return out
 

@@ -35,7 +35,9 @@ def ingest(home: Home) -> IngestSummary:
 
     Every step is idempotent: a run killed at any point and run again ends as if it had never been interrupted.
     """
-    from pipelines.ingest import Registry, Sighting, iso, move_files, run_ingest, scan_drop  # Beam only when used
+    from pipelines.ingest import (  # Beam is imported only when ingest runs
+        Registry, Sighting, display_name, iso, move_files, run_ingest, scan_drop,
+    )
 
     paths = home.paths
     tasks = load_tasks(paths.tasks)
@@ -45,7 +47,9 @@ def ingest(home: Home) -> IngestSummary:
     entries = sorted(scan.entries, key=lambda e: (e.changed_ns, e.name))
     with open_ledger(paths.ledger) as con, transaction(con):
         epoch = current_epoch(con)
-        seen = arrivals.sight(con, entries, now=now, epoch=epoch)
+        stamped = arrivals.sight(con, [arrivals.Seen(display_name(e.name), e.identity) for e in entries],
+                                 now=now, epoch=epoch)
+        seen = {e.name: a for e, a in zip(entries, stamped)}  # the real name (which may not be UTF-8) -> arrival
         registry = Registry(
             accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
             last_nonce=contributions.last_nonces(con),
@@ -85,7 +89,8 @@ def ingest(home: Home) -> IngestSummary:
         arrivals.decide(con, decisions)
         pending = arrivals.pending_moves(con)
     failpoints.reach("ingest.recorded")
-    _move_decided(home, pending, move_files)
+    real = {(display_name(e.name), e.identity): e.name for e in entries}
+    _move_decided(home, pending, real, move_files)
     reasons: dict[str, int] = {}
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
@@ -109,11 +114,14 @@ def _only(scan, names: dict):
     keep = lambda es: tuple(e for e in es if e.name in names)  # noqa: E731
     return dataclasses.replace(scan, entries=keep(scan.entries), manifests=keep(scan.manifests),
                                loose=keep(scan.loose), in_progress=keep(scan.in_progress),
-                               not_regular=keep(scan.not_regular))
+                               not_regular=keep(scan.not_regular), bad_names=keep(scan.bad_names))
 
 
-def _move_decided(home: Home, pending: list, move_files) -> None:
-    """Move every decided name still in drop/ to archive/ or quarantine/ of its epoch, then mark it gone."""
+def _move_decided(home: Home, pending: list, real: dict, move_files) -> None:
+    """Move every decided name still in drop/ to archive/ or quarantine/ of its epoch, then mark it gone.
+
+    `real` maps (name as recorded, identity) to the name on disk; a decided name no longer listed has already left.
+    """
     paths = home.paths
     groups: dict[tuple[str, int], list] = {}
     for a in pending:
@@ -121,7 +129,8 @@ def _move_decided(home: Home, pending: list, move_files) -> None:
     for (destination, epoch), group in sorted(groups.items()):
         root = paths.archive if destination == "archive" else paths.quarantine
         for a in group:
-            move_files(str(paths.drop), str(root / f"epoch={epoch}"), [a.name])
+            if (a.name, a.identity) in real:
+                move_files(str(paths.drop), str(root / f"epoch={epoch}"), [real[(a.name, a.identity)]])
             failpoints.reach("ingest.moved_one")
     failpoints.reach("ingest.moved")
     if pending:
