@@ -2,6 +2,7 @@
 
 
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
@@ -29,6 +30,11 @@ def contributions(context: dg.AssetExecutionContext, tributary: TributaryHome) -
         "quarantined": summary.quarantined,
         "rows": summary.rows,
         "quarantine_reasons": _markdown_table(["reason", "count"], sorted(summary.reasons.items())),
+        "waiting": summary.waiting,
+        "suspicious": summary.suspicious,
+        **({"data_docs": dg.MetadataValue.md("\n".join(f"- [{Path(d).parent.name}](file://{d})"
+                                                          for d in summary.data_docs))}
+           if summary.data_docs else {}),
     })
     return summary
 

@@ -27,18 +27,31 @@ def print_query(console: Console, home: Home, sql: str, title: str) -> None:
     console.print(grid)
 
 
+def _short_id(submission_id: str) -> str:
+    """Digest and key prefixes and the nonce: enough to tell submissions apart on a screen."""
+    parts = submission_id.split("-")
+    if len(parts) == 3 and len(parts[0]) == 64 and len(parts[1]) == 64:
+        return f"{parts[0][:12]}…-{parts[1][:8]}…-{parts[2]}"
+    return submission_id
+
+
 def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
     """What one `epoch run` did: ingest counts, per-submission values, and the settlement if it closed."""
     s = run.ingest
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.reasons.items())) or "none"
     console.print(f"[bold]epoch {s.epoch}[/]: accepted {s.accepted} submissions ({s.rows} rows), "
                   f"quarantined {s.quarantined} ({reasons})")
+    if s.waiting or s.suspicious:
+        console.print(f"  {s.waiting} incomplete submission(s) left waiting in drop/; {s.suspicious} accepted but "
+                      "flagged suspicious (values far outside the task's profile: see contributions.suspicious)")
+    for docs in s.data_docs:
+        console.print(f"  Great Expectations Data Docs: {docs}")
     if run.scores.submissions:
         grid = Table(title=f"epoch {s.epoch}: data value so far", title_justify="left")
         for col in ("submission", "account", "task", "rows", "duplicates", "value"):
             grid.add_column(col)
         for sub in run.scores.submissions:
-            grid.add_row(sub.submission_id, sub.account_id, sub.task, str(sub.rows), str(sub.duplicate_rows),
+            grid.add_row(_short_id(sub.submission_id), sub.account_id, sub.task, str(sub.rows), str(sub.duplicate_rows),
                          f"{sub.value:.6f}")
         console.print(grid)
     if run.outcome is not None:

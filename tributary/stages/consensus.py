@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipelines.lake import read_lake_file
 from ledger import accounts, contributions, transfers
 from ledger.db import open_ledger
 from tributary.home import Home
@@ -56,7 +56,7 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
     wanted = "reveal" if home.settings.commit_reveal else "plain"
     latest: dict[str, pa.Table] = {}
     for sub in weight_subs:  # ordered by arrival: a later file replaces an earlier one
-        table = pq.read_table(home.root / sub.lake_path)
+        table = read_lake_file(home.path_of(sub.lake_path))
         if table.num_rows and table.column("mode")[0].as_py() == wanted:
             latest[sub.account_id] = table
     for account_id, table in sorted(latest.items()):

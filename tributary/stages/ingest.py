@@ -28,6 +28,7 @@ class IngestSummary:
     rows: int
     waiting: int = 0
     suspicious: int = 0
+    data_docs: tuple[str, ...] = ()  # the epoch's Great Expectations Data Docs (index.html per kind and task)
 
 
 def ingest(home: Home) -> IngestSummary:
@@ -94,9 +95,10 @@ def ingest(home: Home) -> IngestSummary:
     reasons: dict[str, int] = {}
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    docs = tuple(sorted(str(p) for p in (paths.docs / f"epoch={epoch}").glob("*/index.html")))
     return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons,
                          sum(a.rows for a in result.accepted), len(result.waiting),
-                         sum(1 for a in result.accepted if a.suspicious))
+                         sum(1 for a in result.accepted if a.suspicious), docs)
 
 
 def _clear_staging(home: Home) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.lake import read_lake_file
 from ledger import contributions, transfers
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
@@ -59,7 +59,7 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
     for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
         task_subs = [s for s in subs if s.task == task_name]
-        tables = [pq.read_table(home.path_of(s.lake_path)) for s in task_subs]
+        tables = [read_lake_file(home.path_of(s.lake_path)) for s in task_subs]
         pool = pa.concat_tables(tables) if tables else None
         prior = prior_rows(home, epoch, task)
         holdout = pq.read_table(home.path_of(task.holdout))
@@ -118,7 +118,7 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[d
         chosen = sorted(latest.values(), key=lambda s: s.account_id)
         probs = []
         for sub in chosen:
-            table = pq.read_table(home.root / sub.lake_path).sort_by("row_id")
+            table = read_lake_file(home.path_of(sub.lake_path)).sort_by("row_id")
             probs.append(np.column_stack([table.column(c).to_numpy() for c in task.prediction_columns()[1:]]))
         model = score_models(probs, [float(stakes.get(s.account_id, 0)) for s in chosen], y, len(task.label_domain))
         scored = {s.submission_id: m.score for s, m in zip(chosen, model)}
@@ -138,8 +138,6 @@ def prior_rows(home: Home, epoch: int, task: Task) -> pa.Table:
 
     The ledger says which lake files count; a lake file that an interrupted ingest wrote but never recorded does not.
     """
-    from pipelines.lake import read_lake_file
-
     columns = [*task.feature_names(), "_row_hash", "_contributor"]
     with open_ledger(home.paths.ledger, read_only=True) as con:
         subs = contributions.accepted_before(con, epoch, "dataset", task.name)
