@@ -147,3 +147,50 @@ def test_scaled_shard_is_suspicious_but_accepted(wine):
     report = check_table(cast_to_task(scaled, strict), strict)
     assert not report.success and report.suspicious
     assert "far outside the holdout profile" in report.summary()
+
+
+def test_through_the_cli_and_ingest_every_honest_shard_is_accepted(tmp_path):
+    """As a new user would: `tributary task init` with its defaults on a random quarter of each dataset, every
+    honest shard of the rest submitted and ingested, next to files that must still be refused."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from ledger.db import open_ledger
+    from tributary import actions
+    from tributary.home import open_home
+    from tributary.stages.ingest import ingest
+
+    home = open_home(tmp_path / "home")
+    cli = [sys.executable, "-m", "tributary.cli", "--home", str(home.root)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    actions.keygen(home, "honest")
+    actions.register(home, "honest", "contributor")
+    expected_refusals = {}
+    for name in sorted(LOADERS):
+        holdout, shards = split(name, seed=7)
+        pq.write_table(holdout, tmp_path / f"{name}-holdout.parquet")
+        done = subprocess.run([*cli, "task", "init", name, "--holdout", str(tmp_path / f"{name}-holdout.parquet"),
+                               "--label", "label"], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        for i, shard in enumerate(shards):
+            pq.write_table(shard, tmp_path / f"{name}-{i}.parquet")
+            actions.submit(home, tmp_path / f"{name}-{i}.parquet", key="honest", task=name)
+    bad = split("iris", seed=7)[1][0]
+    refused = {
+        "missing-column.parquet": (bad.drop_columns(["x0"]), "schema_mismatch"),
+        "string-feature.parquet": (bad.set_column(1, "x1", pa.array(["oops"] * bad.num_rows)), "schema_mismatch"),
+        "nan-feature.parquet": (bad.set_column(0, "x0", pa.array([np.nan] * bad.num_rows)), "quality_failed"),
+    }
+    for file, (table, reason) in refused.items():
+        pq.write_table(table, tmp_path / file)
+        actions.submit(home, tmp_path / file, key="honest", task="iris")
+        expected_refusals[file] = reason
+    summary = ingest(home)
+    assert summary.accepted == len(LOADERS) * SHARDS
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        details = con.execute("SELECT file, reason, detail FROM quarantine").fetchall()
+    quarantined = {f: r for f, r, _ in details}
+    assert quarantined == expected_refusals, details
