@@ -47,9 +47,10 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
-def _what(mode: int) -> str:
+def _what(mode: int, links: int = 1) -> str:
     if stat.S_ISREG(mode):
-        return "file"
+        # A second name for a file elsewhere (a hard link) could make us read what the sender cannot: refused too.
+        return "file" if links == 1 else "hard link"
     if stat.S_ISLNK(mode):
         return "symlink"
     if stat.S_ISDIR(mode):
@@ -74,9 +75,10 @@ def list_folder(folder: str) -> list[Entry]:
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:  # taken away while listing
                 continue
-            regular = stat.S_ISREG(st.st_mode)
+            regular = stat.S_ISREG(st.st_mode) and st.st_nlink == 1
             out.append(Entry(e.name, regular, st.st_size if regular else 0,
-                             f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}", _what(st.st_mode), st.st_ctime_ns))
+                             f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}", _what(st.st_mode, st.st_nlink),
+                             st.st_ctime_ns))
         return sorted(out, key=lambda x: x.name)
     prefix = folder.rstrip("/") + "/"
     matched = FileSystems.match([prefix + "*"])[0].metadata_list
@@ -101,9 +103,9 @@ def _open_regular_local(path: str) -> BinaryIO:
             raise NotRegularFile(e.errno, "a symbolic link, not opened", path) from None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        raise NotRegularFile(0, f"a {_what(st.st_mode)}, not a regular file", path)
+        raise NotRegularFile(0, f"a {_what(st.st_mode, st.st_nlink)}, not a regular file", path)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 

@@ -235,3 +235,25 @@ def test_row_hash_is_the_rewards_definition() -> None:
     assert int(hashes[0]) == expected
     zero = np.float64(0.0).tobytes() + np.float64(3.0).tobytes() + np.int64(0).tobytes()
     assert int(hashes[1]) == int.from_bytes(hashlib.blake2b(zero, digest_size=8).digest(), "little")
+
+
+@pytest.mark.slow
+def test_a_hard_link_to_a_file_outside_drop_is_not_read(market, tmp_path) -> None:
+    """A second name for someone else's file would let a sender learn its size or digest from a detail."""
+    from pipelines.manifest import sign_manifest
+    from tributary import keys
+
+    home = market.home
+    secret = tmp_path / "secret.parquet"
+    pq.write_table(digits_table(300, 333), secret)
+    m = sign_manifest(secret, kind="dataset", task=TASK, nonce=5, signing_key=keys.load(home.paths.keys, "alice"),
+                      created_at="2026-12-01T00:00:00Z")
+    os.link(secret, home.paths.drop / "secret.parquet")
+    (home.paths.drop / "secret.parquet.manifest.json").write_text(m.to_json())
+    summary = ingest(home)
+    assert summary.reasons == {"not_regular": 1}
+    ((detail,),) = _rows(home, "SELECT detail FROM quarantine")
+    assert "hard link" in detail or "not a regular file" in detail
+    assert str(secret.stat().st_size) not in detail and m.digest not in detail
+    assert pq.read_table(secret).num_rows == 33       # untouched
+    assert not (home.paths.drop / "secret.parquet").exists()   # the second name moved to quarantine/, as a name
