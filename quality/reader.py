@@ -69,6 +69,7 @@ def read_table_bytes(data: bytes, name: str) -> pa.Table:
         raise UnreadableError(name, f"unsupported file type {suffix or '(none)'!r}; use {', '.join(SUFFIXES)}")
     try:
         table = reader(bytes(data))
+        table.validate(full=True)  # a corrupt file can decode to arrays whose buffers are too short
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as e:
         raise UnreadableError(name, _why(suffix, bytes(data), e)) from None
     try:

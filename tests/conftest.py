@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hypothesis import settings as hypothesis_settings
+
 from tributary import actions
 from tributary.home import Home, open_home
+
+# Property tests are reproducible by default (the same examples every run, so CI is not a lottery); run with
+# HYPOTHESIS_PROFILE=explore to search new random examples.
+hypothesis_settings.register_profile("tributary", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("explore", deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tributary"))
 
 TASK = "digits"
 N_FEATURES = 8  # a narrow slice of load_digits keeps GX and KNN fast in tests

@@ -39,7 +39,7 @@ from tests.drop_tools import (
 
 FIELDS = ("version", "kind", "task", "payload", "size", "digest", "nonce", "created_at", "public_key", "signature")
 MAX_MANIFEST_BYTES = 65_536
-FAST = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 import nacl.signing  # noqa: E402
 
@@ -206,7 +206,8 @@ def test_parse_manifest_field_by_field(doc: dict) -> None:
     except UnicodeEncodeError:
         data = json.dumps(doc).encode()
     m = _parse(data)
-    violations = spec_violations(doc)
+    # Judge the document as JSON carries it: the escapes "\ud800\udc00" are one character (U+10000), not two.
+    violations = spec_violations(json.loads(data))
     if m is not None:
         assert not violations, f"parse_manifest accepted a manifest breaking {violations}: {doc!r}"
     untouched = doc.get("created_at") == BASE["created_at"] and doc.get("payload") == BASE["payload"]
