@@ -138,15 +138,13 @@ def scan_drop(drop: str) -> DropScan:
     listed = storage.list_folder(str(drop))
     bad_names = [e for e in listed if not _is_utf8(e.name)]
     entries = [e for e in listed if _is_utf8(e.name)]
-    by_name = {e.name: e for e in entries}
     manifests = [e for e in entries if e.regular and not e.name.startswith(".") and e.name.endswith(MANIFEST_SUFFIX)
                  and e.name != MANIFEST_SUFFIX]
-    named = {m.name[: -len(MANIFEST_SUFFIX)] for m in manifests}
+    # Each manifest's own name and its payload's: those are judged with the submission, not on their own.
+    claimed = {m.name for m in manifests} | {m.name[: -len(MANIFEST_SUFFIX)] for m in manifests}
     loose, in_progress, not_regular = [], [], []
     for e in entries:
-        if e in manifests:
-            continue
-        if e.name in named and e.name in by_name:   # a manifest's payload: judged with its submission
+        if e.name in claimed:
             continue
         if not e.regular:
             not_regular.append(e)
@@ -286,10 +284,6 @@ def _write_parquet(table: pa.Table, path: str) -> None:
     import pyarrow.parquet as pq
 
     storage.write_atomic(path, lambda f: pq.write_table(table, f))
-
-
-def _is_unreadable(e: BaseException) -> bool:
-    return any(c.__name__ == "UnreadableError" for c in type(e).__mro__)
 
 
 # ----------------------------------------------------------------------------------------------- DoFns
@@ -463,7 +457,7 @@ class DecodeFn(beam.DoFn):
         return data
 
     def _decode(self, sub: Submission) -> Staged:
-        from quality.errors import SchemaError
+        from quality.errors import SchemaError, UnreadableError
 
         m = sub.manifest
         data = self._payload_bytes(sub)
@@ -488,7 +482,7 @@ class DecodeFn(beam.DoFn):
                 return self._stage(sub, _with_submission_columns(table, sid, sub.account_id), stats)
             table = cast_to_task(table, task, file=m.payload)
         except SchemaError as e:
-            raise _Reject(R.UNREADABLE if _is_unreadable(e) else R.SCHEMA_MISMATCH, str(e)) from None
+            raise _Reject(R.UNREADABLE if isinstance(e, UnreadableError) else R.SCHEMA_MISMATCH, str(e)) from None
         stats = quality_gate.submission_stats(table, task, sid)
         hashes = dataset_row_hashes(table, task)
         table = _with_submission_columns(table, sid, sub.account_id)

@@ -37,7 +37,7 @@ def ingest(home: Home) -> IngestSummary:
     Every step is idempotent: a run killed at any point and run again ends as if it had never been interrupted.
     """
     from pipelines.ingest import (  # Beam is imported only when ingest runs
-        Registry, Sighting, display_name, iso, move_files, run_ingest, scan_drop,
+        Registry, Sighting, display_name, iso, run_ingest, scan_drop,
     )
 
     paths = home.paths
@@ -91,7 +91,7 @@ def ingest(home: Home) -> IngestSummary:
         pending = arrivals.pending_moves(con)
     failpoints.reach("ingest.recorded")
     real = {(display_name(e.name), e.identity): e.name for e in entries}
-    _move_decided(home, pending, real, move_files)
+    _move_decided(home, pending, real)
     reasons: dict[str, int] = {}
     for r in result.rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
@@ -119,11 +119,13 @@ def _only(scan, names: dict):
                                not_regular=keep(scan.not_regular), bad_names=keep(scan.bad_names))
 
 
-def _move_decided(home: Home, pending: list, real: dict, move_files) -> None:
+def _move_decided(home: Home, pending: list, real: dict) -> None:
     """Move every decided name still in drop/ to archive/ or quarantine/ of its epoch, then mark it gone.
 
     `real` maps (name as recorded, identity) to the name on disk; a decided name no longer listed has already left.
     """
+    from pipelines.ingest import move_files
+
     paths = home.paths
     groups: dict[tuple[str, int], list] = {}
     for a in pending:
