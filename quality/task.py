@@ -21,7 +21,8 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with write_task)
     [valuation]
     method = "knn_shapley"
     k = 5
-    near_duplicate_tol = 1e-5       # on features scaled by their range width
+    scaling = "standard"            # distances on features scaled by the holdout: standard | range | none
+    near_duplicate_tol = 1e-5       # a row this close (on the scaled features) to an earlier row is a duplicate
 
     [profile]                       # learned from the holdout; flags "suspicious", never rejects on its own
     px_0 = { q01 = 0.0, q50 = 0.0, q99 = 3.0, min = 0.0, max = 8.0 }
@@ -50,6 +51,7 @@ from quality.errors import TaskError
 FEATURE_DTYPES = ("float64", "int64")
 LABEL_DTYPES = ("int64", "string")
 VALUATION_METHODS = ("knn_shapley",)
+SCALINGS = ("standard", "range", "none")  # standard: (x - mean) / std of the holdout; range: (x - min) / (max - min)
 _ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
 
 PROFILE_QUANTILES = (0.01, 0.5, 0.99)  # stored as q01, q50, q99 with the holdout's min and max
@@ -105,7 +107,8 @@ class Task:
     holdout: str = ""
     valuation: str = "knn_shapley"
     k: int = 5
-    near_duplicate_tol: float = 1e-5  # scaled distance under which another key's earlier row makes a row a duplicate
+    near_duplicate_tol: float = 1e-5  # scaled distance under which an earlier row (anyone's) makes a row a duplicate
+    scaling: str = "standard"  # how features are scaled by the holdout before distances (one of SCALINGS)
     challenge: str = ""  # public challenge rows (row_id + features); predictions are open when set
     challenge_labels: str = ""  # their hidden labels (row_id + label)
     profile: tuple[FeatureProfile, ...] = ()  # learned from the holdout; flags only
@@ -290,7 +293,7 @@ def _parse_task(file: str, data: dict) -> Task:
 
     raw_val = r.get("valuation", (dict,), "a table with method and k", {})
     v = _Reader(file, raw_val, "valuation.")
-    v.reject_unknown({"method", "k", "near_duplicate_tol"})
+    v.reject_unknown({"method", "k", "near_duplicate_tol", "scaling"})
     method = v.get("method", (str,), f"one of {', '.join(VALUATION_METHODS)}", "knn_shapley")
     if method not in VALUATION_METHODS:
         raise v.fail("method", f"expected one of {', '.join(VALUATION_METHODS)}, got {method!r}")
@@ -300,6 +303,9 @@ def _parse_task(file: str, data: dict) -> Task:
     near_tol = v.number("near_duplicate_tol", 1e-5)
     if not near_tol > 0:
         raise v.fail("near_duplicate_tol", f"must be > 0, got {near_tol}")
+    scaling = v.get("scaling", (str,), f"one of {', '.join(SCALINGS)}", "standard")
+    if scaling not in SCALINGS:
+        raise v.fail("scaling", f"expected one of {', '.join(SCALINGS)}, got {scaling!r}")
 
     raw_features = r.get("features", (list,), "a list of [[features]] tables")
     if not raw_features:
@@ -314,7 +320,7 @@ def _parse_task(file: str, data: dict) -> Task:
 
     return Task(name=name, features=features, label=label, label_dtype=label_dtype, label_domain=tuple(domain),
                 min_rows=min_rows, max_rows=max_rows, holdout=holdout, valuation=method, k=k,
-                near_duplicate_tol=near_tol, challenge=challenge, challenge_labels=challenge_labels,
+                near_duplicate_tol=near_tol, scaling=scaling, challenge=challenge, challenge_labels=challenge_labels,
                 profile=profile, reject_suspicious=reject_suspicious)
 def load_task(path: Path) -> Task:
     """Read and check one task file; TaskError names the file and the offending key."""
@@ -368,7 +374,8 @@ def task_to_dict(task: Task) -> dict:
         "holdout": task.holdout,
         **({"challenge": task.challenge, "challenge_labels": task.challenge_labels} if task.challenge else {}),
         "features": [feature(f) for f in task.features],
-        "valuation": {"method": task.valuation, "k": task.k, "near_duplicate_tol": float(task.near_duplicate_tol)},
+        "valuation": {"method": task.valuation, "k": task.k, "near_duplicate_tol": float(task.near_duplicate_tol),
+                      "scaling": task.scaling},
     }
     if task.profile:
         doc["profile"] = {p.name: {k: float(getattr(p, k)) for k in PROFILE_KEYS} for p in task.profile}
