@@ -21,7 +21,19 @@ RESULT_QUERIES = {
                      "FROM contributions WHERE epoch = ? ORDER BY submission_id",
 }
 
+# Added after epochs were settled without them: hashed only when the epoch has such rows, so the digests of epochs
+# settled before they existed (the hash chain) still recompute the same.
+LATER_RESULT_QUERIES = {
+    "duplicate_sources": "SELECT submission_id, duplicate_of FROM contributions "
+                         "WHERE epoch = ? AND duplicate_of IS NOT NULL ORDER BY submission_id",
+}
+
 
 def results_digest(con: duckdb.DuckDBPyConnection, epoch: int) -> str:
     """BLAKE2b of every row an epoch's settlement produced or confirmed."""
-    return digest({name: [list(r) for r in con.execute(sql, [epoch]).fetchall()] for name, sql in RESULT_QUERIES.items()})
+    tables = {name: [list(r) for r in con.execute(sql, [epoch]).fetchall()] for name, sql in RESULT_QUERIES.items()}
+    for name, sql in LATER_RESULT_QUERIES.items():
+        rows = [list(r) for r in con.execute(sql, [epoch]).fetchall()]
+        if rows:
+            tables[name] = rows
+    return digest(tables)

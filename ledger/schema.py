@@ -155,6 +155,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE contributions ADD COLUMN suspicious VARCHAR;
     ALTER TABLE quarantine ADD COLUMN arrival BIGINT;
     """,
+    # 5: a duplicate names what it copies: the earlier submissions (any key's, the sender's own included).
+    "ALTER TABLE contributions ADD COLUMN duplicate_of VARCHAR[];",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,6 +44,7 @@ class ContributionUpdate:
     status: str  # accepted | duplicate
     duplicate_rows: int
     value: float
+    duplicate_of: tuple[str, ...] = ()  # earlier submissions its duplicate rows copy
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
                             [[s.epoch, v, c, h] for v, c, h in s.reports])
         for c in s.contributions:
             con.execute(
-                "UPDATE contributions SET status = ?, duplicate_rows = ?, value = ? WHERE submission_id = ?",
-                [c.status, c.duplicate_rows, c.value, c.submission_id],
+                "UPDATE contributions SET status = ?, duplicate_rows = ?, value = ?, duplicate_of = ? "
+                "WHERE submission_id = ?",
+                [c.status, c.duplicate_rows, c.value, list(c.duplicate_of) or None, c.submission_id],
             )
         prev = last_hash(con, s.epoch) or GENESIS_HASH
         results = results_digest(con, s.epoch)

@@ -22,7 +22,7 @@ A task lives in `tasks/<name>.toml` (read with tomllib, written with write_task)
     method = "knn_shapley"
     k = 5
     scaling = "standard"            # distances on features scaled by the holdout: standard | range | none
-    near_duplicate_tol = 1e-5       # a row this close (on the scaled features) to an earlier row is a duplicate
+    near_duplicate_tol = 1e-3       # this close to any earlier row (standardized features): a duplicate, earns 0
 
     [profile]                       # learned from the holdout; flags "suspicious", never rejects on its own
     px_0 = { q01 = 0.0, q50 = 0.0, q99 = 3.0, min = 0.0, max = 8.0 }
@@ -107,7 +107,7 @@ class Task:
     holdout: str = ""
     valuation: str = "knn_shapley"
     k: int = 5
-    near_duplicate_tol: float = 1e-5  # scaled distance under which an earlier row (anyone's) makes a row a duplicate
+    near_duplicate_tol: float = 1e-3  # distance (standardized features) under which an earlier row makes a duplicate
     scaling: str = "standard"  # how features are scaled by the holdout before distances (one of SCALINGS)
     challenge: str = ""  # public challenge rows (row_id + features); predictions are open when set
     challenge_labels: str = ""  # their hidden labels (row_id + label)
@@ -300,7 +300,7 @@ def _parse_task(file: str, data: dict) -> Task:
     k = v.get("k", (int,), "a whole number", 5)
     if k < 1:
         raise v.fail("k", f"must be >= 1, got {k}")
-    near_tol = v.number("near_duplicate_tol", 1e-5)
+    near_tol = v.number("near_duplicate_tol", Task.near_duplicate_tol)
     if not near_tol > 0:
         raise v.fail("near_duplicate_tol", f"must be > 0, got {near_tol}")
     scaling = v.get("scaling", (str,), f"one of {', '.join(SCALINGS)}", "standard")

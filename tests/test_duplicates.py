@@ -11,8 +11,10 @@ import pytest
 from rewards import duplicates
 from rewards.duplicates import (
     DEFAULT_NEAR_TOL,
+    exact_duplicate_of,
     first_seen_mask,
     near_duplicate_mask,
+    near_duplicate_of,
     row_hashes,
 )
 
@@ -89,24 +91,29 @@ def test_first_seen_mask_handles_full_64_bit_range() -> None:
 
 
 
-def brute_near_duplicates(x_new, owners_new, x_prior, owners_prior, scale, tol) -> np.ndarray:
-    """The definition, row by row in arrival order, with full distance scans."""
+def brute_near_duplicates(x_new, x_prior, scale, tol, candidates=None) -> np.ndarray:
+    """The definition, row by row in arrival order, with full distance scans: the earliest earlier row within tol
+    (any prior row, else an earlier new row that is not a duplicate itself), or -1."""
     z_new = np.asarray(x_new, dtype=float) / scale
     z_prior = np.asarray(x_prior, dtype=float).reshape(-1, z_new.shape[1]) / scale
-    owners_prior = np.asarray(owners_prior).reshape(-1)
-    flagged = np.zeros(len(z_new), dtype=bool)
+    n_prior = z_prior.shape[0]
+    judged = np.ones(len(z_new), dtype=bool) if candidates is None else np.asarray(candidates)
+    source = np.full(len(z_new), -1, dtype=np.int64)
     accepted: list[int] = []
-    for i, (z, owner) in enumerate(zip(z_new, owners_new)):
-        d_prior = np.sqrt(((z_prior - z) ** 2).sum(axis=1))
-        hit = bool(((d_prior < tol) & (owners_prior != owner)).any())
-        if not hit and accepted:
-            earlier = np.array(accepted)
-            d_new = np.sqrt(((z_new[earlier] - z) ** 2).sum(axis=1))
-            hit = bool(((d_new < tol) & (np.asarray(owners_new)[earlier] != owner)).any())
-        flagged[i] = hit
-        if not hit:
+    for i, z in enumerate(z_new):
+        if not judged[i] or not np.isfinite(z).all():
+            continue
+        ok_prior = np.isfinite(z_prior).all(axis=1)
+        hits = np.flatnonzero((np.sqrt(((z_prior - z) ** 2).sum(axis=1)) < tol) & ok_prior)
+        if hits.size:
+            source[i] = hits[0]
+            continue
+        near = [j for j in accepted if np.sqrt(((z_new[j] - z) ** 2).sum()) < tol]
+        if near:
+            source[i] = n_prior + near[0]
+        else:
             accepted.append(i)
-    return flagged
+    return source
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -120,74 +127,84 @@ def test_near_duplicates_match_the_definition(seed: int) -> None:
 
     n, n_prior = int(rng.integers(1, 150)), int(rng.integers(0, 150))
     x_new, x_prior = rows(n), rows(n_prior)
-    owners_new, owners_prior = rng.integers(0, 3, n), rng.integers(0, 3, n_prior)
     scale = rng.random(d) + 0.5
     tol = float(rng.choice([1e-5, 1e-4, 1e-2]))
-    got = near_duplicate_mask(x_new, owners_new, x_prior, owners_prior, scale, tol)
-    assert got.dtype == bool and got.shape == (n,)
-    np.testing.assert_array_equal(got, brute_near_duplicates(x_new, owners_new, x_prior, owners_prior, scale, tol))
+    candidates = rng.random(n) < 0.9
+    got = near_duplicate_of(x_new, x_prior, scale, tol, candidates=candidates)
+    assert got.dtype == np.int64 and got.shape == (n,)
+    np.testing.assert_array_equal(got, brute_near_duplicates(x_new, x_prior, scale, tol, candidates))
+    np.testing.assert_array_equal(near_duplicate_mask(x_new, x_prior, scale, tol),
+                                  brute_near_duplicates(x_new, x_prior, scale, tol) >= 0)
 
 
-def test_arrival_order_and_owners_decide() -> None:
+def test_a_keys_own_replay_is_a_duplicate() -> None:
+    # The attack: a key re-sends its own accepted rows with tiny jitter. Whose row it copies does not matter.
+    rng = np.random.default_rng(5)
+    own = rng.random((50, 8))
+    replay = own + rng.normal(0, 1e-7, own.shape)
+    np.testing.assert_array_equal(near_duplicate_of(replay, own), np.arange(50))
+
+
+def test_arrival_order_decides() -> None:
     x = np.array([[0.0, 0.0], [0.0, 1e-9], [5.0, 5.0], [5.0, 5.0 + 1e-9], [0.0, 2e-9]])
-    # Row 1 copies row 0 from another key; row 3 copies row 2 from the same key (fine); row 4 is near row 0
-    # (accepted, key a) and row 1 (a duplicate, so it does not count): a near duplicate because of row 0 only.
-    got = near_duplicate_mask(x, ["a", "b", "c", "c", "b"])
-    np.testing.assert_array_equal(got, [False, True, False, False, True])
-    # Only row 1's copy exists for key a's row 4: row 1 was flagged, so it cannot make row 4 a duplicate.
-    got = near_duplicate_mask(x[[0, 1, 4]], ["b", "a", "a"])
-    np.testing.assert_array_equal(got, [False, True, True])
-    got = near_duplicate_mask(np.array([[0.0, 0.0], [0.0, 1e-9], [0.0, 2e-9]]), ["x", "y", "y"],
-                              np.array([[0.0, 0.0]]), ["y"])
-    np.testing.assert_array_equal(got, [True, False, False])  # key y owns the lake row: its own copies are fine
+    # Row 1 copies row 0, row 3 copies row 2; row 4 is near row 0 (accepted) and row 1 (a duplicate, so it does not
+    # count): the source is row 0.
+    np.testing.assert_array_equal(near_duplicate_of(x), [-1, 0, -1, 2, 0])
+    # Against the lake, the earliest lake row within tol is the source; later new rows never are.
+    got = near_duplicate_of(np.array([[0.0, 1e-9], [0.0, 2e-9], [7.0, 7.0]]),
+                            np.array([[9.0, 9.0], [0.0, 0.0], [0.0, 1e-10]]))
+    np.testing.assert_array_equal(got, [1, 1, -1])
+
+
+def test_exact_duplicate_of_points_at_the_first_copy() -> None:
+    np.testing.assert_array_equal(exact_duplicate_of(np.array([5, 6, 5, 7, 6, 9], dtype=np.uint64),
+                                                     np.array([9, 1, 9], dtype=np.uint64)),
+                                  [-1, -1, 3, -1, 4, 0])
+    np.testing.assert_array_equal(exact_duplicate_of(np.array([2**64 - 1, 2**64 - 1], dtype=np.uint64)), [-1, 0])
+    assert exact_duplicate_of(np.zeros(0, dtype=np.uint64)).shape == (0,)
 
 
 def test_default_tolerance_catches_jitter_and_spares_distinct_rows() -> None:
     rng = np.random.default_rng(3)
     d = 64
     scale = rng.uniform(1, 100, d)
-    lake = rng.uniform(0, 1, (2000, d)) * scale
-    jittered = lake[:500] + rng.uniform(-1e-6, 1e-6, (500, d)) * scale  # 1e-6 of the range, every feature
-    honest = rng.uniform(0, 1, (500, d)) * scale
-    mask = near_duplicate_mask(np.concatenate([jittered, honest]), "copier", lake, "honest", scale)
+    lake = rng.normal(0, 1, (2000, d)) * scale
+    jittered = lake[:500] + rng.uniform(-1e-4, 1e-4, (500, d)) * scale  # 1e-4 of the std, every feature
+    honest = rng.normal(0, 1, (500, d)) * scale
+    mask = near_duplicate_mask(np.concatenate([jittered, honest]), lake, scale)
     assert mask[:500].all() and not mask[500:].any()
-    assert not near_duplicate_mask(jittered, "honest", lake, "honest", scale).any()
-    assert DEFAULT_NEAR_TOL >= 1e-6 * np.sqrt(100)
+    assert DEFAULT_NEAR_TOL >= 1e-4 * np.sqrt(100)
 
 
 def test_scale_is_per_feature() -> None:
-    # 0.5 apart on a feature whose range is 1e6 is a near duplicate at tol 1e-5; on a range of 1 it is not.
+    # 0.5 apart on a feature whose scale is 1e6 is a near duplicate at tol 1e-5; on a scale of 1 it is not.
     x_prior, x_new = np.array([[0.0, 0.0]]), np.array([[0.5, 0.0], [0.0, 0.5]])
-    got = near_duplicate_mask(x_new, "b", x_prior, "a", scale=np.array([1e6, 1.0]), tol=1e-5)
+    got = near_duplicate_mask(x_new, x_prior, scale=np.array([1e6, 1.0]), tol=1e-5)
     np.testing.assert_array_equal(got, [True, False])
 
 
 def test_piles_of_identical_lake_rows_are_collapsed_exactly() -> None:
     rng = np.random.default_rng(9)
     pile = np.repeat(rng.random((1, 6)), 300, axis=0)
-    lake = np.concatenate([pile, rng.random((200, 6))])
-    owners = np.concatenate([np.full(300, 7), rng.integers(0, 5, 200)])
-    owners[150] = 8  # one other owner in the pile
-    x_new = np.concatenate([pile[:3] + 1e-9, rng.random((20, 6)), lake[300:310]])
-    for who in (7, 8, 9):
-        got = near_duplicate_mask(x_new, who, lake, owners)
-        np.testing.assert_array_equal(got, brute_near_duplicates(x_new, np.full(len(x_new), who), lake, owners,
-                                                                 1.0, DEFAULT_NEAR_TOL))
-    assert near_duplicate_mask(x_new[:3], 7, lake, owners).all()  # owner 8 also holds the pile
+    lake = np.concatenate([rng.random((200, 6)), pile])
+    x_new = np.concatenate([pile[:3] + 1e-9, rng.random((20, 6)), lake[:10]])
+    got = near_duplicate_of(x_new, lake)
+    np.testing.assert_array_equal(got, brute_near_duplicates(x_new, lake, 1.0, DEFAULT_NEAR_TOL))
+    assert (got[:3] == 200).all()  # the pile's first row
 
 
 def test_near_duplicates_bad_inputs_and_nans() -> None:
     x = np.array([[0.0, np.nan], [0.0, np.nan], [1.0, 1.0], [1.0, 1.0]])
-    np.testing.assert_array_equal(near_duplicate_mask(x, ["a", "b", "a", "b"]), [False, False, False, True])
-    assert near_duplicate_mask(np.zeros((0, 3)), []).shape == (0,)
+    np.testing.assert_array_equal(near_duplicate_of(x), [-1, -1, -1, 2])
+    assert near_duplicate_of(np.zeros((0, 3))).shape == (0,)
     with pytest.raises(ValueError, match="scale"):
-        near_duplicate_mask(x, "a", scale=np.array([1.0, 0.0]))
+        near_duplicate_mask(x, scale=np.array([1.0, 0.0]))
     with pytest.raises(ValueError, match="tol"):
-        near_duplicate_mask(x, "a", tol=0.0)
-    with pytest.raises(ValueError, match="owners_new"):
-        near_duplicate_mask(x, ["a", "b"])
+        near_duplicate_mask(x, tol=0.0)
+    with pytest.raises(ValueError, match="candidates"):
+        near_duplicate_of(x, candidates=np.ones(2, dtype=bool))
     with pytest.raises(ValueError, match="x_prior"):
-        near_duplicate_mask(x, "a", np.zeros((2, 3)), "b")
+        near_duplicate_mask(x, np.zeros((2, 3)))
 
 
 def test_candidates_are_a_superset_near_bucket_edges() -> None:
@@ -198,33 +215,27 @@ def test_candidates_are_a_superset_near_bucket_edges() -> None:
     edge = np.round(rng.uniform(0, 50, (200, d))) * width
     x_prior = edge + rng.uniform(-tol / 3, tol / 3, (200, d))
     x_new = edge + rng.uniform(-tol / 3, tol / 3, (200, d))
-    assert near_duplicate_mask(x_new, "b", x_prior, "a", tol=tol).all()
+    assert near_duplicate_mask(x_new, x_prior, tol=tol).all()
 
 
 @pytest.mark.slow  # importing sklearn.datasets alone takes seconds
-@pytest.mark.parametrize("features", [slice(0, 64), slice(20, 28)])
-def test_honest_digits_are_never_flagged(features: slice) -> None:
-    from sklearn.datasets import load_digits
+@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "digits"])
+def test_honest_rows_are_never_flagged(name: str) -> None:
+    from sklearn import datasets
 
-    digits = load_digits()
-    x = digits.data[:, features].astype(np.float64)
-    scale = np.full(x.shape[1], 16.0)  # the pixel range
-    keys = np.array(["alice", "bob", "carol"])[np.arange(len(x)) % 3]
-    got = near_duplicate_mask(x, keys, scale=scale)
-    # Distinct pixel rows are >= 1/16 apart after scaling, so only identical rows can be near duplicates: those from
-    # another key than an earlier accepted identical row are (a decision: identical rows from another key are
-    # duplicates), and each one flagged has an identical earlier row.
-    np.testing.assert_array_equal(got, brute_near_duplicates(x, keys, np.zeros((0, x.shape[1])), [], scale,
-                                                             DEFAULT_NEAR_TOL))
-    _, first, counts = np.unique(x, axis=0, return_index=True, return_counts=True)
-    assert not got[first].any()
-    if features == slice(0, 64):
-        assert counts.max() == 1 and not got.any()  # every full digit is distinct: nothing flagged
-    else:
-        assert got.any()  # 8 pixels repeat a lot; the repeats from other keys are flagged
-    # A copier jittering every pixel by up to 1e-6 of the range is flagged on every row; the owner is not.
+    from rewards.scaling import fit_scaling
+
+    data = getattr(datasets, f"load_{name}")()
+    x = data.data.astype(np.float64)
     rng = np.random.default_rng(0)
-    jittered = x + rng.uniform(-1e-6, 1e-6, x.shape) * scale
-    assert near_duplicate_mask(jittered, "mallory", x, keys, scale).all()
-    if counts.max() == 1:  # each key re-jittering only its own (distinct) rows copies nobody
-        assert not near_duplicate_mask(jittered, keys, x, keys, scale).any()
+    order = rng.permutation(len(x))
+    x = x[order]
+    std = fit_scaling(x[: len(x) // 3], "standard").scale  # a holdout third, as the market does
+    got = near_duplicate_of(x, scale=std)
+    # Only rows identical to an earlier row are flagged (iris holds one such pair); distinct rows never are.
+    _, first = np.unique(x, axis=0, return_index=True)
+    assert (got[first] < 0).all()
+    assert (got >= 0).sum() == len(x) - len(first)
+    # A copier (or the sender itself) jittering every feature by up to 1e-6 of its std is caught on every row.
+    jittered = x + rng.uniform(-1e-6, 1e-6, x.shape) * std
+    assert (near_duplicate_of(jittered, x, std) >= 0).all()

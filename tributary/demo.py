@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from ledger import accounts, contributions
+from ledger import accounts
 from ledger.db import open_ledger
 from ledger.queries import LEADERBOARD_SQL
 from tributary import actions
-from tributary.epoch import prior_rows, run_epoch
+from tributary.epoch import run_epoch
 from tributary.errors import TributaryError
 from tributary.home import Home, open_home
 from tributary.report import print_epoch_run, print_market
@@ -100,30 +100,10 @@ def fresh_home(root: Path) -> Home:
 
 
 def honest_validator_weights(home: Home, epoch: int, sample: pa.Table) -> dict[str, float]:
-    """An independent validator: values the epoch's new rows on its own labelled sample, by contributor key."""
-    from quality.task import load_task
-    from rewards.duplicates import first_seen_mask
-    from rewards.house import house_weights
-    from rewards.valuation import knn_shapley
+    """An independent validator: the market's own valuation of the epoch's new rows, on its private sample."""
+    from tributary.stages.scoring import weights_from_sample
 
-    task = load_task(home.paths.tasks / f"{TASK}.toml")
-    features = task.feature_names()
-    prior = prior_rows(home, epoch, task).column("_row_hash").to_numpy()
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        current = [home.path_of(s.lake_path) for s in contributions.accepted(con, epoch, "dataset") if s.task == TASK]
-    pool = pa.concat_tables([pq.read_table(f) for f in current])
-    fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior)
-    x = np.column_stack([pool.column(f).to_numpy() for f in features])
-    values = knn_shapley(x[fresh], pool.column("label").to_numpy()[fresh],
-                         np.column_stack([sample.column(f).to_numpy() for f in features]),
-                         sample.column("label").to_numpy(), k=task.k)
-    owners = np.asarray(pool.column("_contributor").to_pylist())[fresh]
-    per_account: dict[str, float] = {}
-    for owner, v in zip(owners, values):
-        per_account[owner] = per_account.get(owner, 0.0) + float(v)
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        keys = {a.account_id: a.public_key for a in accounts.all_accounts(con, "contributor")}
-    return {keys[a]: w for a, w in house_weights(per_account).items() if a in keys}
+    return weights_from_sample(home, epoch, sample)
 
 
 def submit_validator_weights(home: Home, epoch: int, sample: pa.Table, *, reveal_only: bool = False) -> None:

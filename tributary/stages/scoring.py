@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.lake import read_lake_file
-from ledger import contributions, transfers
+from pipelines.lake import ROW_HASH_COLUMN, read_lake_file
+from ledger import accounts, contributions, transfers
+from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
 from quality.task import Task, load_tasks
+from rewards.marginal import RowValues, value_new_rows
 from tributary.home import Home
 
 
@@ -24,6 +28,7 @@ class SubmissionScore:
     rows: int
     duplicate_rows: int
     value: float
+    duplicate_of: tuple[str, ...] = ()  # the earlier submissions its duplicate rows copy, first source first
 
     @property
     def status(self) -> str:
@@ -37,17 +42,46 @@ class EpochScores:
     values: dict[str, float]  # account_id -> summed data value over its rows and tasks
     inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
     model_scores: dict[str, float] = field(default_factory=dict)  # account_id -> summed prediction score
+    pools: dict[str, dict] = field(default_factory=dict)  # task -> {prior_rows, new_rows, pool_rows, left_out}
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """A task's rows for one epoch's valuation: what the lake held before it, then the epoch's new rows."""
+
+    task: Task
+    prior: pa.Table  # features, label, _row_hash, _submission_id: every earlier accepted row, first acceptances first
+    new: pa.Table  # the same columns: this epoch's accepted rows in ingest's arrival order
+    submissions: tuple[AcceptedSubmission, ...]  # this epoch's, in arrival order; their rows make up `new`
+
+
+def task_rows(home: Home, epoch: int, task: Task, subs: Sequence[AcceptedSubmission]) -> TaskRows:
+    """Read a task's prior and new rows from the lake files the ledger recorded."""
+    columns = _row_columns(task)
+    new = pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs]) if subs else None
+    return TaskRows(task, prior_rows(home, epoch, task), new if new is not None else _empty_rows(task), tuple(subs))
+
+
+def value_task_rows(rows: TaskRows, test: pa.Table, *, xp: str | None = None) -> RowValues:
+    """The market's valuation of a task's new rows against a labelled test sample (features + label columns).
+
+    The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules.
+    """
+    task = rows.task
+    return value_new_rows(
+        _features(rows.prior, task), _labels(rows.prior, task), rows.prior.column(ROW_HASH_COLUMN).to_numpy(),
+        _features(rows.new, task), _labels(rows.new, task), rows.new.column(ROW_HASH_COLUMN).to_numpy(),
+        _features(test, task), _labels(test, task),
+        k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol, xp=xp,
+    )
 
 
 def score(home: Home, epoch: int | None = None) -> EpochScores:
-    """Value every accepted dataset row of the epoch with exact KNN-Shapley against each task's holdout.
+    """Value every accepted dataset row of the epoch marginally to the whole lake (rewards.marginal).
 
-    A row already in the lake (an earlier epoch, or an earlier submission this epoch) is a duplicate and earns
-    nothing: only its first submitter is paid for it.
+    A row equal to, or within the task's near-duplicate tolerance of, any earlier row (an earlier epoch or an
+    earlier arrival this epoch, whoever sent it) is a duplicate: it earns nothing and names the submission it copies.
     """
-    from rewards.duplicates import first_seen_mask, near_duplicate_mask
-    from rewards.valuation import knn_shapley
-
     paths = home.paths
     with open_ledger(paths.ledger, read_only=True) as con:
         epoch = current_epoch(con) if epoch is None else epoch
@@ -56,41 +90,63 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
     scores: list[SubmissionScore] = []
     values: dict[str, float] = {}
     inputs: list = []
+    pools: dict[str, dict] = {}
     for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
-        task_subs = [s for s in subs if s.task == task_name]
-        tables = [read_lake_file(home.path_of(s.lake_path)) for s in task_subs]
-        pool = pa.concat_tables(tables) if tables else None
-        prior = prior_rows(home, epoch, task)
+        rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
         holdout = pq.read_table(home.path_of(task.holdout))
-        x = _features(pool, task)
-        fresh = first_seen_mask(pool.column("_row_hash").to_numpy(), prior.column("_row_hash").to_numpy())
-        fresh &= ~near_duplicate_mask(
-            x, pool.column("_contributor").to_numpy(zero_copy_only=False), _features(prior, task),
-            prior.column("_contributor").to_numpy(zero_copy_only=False),
-            scale=feature_scale(holdout, task), tol=task.near_duplicate_tol,
-        )
-        y = pool.column(task.label).to_numpy(zero_copy_only=False)
-        row_values = np.zeros(pool.num_rows)
-        if fresh.any():
-            row_values[fresh] = knn_shapley(
-                x[fresh], y[fresh], _features(holdout, task), holdout.column(task.label).to_numpy(zero_copy_only=False),
-                k=task.k,
-            )
-        start = 0
-        for sub, table in zip(task_subs, tables):
-            submission_id, account_id, lake_path = sub.submission_id, sub.account_id, sub.lake_path
-            stop = start + table.num_rows
-            value = float(np.sum(row_values[start:stop]))
-            dup = int(np.count_nonzero(~fresh[start:stop]))
-            scores.append(SubmissionScore(submission_id, account_id, task_name, table.num_rows, dup, value))
-            values[account_id] = values.get(account_id, 0.0) + value
-            inputs.append([submission_id, account_id, task_name, lake_path])
-            start = stop
+        result = value_task_rows(rows, holdout, xp=home.settings.array_backend)
+        pools[task_name] = {"prior_rows": rows.prior.num_rows, "new_rows": rows.new.num_rows,
+                            "pool_rows": result.pool_rows, "left_out": result.left_out}
+        for sub_score in _per_submission(rows, result):
+            scores.append(sub_score)
+            values[sub_score.account_id] = values.get(sub_score.account_id, 0.0) + sub_score.value
+        inputs.extend([s.submission_id, s.account_id, task_name, s.lake_path] for s in rows.submissions)
     model_scores, prediction_scores = score_predictions(home, epoch, tasks)
     scores.extend(prediction_scores)
     inputs.extend([s.submission_id, s.account_id, s.task, "predictions"] for s in prediction_scores)
-    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs}, model_scores)
+    return EpochScores(epoch, tuple(scores), values, {"submissions": inputs}, model_scores, pools)
+
+
+def weights_from_sample(home: Home, epoch: int, sample: pa.Table) -> dict[str, float]:
+    """What an honest validator sends: the market's valuation of the epoch's new rows on its own labelled sample
+    (one table holding every scored task's features and label), as house-style weights by contributor public key."""
+    from rewards.house import house_weights
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted(con, epoch, "dataset")
+        keys = {a.account_id: a.public_key for a in accounts.all_accounts(con, "contributor")}
+    tasks = load_tasks(home.paths.tasks)
+    per_account: dict[str, float] = {}
+    for task_name in sorted({s.task for s in subs}):
+        task = tasks[task_name]
+        if not set(task.columns()) <= set(sample.column_names):
+            continue  # the validator holds no sample for this task
+        rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
+        for sub_score in _per_submission(rows, value_task_rows(rows, sample, xp=home.settings.array_backend)):
+            per_account[sub_score.account_id] = per_account.get(sub_score.account_id, 0.0) + sub_score.value
+    return {keys[a]: w for a, w in house_weights(per_account).items() if a in keys}
+
+
+def _per_submission(rows: TaskRows, result: RowValues) -> list[SubmissionScore]:
+    """Each submission's summed value, duplicate rows and the submissions those rows copy."""
+    prior_ids = rows.prior.column("_submission_id").to_numpy(zero_copy_only=False)
+    new_ids = rows.new.column("_submission_id").to_numpy(zero_copy_only=False)
+    source_ids = np.concatenate([prior_ids, new_ids]) if prior_ids.size else new_ids
+    out: list[SubmissionScore] = []
+    start = 0
+    for sub in rows.submissions:
+        stop = start + sub.rows
+        dup = result.duplicate_of[start:stop]
+        copied = source_ids[dup[dup >= 0]] if source_ids.size else np.zeros(0, dtype=object)
+        _, first = np.unique(copied, return_index=True)
+        sources = tuple(str(copied[i]) for i in sorted(first))
+        out.append(SubmissionScore(sub.submission_id, sub.account_id, rows.task.name, sub.rows,
+                                   int(np.count_nonzero(dup >= 0)), math.fsum(result.values[start:stop].tolist()),
+                                   sources))
+        start = stop
+    assert start == rows.new.num_rows, "the recorded row counts must add up to the rows read from the lake"
+    return out
 
 
 def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[dict[str, float], list[SubmissionScore]]:
@@ -130,25 +186,30 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[d
 
 
 def _features(table: pa.Table, task: Task) -> np.ndarray:
-    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in task.feature_names()])
+    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
+                            for f in task.feature_names()])
+
+
+def _labels(table: pa.Table, task: Task) -> np.ndarray:
+    return table.column(task.label).to_numpy(zero_copy_only=False)
+
+
+def _row_columns(task: Task) -> list[str]:
+    return [*task.columns(), ROW_HASH_COLUMN, "_submission_id"]
+
+
+def _empty_rows(task: Task) -> pa.Table:
+    return task.arrow_schema().empty_table().append_column(ROW_HASH_COLUMN, pa.array([], pa.uint64())).append_column(
+        "_submission_id", pa.array([], pa.string()))
 
 
 def prior_rows(home: Home, epoch: int, task: Task) -> pa.Table:
-    """This task's rows accepted in earlier epochs: features, row hash and contributor (first submitters first).
+    """This task's rows accepted in earlier epochs (features, label, row hash, submission id), first acceptances first.
 
     The ledger says which lake files count; a lake file that an interrupted ingest wrote but never recorded does not.
     """
-    columns = [*task.feature_names(), "_row_hash", "_contributor"]
     with open_ledger(home.paths.ledger, read_only=True) as con:
         subs = contributions.accepted_before(con, epoch, "dataset", task.name)
     if not subs:
-        return task.arrow_schema().empty_table().select(task.feature_names()).append_column(
-            "_row_hash", pa.array([], pa.uint64())).append_column("_contributor", pa.array([], pa.string()))
-    return pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs])
-
-
-def feature_scale(holdout: pa.Table, task: Task) -> np.ndarray:
-    """Per-feature width used to compare rows for near duplicates: the holdout's range (1 where it is flat)."""
-    x = _features(holdout, task)
-    width = np.nanmax(x, axis=0) - np.nanmin(x, axis=0) if len(x) else np.ones(len(task.features))
-    return np.where(np.isfinite(width) & (width > 0), width, 1.0)
+        return _empty_rows(task)
+    return pa.concat_tables([read_lake_file(home.path_of(s.lake_path), _row_columns(task)) for s in subs])
