@@ -6,6 +6,10 @@ Three JSON shapes, told apart by their keys:
 - reveal `{"epoch": C, "weights": {...}, "salt": hex}`: sent in epoch C+1..C+reveal_epochs, it must match the
   key's commitment of epoch C, and its weights are used in the epoch it arrives in. A weight copier therefore only
   ever copies weights that are at least an epoch old.
+
+Every weight is a number in [0, MAX_WEIGHT]. The commitment is over the weights
+as the validator sent them; what is stored (and used) is the vector normalized to sum to 1 (all zero stays all zero),
+so no sum or product downstream can overflow or become NaN.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pipelines.manifest import canonical_json
 from pipelines.reasons import COMMIT_REQUIRED, REVEAL_MISMATCH, SCHEMA_MISMATCH, UNKNOWN_KEY, WRONG_EPOCH
 
 SALT_MIN_HEX_CHARS = 32  # 128 bits: a commitment must not be brute-forced back to its weights
+MAX_WEIGHT = 1e12  # the largest weight a file may give one key: n of them sum far below float overflow
 
 WEIGHTS_SCHEMA = pa.schema([
     ("validator", pa.string()),  # the validator's public key
@@ -126,12 +131,7 @@ def _check_weights(w: object, name: str, accounts: Mapping[str, tuple[str, str]]
     if not isinstance(w, dict) or not w:
         raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': must be a non-empty object of "
                                                  "public_key_hex: weight")
-    for key, value in w.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: weight for {key}: must be a number")
-        if not math.isfinite(value) or value < 0:
-            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: weight for {key}: must be finite and non-negative, "
-                                                     f"found {value}")
+    check_weight_values(w, name)
     for key in sorted(w):
         acct = accounts.get(key)
         if acct is None or acct[1] != "contributor":
@@ -140,13 +140,52 @@ def _check_weights(w: object, name: str, accounts: Mapping[str, tuple[str, str]]
     return w
 
 
+def check_weight_values(w: Mapping[str, object], name: str) -> None:
+    """Each weight a number (not a bool) in [0, MAX_WEIGHT]; WeightsRejected(SCHEMA_MISMATCH) names file, key, rule.
+
+    Checked before anything converts a value to float, so a 400-digit integer is refused, not an OverflowError.
+    """
+    for key, value in w.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': weight for {key}: must be a number, "
+                                                     f"found {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': weight for {key}: must be finite, "
+                                                     f"found {value}")
+        if value < 0:
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': weight for {key}: must be "
+                                                     f"non-negative, found {_show(value)}")
+        if value > MAX_WEIGHT:
+            raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'weights': weight for {key}: must be at most "
+                                                     f"MAX_WEIGHT = {MAX_WEIGHT:g}, found {_show(value)} (weights "
+                                                     "are relative: scale the vector down)")
+
+
+def _show(value: int | float) -> str:
+    """A number for a message, short even for a 4,000-digit integer."""
+    if isinstance(value, float) or abs(value) < 10**15:
+        return f"{value:.6g}"
+    return f"an integer of {value.bit_length()} bits"
+
+
+def normalized(weights: Mapping[str, int | float]) -> dict[str, float]:
+    """Checked weights over their sum (math.fsum, exact enough on values <= MAX_WEIGHT); all zero stays all zero."""
+    values = {k: float(v) + 0.0 for k, v in sorted(weights.items())}  # + 0.0: a -0.0 is stored as 0.0
+    total = math.fsum(values.values())
+    if total == 0.0:
+        return {k: 0.0 for k in values}
+    return {k: v / total for k, v in values.items()}
+
+
 def _rows(validator_key: str, weights: dict, mode: str, commit_epoch: int | None, commitment: str | None) -> pa.Table:
-    keys = sorted(weights)
+    """The stored rows: the weights normalized to sum to 1 (the commitment, if any, is over the raw ones)."""
+    share = normalized(weights)
+    keys = sorted(share)
     n = len(keys)
     return pa.table({
         "validator": pa.array([validator_key] * n, pa.string()),
         "miner_key": pa.array(keys, pa.string()),
-        "weight": pa.array([float(weights[k]) for k in keys], pa.float64()),
+        "weight": pa.array([share[k] for k in keys], pa.float64()),
         "mode": pa.array([mode] * n, pa.string()),
         "commit_epoch": pa.array([commit_epoch] * n, pa.int64()),
         "commitment": pa.array([commitment] * n, pa.string()),
