@@ -65,7 +65,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
                     for j, m in enumerate(vw.miners) if bonds[i, j] > 0),
         weights=tuple((v, m, float(norm_w[i, j])) for i, v in enumerate(vw.validators)
                       for j, m in enumerate(vw.miners) if norm_w[i, j] > 0),
-        contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value)
+        contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value, s.duplicate_of)
                             for s in scores.submissions),
     )
 
