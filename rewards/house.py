@@ -29,7 +29,7 @@ def house_weights(values: Mapping[str, float], *, what: str = "data value") -> d
     positive = {k: max(float(v), 0.0) for k, v in sorted(values.items())}
     try:
         total = math.fsum(positive.values())
-    except OverflowError:  # finite values whose sum is not: scale by the largest (exact for powers of two)
+    except OverflowError:  # finite values whose sum is not: sum them scaled by the largest (each then <= 1)
         top = max(positive.values())
         positive = {k: v / top for k, v in positive.items()}
         total = math.fsum(positive.values())
