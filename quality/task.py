@@ -202,12 +202,17 @@ class _Reader:
 
 
 def _check_bounds(lo: float | None, hi: float | None, fail) -> None:
-    """Declared bounds: finite, and min < max when both are given; `fail(key, problem)` builds the error."""
+    """Declared bounds: finite, and min < max with a finite width when both are given (either may be left out);
+    `fail(key, problem)` builds the error. An open (inf) or empty range would leave nothing to scale or judge by."""
     for key, v in (("min", lo), ("max", hi)):
         if v is not None and not math.isfinite(v):
-            raise fail(key, f"expected a finite number, got {v!r}")
-    if lo is not None and hi is not None and not lo < hi:
-        raise fail("max", f"max {hi!r} must be above min {lo!r}")
+            raise fail(key, f"expected a finite number, got {v!r} (declared bounds must be finite; leave the key "
+                            "out for no bound)")
+    if lo is not None and hi is not None:
+        if not lo < hi:
+            raise fail("max", f"max {hi!r} must be above min {lo!r} (declared bounds must have a positive width)")
+        if not math.isfinite(hi - lo):
+            raise fail("max", f"max - min overflows ({lo!r} .. {hi!r}); declared bounds must have a finite width")
 
 
 def _parse_feature(file: str, index: int, raw: Any) -> Feature:
@@ -446,6 +451,25 @@ def profile_column(name: str, col: pa.ChunkedArray) -> FeatureProfile | None:
     return FeatureProfile(name, *(float(q) for q in qs), float(mm["min"].as_py()), float(mm["max"].as_py()))
 
 
+def check_holdout(table: pa.Table, label: str, where: str) -> None:
+    """Every row is valued against the holdout, so each of its features must be finite and non-null, and each row
+    must have a label: TaskError naming the column, the count and the rule (a constant column is fine)."""
+    n = table.num_rows
+    for col_name in table.column_names:
+        col = table.column(col_name)
+        what = "label column" if col_name == label else "column"
+        rule = ("every holdout row needs a label" if col_name == label else
+                "holdout features must be finite and non-null, since every submission is valued against them")
+        if col.null_count:
+            raise TaskError(f"{where}: {what} {col_name!r}: {col.null_count} of {n} values are null; {rule}",
+                            file=where, key=col_name)
+        if pa.types.is_floating(col.type):
+            bad = n - pc.sum(pc.is_finite(col).cast(pa.int64())).as_py()
+            if bad:
+                raise TaskError(f"{where}: {what} {col_name!r}: {bad} of {n} values are NaN or infinite; {rule}",
+                                file=where, key=col_name)
+
+
 def task_from_holdout(name: str, holdout: Path | pa.Table, label: str, *, extra_labels: Iterable = (),
                       bounds: Mapping[str, tuple[float, float]] = {}, holdout_ref: str | None = None) -> Task:
     """A task with only what the holdout can prove: columns, types, the labels seen (plus extra_labels) and a profile.
@@ -459,6 +483,10 @@ def task_from_holdout(name: str, holdout: Path | pa.Table, label: str, *, extra_
                         file=where, key="label")
     if table.num_rows == 0:
         raise TaskError(f"{where}: the holdout has no rows", file=where)
+    for col_name in table.column_names:  # types first: a string feature is named as such, not as non-finite
+        if col_name != label:
+            _feature_dtype(col_name, table.column(col_name).type)
+    check_holdout(table, label, where)
     unknown = [k for k in bounds if k != ALL_FEATURES and (k not in table.column_names or k == label)]
     if unknown:
         raise TaskError(f"bounds for {unknown[0]!r}: not a feature of the holdout {where}", key=unknown[0])
