@@ -367,6 +367,19 @@ def demo(
     run_demo(console, resolve_home(home or _global_home), fresh=not keep)
 
 
+@app.command()
+def simulate(
+    scenario: Path,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to run (default: the file's `epochs`).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of every random stream (default: the file's `seed`).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: ./simulate-<scenario name>).")] = None,
+) -> None:
+    """Simulate a market from a scenario file (README: "Simulate a market"); writes report.md, PNG charts, Parquet."""
+    from simulation.command import run_command
+
+    run_command(console, scenario, epochs=epochs, seed=seed, out=out)
+
+
 @consensus_app.command("replay")
 def consensus_replay(file: Path) -> None:
     """Replay a Yuma vector file; print it with each epoch's `expected` replaced by our `outputs`."""
