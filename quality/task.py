@@ -47,11 +47,11 @@ import pyarrow.compute as pc
 import tomli_w
 
 from quality.errors import TaskError
+from rewards.scaling import SCALINGS
 
 FEATURE_DTYPES = ("float64", "int64")
 LABEL_DTYPES = ("int64", "string")
 VALUATION_METHODS = ("knn_shapley",)
-SCALINGS = ("standard", "range", "none")  # standard: (x - mean) / std of the holdout; range: (x - min) / (max - min)
 _ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
 
 PROFILE_QUANTILES = (0.01, 0.5, 0.99)  # stored as q01, q50, q99 with the holdout's min and max
@@ -144,23 +144,6 @@ class Task:
     def profile_of(self, name: str) -> FeatureProfile | None:
         """The learned profile of one feature, if the task has one."""
         return self._profiles.get(name)
-
-    def feature_scales(self) -> list[float]:
-        """Per feature, a positive width to scale distances by: declared bounds, else the profile, else 1.
-
-        Bounds are optional now, so code that scaled by `max - min` should call this instead.
-        """
-        out = []
-        for f in self.features:
-            p = self.profile_of(f.name)
-            if f.min is not None and f.max is not None:
-                width = f.max - f.min
-            elif p is not None:
-                width = p.max - p.min
-            else:
-                width = 0.0
-            out.append(width if width > 0 and math.isfinite(width) else 1.0)
-        return out
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

@@ -201,7 +201,6 @@ def test_old_task_files_load_with_declared_bounds(tmp_path):
     assert t.features == (Feature("a", "float64", 0.0, 1.0),) and t.profile == ()
     path.write_text(GOOD_TOML.replace("min = 0.0\nmax = 1\n", ""))
     assert load_task(path).features == (Feature("a", "float64", None, None),)
-    assert load_task(path).feature_scales() == [1.0]  # the profile's width: max - min
 
 
 def test_load_task_unreadable(tmp_path):
