@@ -99,6 +99,18 @@ def test_user_errors_are_one_clear_line(market):
     assert r.returncode == 1 and "tributary keygen nobody" in r.stderr
     r = run("sql", "SELECT * FROM no_such_table", home=home, check=False)
     assert r.returncode == 1 and "no_such_table" in r.stderr
+    r = run("consensus", "replay", "/no/such/vectors.json", check=False)
+    assert r.returncode == 1 and "/no/such/vectors.json" in r.stderr
+    r = run("grant", "val", "12.5 tokens", home=home, check=False)  # ledger.money's declared ValueError
+    assert r.returncode == 1 and "12.5 tokens" in r.stderr
+
+
+def test_user_errors_print_no_traceback(market):
+    home = market.home.root
+    for args in (("register", "alice", "--role", "wizard"), ("submit", "/no/such.parquet", "--key", "alice",
+                                                             "--task", TASK), ("grant", "val", "x")):
+        r = run(*args, home=home, check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("name", ["case01_yuma3.json", "case11_yuma3_liquid.json", "random_32x64_seed1_yuma2.json"])

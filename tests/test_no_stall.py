@@ -241,8 +241,9 @@ def test_a_holdout_with_null_labels_is_refused():
 
 def test_a_constant_holdout_feature_is_fine():
     table = pa.table({"a": [5.0] * 4, "b": [0.0, 1.0, 2.0, 3.0], "y": [0, 1, 0, 1]})
-    task = task_from_holdout("t", table, "y")
-    assert task.feature_scales() == [1.0, 3.0]  # a zero width scales by 1
+    task = task_from_holdout("t", table, "y")  # the scaling treats a zero std or width as 1
+    flat = task.profile_of("a")
+    assert (flat.min, flat.max) == (5.0, 5.0) and flat.span() > 0 and task.features[0].min is None
 
 
 @pytest.mark.slow

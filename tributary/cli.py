@@ -14,8 +14,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tributary.errors import USER_ERRORS
-
 console = Console()
 err_console = Console(stderr=True)
 
@@ -145,13 +143,21 @@ def commit(
     home: HomeOpt = None,
 ) -> None:
     """Commit-reveal, step 1: submit a salted hash of your weights for the open epoch; reveal them next epoch."""
+    from pipelines.weights import WeightsRejected, check_weight_values
     from tributary import actions
     from tributary.errors import TributaryError
 
     try:
-        weights = json.loads(file.read_text())["weights"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TributaryError(f'{file}: expected a JSON object with a "weights" object ({e})') from None
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON: the user's file
+        raise TributaryError(f"{file}: cannot read it as JSON ({e})") from None
+    weights = doc.get("weights") if isinstance(doc, dict) else None
+    if not isinstance(weights, dict) or not weights:
+        raise TributaryError(f'{file}: expected a JSON object with a non-empty "weights" object')
+    try:  # refuse now what ingest would quarantine at the reveal, an epoch later
+        check_weight_values(weights, str(file))
+    except WeightsRejected as e:
+        raise TributaryError(e.detail) from None
     epoch, commitment = actions.commit(_home(home), weights, key=key)
     console.print(f"committed {commitment[:16]}… for epoch {epoch}; run `tributary reveal --key {key}` in epoch {epoch + 1}")
 
@@ -384,21 +390,40 @@ def simulate(
 def consensus_replay(file: Path) -> None:
     """Replay a Yuma vector file; print it with each epoch's `expected` replaced by our `outputs`."""
     from rewards.consensus import replay
+    from tributary.errors import TributaryError
 
-    doc = json.loads(file.read_text())
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON: the user's file
+        raise TributaryError(f"{file}: cannot read it as JSON ({e})") from None
     sys.stdout.write(json.dumps(replay(doc), indent=1) + "\n")
 
 
 def main() -> None:
-    """Entry point: user errors print one clear line and exit 1, never a traceback."""
+    """Entry point: a user error (tributary.errors.is_user_error) prints one clear line and exits 1, no traceback;
+    anything else is a bug: its full traceback on stderr, then a one-line summary, exit 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "great_expectations", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         app()  # standalone: usage errors print click's message and exit 2
-    except USER_ERRORS as e:
-        err_console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
-        sys.exit(1)
+    except Exception as e:  # classified, never swallowed: every path below exits non-zero
+        import traceback
+
+        from rich.markup import escape
+
+        from tributary.errors import is_user_error
+
+        one_line = " ".join(str(e).split())
+        if is_user_error(e):
+            err_console.print(f"[red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        sys.stdout.flush()
+        traceback.print_exception(e, file=sys.stderr)
+        sys.stderr.write(f"internal error: {type(e).__name__}: {one_line} (a bug: please report it with the "
+                         "traceback above)\n")
+        sys.stderr.flush()
+        sys.exit(2)
 
 
 if __name__ == "__main__":
