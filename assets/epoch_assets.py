@@ -78,14 +78,21 @@ with warnings.catch_warnings():
 @dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
 def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryHome,
                         validated_contributions: stages.LakeSnapshot) -> stages.EpochScores:
-    """Exact KNN-Shapley value of every new row against the task's holdout; duplicates earn nothing."""
+    """Exact KNN-Shapley value of every new row, marginal to the whole lake; duplicates of any earlier row earn 0."""
     scores = stages.score(tributary.open(), validated_contributions.epoch)
     top = sorted(scores.values.items(), key=lambda kv: -kv[1])[:10]
+    copies = [[s.submission_id[:16], s.account_id, str(s.duplicate_rows), ", ".join(d[:16] for d in s.duplicate_of)]
+              for s in scores.submissions if s.duplicate_of]
     context.add_output_metadata({
         "ledger_epoch": scores.epoch,
         "submissions": len(scores.submissions),
         "duplicate_rows": sum(s.duplicate_rows for s in scores.submissions),
         "top_contributors": _markdown_table(["account", "value"], [[a, f"{v:.6f}"] for a, v in top]),
+        "duplicates": _markdown_table(["submission", "account", "duplicate rows", "copies"], copies[:20]),
+        "valuation_pools": _markdown_table(
+            ["task", "lake rows", "new rows", "pool rows", "left out (MAX_POOL_ROWS)"],
+            [[t, str(p["prior_rows"]), str(p["new_rows"]), str(p["pool_rows"]), str(p["left_out"])]
+             for t, p in sorted(scores.pools.items())]),
     })
     return scores
 

@@ -48,11 +48,11 @@ def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
         console.print(f"  Great Expectations Data Docs: {docs}")
     if run.scores.submissions:
         grid = Table(title=f"epoch {s.epoch}: data value so far", title_justify="left")
-        for col in ("submission", "account", "task", "rows", "duplicates", "value"):
+        for col in ("submission", "account", "task", "rows", "duplicates", "copies", "value"):
             grid.add_column(col)
         for sub in run.scores.submissions:
             grid.add_row(_short_id(sub.submission_id), sub.account_id, sub.task, str(sub.rows), str(sub.duplicate_rows),
-                         f"{sub.value:.6f}")
+                         ", ".join(_short_id(d) for d in sub.duplicate_of) or "-", f"{sub.value:.6f}")
         console.print(grid)
     if run.outcome is not None:
         verb = "settled" if run.outcome.settled else "was already settled (same inputs: nothing written)"
