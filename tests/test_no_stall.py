@@ -442,3 +442,20 @@ def test_an_internal_error_does_not_look_like_a_user_error_in_numpy_land():
         assert not is_user_error(e)
     else:
         pytest.fail("yuma_epoch accepted an infinite weight")
+
+
+def test_declared_errors_of_settings_driven_functions_are_user_errors():
+    """A bad value in settings.toml surfaces as a declared ValueError of the function that checks it: exit 1."""
+    from rewards.backend import get_xp
+    from rewards.consensus import YumaParams
+    from tributary.errors import is_user_error
+
+    for make in (lambda: YumaParams(yuma_version="yuma4"), lambda: YumaParams(kappa=2.0), lambda: get_xp("tpu")):
+        with pytest.raises(ValueError) as e:
+            make()
+        assert is_user_error(e.value), e.value
+    assert not is_user_error(ValueError("raised anywhere else"))
+    try:
+        raise FileNotFoundError("not through actions.submit or task_init")
+    except FileNotFoundError as e:
+        assert not is_user_error(e)

@@ -28,6 +28,8 @@ DECLARED_ERRORS: dict[tuple[str, str], tuple[type[BaseException], ...]] = {
     ("tributary.actions", "submit"): (FileNotFoundError,),       # no such file to submit
     ("tributary.actions", "task_init"): (FileNotFoundError,),    # no such holdout or challenge file
     ("rewards.consensus", "params_from_doc"): (ValueError,),     # a yuma-vectors file of an unknown version
+    ("rewards.yuma_core", "YumaParams.__post_init__"): (ValueError,),  # Yuma settings out of range (settings.toml)
+    ("rewards.backend", "get_xp"): (ValueError, RuntimeError),   # array_backend: unknown, or cupy not usable here
 }
 
 
