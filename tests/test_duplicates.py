@@ -188,9 +188,11 @@ def test_piles_of_identical_lake_rows_are_collapsed_exactly() -> None:
     pile = np.repeat(rng.random((1, 6)), 300, axis=0)
     lake = np.concatenate([rng.random((200, 6)), pile])
     x_new = np.concatenate([pile[:3] + 1e-9, rng.random((20, 6)), lake[:10]])
+    x_new = np.concatenate([x_new, x_new[5:7] + 1e-9])  # copies of earlier new rows, found past the collapsed pile
     got = near_duplicate_of(x_new, lake)
     np.testing.assert_array_equal(got, brute_near_duplicates(x_new, lake, 1.0, DEFAULT_NEAR_TOL))
     assert (got[:3] == 200).all()  # the pile's first row
+    np.testing.assert_array_equal(got[-2:], len(lake) + np.array([5, 6]))
 
 
 def test_near_duplicates_bad_inputs_and_nans() -> None:
