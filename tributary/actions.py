@@ -145,10 +145,16 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
     target = home.paths.holdout / f"{name}.parquet"
     if not holdout.is_file():
         raise FileNotFoundError(f"{holdout}: no such holdout file")
-    if holdout.resolve() != target.resolve():
+    copied = holdout.resolve() != target.resolve()
+    if copied:
         shutil.copyfile(holdout, target)
-    task = task_from_holdout(name, target, label, extra_labels=extra_labels, bounds=dict(bounds or {}),
-                             holdout_ref=str(target.relative_to(home.root)))
+    try:
+        task = task_from_holdout(name, target, label, extra_labels=extra_labels, bounds=dict(bounds or {}),
+                                 holdout_ref=str(target.relative_to(home.root)))
+    except BaseException:
+        if copied:
+            target.unlink(missing_ok=True)  # a refused holdout leaves no copy behind
+        raise
     if challenge is not None:
         task = _publish_challenge(home, task, challenge)
     write_task(task, home.paths.tasks / f"{name}.toml")

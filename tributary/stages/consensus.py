@@ -68,6 +68,10 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
             miner = by_key.get(key)
             if miner in col:
                 w[i, col[miner]] = float(value)
+        # Ingest stores weights bounded and normalized; a lake file from before that rule may hold anything, so a
+        # row is made finite, non-negative and scaled by its largest entry (Yuma normalizes it; no sum overflows).
+        row_w = np.where(np.isfinite(w[i]) & (w[i] > 0), w[i], 0.0)
+        w[i] = row_w / row_w.max() if row_w.max() > 0 else row_w
         active[i] = True
     stake = np.array([float(stakes.get(v, 0)) for v in validators])
     return ValidatorWeights(epoch, validators, miners, w, stake, active, house)

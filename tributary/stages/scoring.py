@@ -15,7 +15,7 @@ from ledger import accounts, contributions, transfers
 from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
-from quality.task import Task, load_tasks
+from quality.task import Task, check_holdout, load_tasks
 from rewards.marginal import RowValues, value_new_rows
 from tributary.home import Home
 
@@ -95,6 +95,7 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
         task = tasks[task_name]
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
         holdout = pq.read_table(home.path_of(task.holdout))
+        check_holdout(holdout, task.label, task.holdout)  # a hand-edited task may point at any file
         result = value_task_rows(rows, holdout, xp=home.settings.array_backend)
         pools[task_name] = {"prior_rows": rows.prior.num_rows, "new_rows": rows.new.num_rows,
                             "pool_rows": result.pool_rows, "left_out": result.left_out}
