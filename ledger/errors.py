@@ -30,5 +30,9 @@ class UnknownAccount(LedgerError):
     """An account name, id or key that the ledger does not know."""
 
 
+class AmountError(LedgerError, ValueError):
+    """An amount the user typed that is not a whole number of base units."""
+
+
 class LedgerBusy(LedgerError):
     """Another process holds the ledger's write lock."""

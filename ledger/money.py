@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
+from ledger.errors import AmountError
+
 UNITS_PER_TOKEN = 10**9
 
 
 def tokens_to_units(tokens: float | int | str) -> int:
     """Exact conversion of a decimal token amount (e.g. "12.5") to base units; rejects sub-unit precision."""
-    units = Fraction(str(tokens)) * UNITS_PER_TOKEN
+    try:
+        units = Fraction(str(tokens)) * UNITS_PER_TOKEN
+    except (ValueError, ZeroDivisionError):
+        raise AmountError(f"{tokens!r} is not a token amount (a decimal number such as 12.5)") from None
     if units.denominator != 1:
-        raise ValueError(f"{tokens} tokens is not a whole number of base units (1 token = {UNITS_PER_TOKEN} units)")
+        raise AmountError(f"{tokens} tokens is not a whole number of base units (1 token = {UNITS_PER_TOKEN} units)")
     return int(units)
 
 

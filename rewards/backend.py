@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from rewards.errors import BackendUnavailable, SettingError
+
 BACKENDS = ("auto", "numpy", "cupy")
 
 
@@ -38,17 +40,18 @@ def gpu_available() -> bool:
 
 
 def get_xp(name: str = "auto") -> ModuleType:
-    """Return the array module for `name`: "numpy", "cupy" (RuntimeError if unusable) or "auto" (CuPy if usable)."""
+    """Return the array module for `name`: "numpy", "cupy" (BackendUnavailable if unusable) or "auto" (CuPy if
+    usable); SettingError for any other name."""
     key = str(name).strip().lower()
     if key == "numpy":
         return np
     if key not in ("auto", "cupy"):
-        raise ValueError(f"unknown array backend {name!r}; use one of {', '.join(BACKENDS)}")
+        raise SettingError(f"unknown array backend {name!r}; use one of {', '.join(BACKENDS)}")
     cupy, why = _probe_cupy()
     if cupy is not None:
         return cupy
     if key == "cupy":
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"the 'cupy' backend was requested but is not usable: {why}. Install the gpu extra "
             "(pip install 'tributary[gpu]', i.e. cupy-cuda12x) on a machine with a CUDA 12 device, "
             "or choose the 'numpy' or 'auto' backend."

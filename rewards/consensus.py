@@ -21,6 +21,7 @@ from rewards.yuma_chain import (
     validator_permits,
 )
 from rewards.yuma_core import STORAGES, YUMA_VERSIONS, YumaParams, YumaResult, yuma_epoch
+from rewards.errors import SettingError
 
 DOC_VERSIONS = ("yuma2", "yuma3", "yuma3_liquid")
 
@@ -34,7 +35,7 @@ def params_from_doc(doc: dict) -> YumaParams:
     """YumaParams from a yuma-vectors document's "version" and "params"."""
     version = doc["version"]
     if version not in DOC_VERSIONS:
-        raise ValueError(f"unknown yuma-vectors version {version!r}; expected one of {DOC_VERSIONS}")
+        raise SettingError(f"unknown yuma-vectors version {version!r}; expected one of {DOC_VERSIONS}")
     p = doc["params"]
     liquid = p.get("liquid_alpha", {})
     defaults = YumaParams()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rewards.backend import get_xp, to_numpy
+from rewards.errors import SettingError
 
 YUMA_VERSIONS = ("yuma2", "yuma3")
 STORAGES = ("float64", "u16")
@@ -49,23 +50,23 @@ class YumaParams:
 
     def __post_init__(self) -> None:
         if self.yuma_version not in YUMA_VERSIONS:
-            raise ValueError(f"yuma_version must be one of {YUMA_VERSIONS}, got {self.yuma_version!r}")
+            raise SettingError(f"yuma_version must be one of {YUMA_VERSIONS}, got {self.yuma_version!r}")
         if self.storage not in STORAGES:
-            raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
+            raise SettingError(f"storage must be one of {STORAGES}, got {self.storage!r}")
         for name in ("kappa", "bonds_penalty", "bonds_moving_average", "alpha_low", "alpha_high", "owner_cut"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+                raise SettingError(f"{name} must lie in [0, 1], got {value}")
         if self.alpha_low > self.alpha_high:
-            raise ValueError(f"alpha_low ({self.alpha_low}) must not exceed alpha_high ({self.alpha_high})")
+            raise SettingError(f"alpha_low ({self.alpha_low}) must not exceed alpha_high ({self.alpha_high})")
         if not math.isfinite(self.alpha_sigmoid_steepness):
-            raise ValueError(f"alpha_sigmoid_steepness must be finite, got {self.alpha_sigmoid_steepness}")
+            raise SettingError(f"alpha_sigmoid_steepness must be finite, got {self.alpha_sigmoid_steepness}")
         if int(self.max_allowed_validators) != self.max_allowed_validators or self.max_allowed_validators < 0:
-            raise ValueError(f"max_allowed_validators must be a non-negative integer, got {self.max_allowed_validators}")
+            raise SettingError(f"max_allowed_validators must be a non-negative integer, got {self.max_allowed_validators}")
         for name in ("activity_cutoff", "stake_threshold"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and non-negative, got {value}")
+                raise SettingError(f"{name} must be finite and non-negative, got {value}")
 
 
 @dataclass(frozen=True)

@@ -444,18 +444,18 @@ def test_an_internal_error_does_not_look_like_a_user_error_in_numpy_land():
         pytest.fail("yuma_epoch accepted an infinite weight")
 
 
-def test_declared_errors_of_settings_driven_functions_are_user_errors():
-    """A bad value in settings.toml surfaces as a declared ValueError of the function that checks it: exit 1."""
+def test_settings_driven_checks_raise_typed_user_errors():
+    """A bad value in settings.toml surfaces as the typed SettingError of the function that checks it: exit 1. The
+    typed errors stay the builtin types their callers expect (ValueError, FileNotFoundError)."""
+    from ledger.money import tokens_to_units
     from rewards.backend import get_xp
     from rewards.consensus import YumaParams
     from tributary.errors import is_user_error
 
-    for make in (lambda: YumaParams(yuma_version="yuma4"), lambda: YumaParams(kappa=2.0), lambda: get_xp("tpu")):
+    for make in (lambda: YumaParams(yuma_version="yuma4"), lambda: YumaParams(kappa=2.0), lambda: get_xp("tpu"),
+                 lambda: tokens_to_units("1.5x"), lambda: tokens_to_units("0.0000000001")):
         with pytest.raises(ValueError) as e:
             make()
         assert is_user_error(e.value), e.value
     assert not is_user_error(ValueError("raised anywhere else"))
-    try:
-        raise FileNotFoundError("not through actions.submit or task_init")
-    except FileNotFoundError as e:
-        assert not is_user_error(e)
+    assert not is_user_error(FileNotFoundError("raised anywhere else"))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ledger.money import tokens_to_units
 from pipelines.manifest import KINDS, Manifest, sign_manifest, write_submission
 from tributary import keys
-from tributary.errors import TributaryError
+from tributary.errors import MissingFileError, TributaryError
 from tributary.home import Home, utcnow
 
 # `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
@@ -45,7 +45,7 @@ def submit(home: Home, file: Path, *, key: str, task: str | None, kind: str = "d
     if kind != "weights" and not task:
         raise TributaryError("--task is required for datasets and predictions")
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file")
+        raise MissingFileError(f"{file}: no such file")
     signing_key = keys.load(home.paths.keys, key)
     manifest = sign_manifest(
         file, kind=kind, task=task or WEIGHTS_TASK, nonce=keys.next_nonce(home.paths.keys, key),
@@ -144,7 +144,7 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
 
     target = home.paths.holdout / f"{name}.parquet"
     if not holdout.is_file():
-        raise FileNotFoundError(f"{holdout}: no such holdout file")
+        raise MissingFileError(f"{holdout}: no such holdout file")
     copied = holdout.resolve() != target.resolve()
     if copied:
         shutil.copyfile(holdout, target)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ledger.money import UNITS_PER_TOKEN
+from tributary.errors import SettingsError
 
 HOME_ENV = "TRIBUTARY_HOME"
 DEFAULT_HOME = Path("data")
@@ -50,11 +51,14 @@ class Settings:
         path = home / SETTINGS_FILE
         if not path.exists():
             return cls()
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{path}: not a readable TOML file ({e})") from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         if "beam_pipeline_args" in data:
             data["beam_pipeline_args"] = tuple(data["beam_pipeline_args"])
         return replace(cls(), **data)
