@@ -76,10 +76,11 @@ def main() -> int:
     print(f"\nsetup {result.setup_seconds:.1f} s; {len(per_epoch)} epochs in {total:.1f} s: "
           f"{total / len(per_epoch):.2f} s per epoch on average ({result.submissions} dataset submissions, "
           f"{result.synthesized_rows:,} rows synthesized); whole run {wall:.1f} s")
-    head = per_epoch[1:6] if len(per_epoch) > 6 else per_epoch[:1]
-    tail = per_epoch[-5:]
-    print(f"epoch time, epochs 2-6 vs the last 5: {sum(head) / len(head):.2f} s vs {sum(tail) / len(tail):.2f} s "
-          "(the first epoch also pays for imports and Beam's warm-up)")
+    if len(per_epoch) >= 3:
+        n = min(5, (len(per_epoch) - 1) // 2)
+        head, tail = per_epoch[1:1 + n], per_epoch[-n:]
+        print(f"epoch time as the lake grows: epochs 2-{1 + n} {sum(head) / n:.2f} s, the last {n} "
+              f"{sum(tail) / n:.2f} s (epoch 1, {per_epoch[0]:.2f} s, also pays for imports and Beam's warm-up)")
     print(f"{'stage':22} {'s in all':>9} {'s / epoch':>10} {'share':>6}")
     for stage in STAGES:
         s = result.stage_seconds.get(stage, 0.0)
