@@ -273,8 +273,12 @@ def test_cartel_below_kappa_cannot_raise_its_miners_incentive(cartel_runs):
     for share in (0.1, 0.3, 0.45, 0.6):
         inc, actual = favoured_incentive(cartel_runs[share], 2)
         captured[share] = inc
+        # Yuma clips the cartel's weight to consensus, but the clipped weight all lands on its miner while the
+        # others' ranks shrink by (1 - share): where consensus gives the miner anything, its share can grow by up to
+        # 1 / (1 - share). Only a miner consensus values at 0 gets nothing from a minority cartel.
         print(f"  cartel at {share:.0%} of stake (measured {actual:.1%} of active stake): incentive {inc:.5f} "
-              f"({inc - base:+.5f} against no cartel)")
+              f"({inc - base:+.5f}, x{inc / base if base else float('nan'):.3f} against no cartel; "
+              f"1 / (1 - share) = {1 / (1 - actual):.3f})")
     for share in (0.1, 0.3, 0.45):
         assert captured[share] <= base + 1e-3, (share, captured[share], base)
 
