@@ -6,12 +6,21 @@ market's hidden holdout, or a validator's own sample); only the new rows are pai
 within the near-duplicate tolerance of, any earlier row (the sender's own included; within the batch, the earlier
 arrival) is a duplicate: it earns 0, stays out of the pool, and `duplicate_of` says which earlier row it copies.
 
+Value is measured above chance. Plain KNN-Shapley takes the empty set as worth 0, so its last term, 1[label
+matches] / N, pays even a row far from every test point with a random label about P(match) / N: on binary data a
+random-label row earned half of an honest one. The market's utility is instead the KNN accuracy minus what labels
+drawn from the test sample's own class frequencies would score, U'(S) = U(S) - fill(S) * sum_c pi_c^2, with fill(S) =
+min(k, |S|) / k. The subtracted game is symmetric, so its Shapley value is the same for every row of the pool:
+min(k, N) / (k N) * sum_c pi_c^2 per row, and v' = v - that constant is exact KNN-Shapley of U'. A row no better than
+chance is then worth about 0 or less (and negative value weighs 0 in the house weights).
+
 Splitting one batch over several keys changes nothing here: no step looks at who sent a row, so each row's value is
 bit-identical however the rows are grouped, as long as their order is the same.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -44,6 +53,15 @@ class RowValues:
     @property
     def fresh(self) -> np.ndarray:
         return self.duplicate_of < 0
+
+
+def chance_value(y_test: np.ndarray, k: int, n_pool: int) -> float:
+    """Each pool row's Shapley value in the chance game fill(S) * sum_c pi_c^2 (see the module docstring)."""
+    if n_pool == 0 or y_test.size == 0:
+        return 0.0
+    _, counts = np.unique(y_test, return_counts=True)
+    chance = math.fsum((counts.astype(np.float64) / y_test.size) ** 2)  # mean over test points of pi(y_t)
+    return min(k, n_pool) / (k * n_pool) * chance
 
 
 def _matrix(x: object, what: str, d: int | None = None) -> np.ndarray:
@@ -113,6 +131,6 @@ def value_new_rows(
         pool_y = np.concatenate([ypr[kept], yn[fresh]]) if kept.size else yn[fresh]
         all_values = knn_shapley(pool_x, pool_y, s.apply(xt), np.asarray(y_test).reshape(-1), k=k, xp=xp,
                                  max_bytes=max_bytes)
-        values[fresh] = all_values[kept.size:]
+        values[fresh] = all_values[kept.size:] - chance_value(np.asarray(y_test).reshape(-1), k, pool_x.shape[0])
     assert n_prior == 0 or duplicate_of.max(initial=-1) < n_prior + xn.shape[0]
     return RowValues(values, duplicate_of, int(kept.size + fresh.sum()), int(left_out))

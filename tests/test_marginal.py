@@ -3,6 +3,7 @@ makes a row worth nothing. Tested on scikit-learn's bundled datasets with random
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rewards.duplicates import row_hashes
-from rewards.marginal import value_new_rows
+from rewards.marginal import chance_value, value_new_rows
 from rewards.scaling import fit_scaling
 from rewards.valuation import knn_shapley
 
@@ -82,9 +83,49 @@ def test_new_rows_are_valued_in_the_pool_of_the_whole_lake() -> None:
     s = fit_scaling(test[0], "standard")
     pool = np.concatenate([s.apply(lake[0]), s.apply(fresh[0])])
     expected = knn_shapley(pool, np.concatenate([lake[1], fresh[1]]), s.apply(test[0]), test[1], k=5)
+    expected -= chance_value(test[1], 5, len(pool))
     np.testing.assert_array_equal(got.values[:len(fresh[1])], expected[len(lake[1]):])  # bit for bit
     assert (got.values[len(fresh[1]):] == 0).all() and (got.duplicate_of[len(fresh[1]):] == np.arange(5)).all()
     assert got.pool_rows == len(lake[1]) + len(fresh[1]) and got.left_out == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_value_above_chance_is_exact_shapley_of_the_shifted_utility(seed: int) -> None:
+    """Oracle by enumeration: Shapley of U'(S) = KNN accuracy - fill(S) * sum pi^2 over every order of 6 rows."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    k, x, y = 2, rng.normal(size=(6, 2)), rng.integers(0, 3, 6)
+    xt, yt = rng.normal(size=(4, 2)), rng.integers(0, 3, 4)
+    chance = sum((np.count_nonzero(yt == c) / 4) ** 2 for c in set(yt.tolist()))
+
+    def utility(members: list[int]) -> float:
+        total = 0.0
+        for t in range(4):
+            near = sorted(members, key=lambda i: (((x[i] - xt[t]) ** 2).sum(), i))[:k]
+            total += sum(y[i] == yt[t] for i in near) / k - len(near) / k * chance
+        return total / 4
+
+    shapley = np.zeros(6)
+    for order in itertools.permutations(range(6)):
+        for pos, i in enumerate(order):
+            shapley[i] += utility(list(order[:pos + 1])) - utility(list(order[:pos]))
+    shapley /= math.factorial(6)
+    got = value_new_rows(np.zeros((0, 2)), np.zeros(0, dtype=int), np.zeros(0, dtype=np.uint64), x, y,
+                         row_hashes(x, y), xt, yt, k=k, scaling="none")
+    np.testing.assert_allclose(got.values, shapley, rtol=0, atol=1e-12)
+
+
+def test_random_labels_far_from_every_test_point_are_worth_nothing() -> None:
+    """Plain KNN-Shapley paid such rows about half of an honest row on binary data; above chance they earn <= 0."""
+    test, (lake, honest, _), rng = split("breast_cancer", 0)
+    garbage_x = rng.uniform(test[0].min(axis=0), test[0].max(axis=0), (len(honest[1]), test[0].shape[1]))
+    garbage = (garbage_x, rng.integers(0, 2, len(honest[1])))
+    new = (np.concatenate([honest[0], garbage[0]]), np.concatenate([honest[1], garbage[1]]))
+    v = value(lake, new, test).values
+    m = len(honest[1])
+    print(f"breast_cancer: honest {v[:m].mean():.5f}/row, random rows {v[m:].mean():.6f}/row")
+    assert v[m:].mean() <= 0.02 * v[:m].mean() and v[:m].mean() > 0
 
 
 def test_within_a_batch_the_earlier_arrival_keeps_the_credit() -> None:
@@ -104,6 +145,7 @@ def test_the_pool_cap_leaves_the_oldest_rows_out_and_says_so() -> None:
     s = fit_scaling(test[0], "standard")
     expected = knn_shapley(np.concatenate([s.apply(lake[0][-30:]), s.apply(fresh[0])]),
                            np.concatenate([lake[1][-30:], fresh[1]]), s.apply(test[0]), test[1], k=5)
+    expected -= chance_value(test[1], 5, len(fresh[1]) + 30)
     np.testing.assert_array_equal(capped.values, expected[30:])
     # Duplicates are still judged against the whole lake, however small the pool.
     assert (value(lake, lake, test, max_pool_rows=1).values == 0).all()
