@@ -73,8 +73,19 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
         row_w = np.where(np.isfinite(w[i]) & (w[i] > 0), w[i], 0.0)
         w[i] = row_w / row_w.max() if row_w.max() > 0 else row_w
         active[i] = True
+    # Pay once, for what is new: a contributor with nothing new this epoch (no rows that are not duplicates, no scored
+    # predictions) gets no weight from anyone. Without this, weights revealed now but scored on last epoch's data
+    # (commit-reveal's one-epoch lag) paid a key that turned to re-sending old rows once more.
+    may_earn = eligible_miners(scores)
+    eligible = np.array([m in may_earn for m in miners], dtype=bool)
+    w[:, ~eligible] = 0.0
     stake = np.array([float(stakes.get(v, 0)) for v in validators])
     return ValidatorWeights(epoch, validators, miners, w, stake, active, house)
+
+
+def eligible_miners(scores: EpochScores) -> frozenset[str]:
+    """The contributors that may earn this epoch: those with a submission holding rows that are not duplicates."""
+    return frozenset(s.account_id for s in scores.submissions if s.rows > s.duplicate_rows)
 
 
 @dataclass(frozen=True)
