@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,11 +25,44 @@ def lake_path(lake: str, epoch: int, kind: str, task: str, digest: str, public_k
     return f"{lake.rstrip('/')}/epoch={epoch}/kind={kind}/task={task_dir}/{digest}-{public_key[:16]}.parquet"
 
 
+MAX_LAKE_CACHE_BYTES = 512 * 2**20
+"""Decoded lake tables kept in memory per process (bytes of Arrow data). Every epoch's valuation reads the whole lake,
+and so does each validator valuing on its own sample; landed files never change, so a second read is a lookup."""
+
+_cache: OrderedDict[tuple, pa.Table] = OrderedDict()
+_cache_bytes = 0
+_cache_lock = threading.Lock()
+
+
 def read_lake_file(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """One landed submission's rows (optionally only some columns)."""
+    """One landed submission's rows (optionally only some columns).
+
+    Local files are cached (up to MAX_LAKE_CACHE_BYTES, least recently used out first), keyed by path, columns and
+    the file's inode, size and change time, so a file replaced under the same name is read afresh.
+    """
     import pyarrow.parquet as pq
 
-    return pq.read_table(str(path), columns=list(columns) if columns is not None else None)
+    cols = list(columns) if columns is not None else None
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # not a local path (a remote filesystem): no cache
+        return pq.read_table(str(path), columns=cols)
+    key = (str(path), tuple(cols) if cols is not None else None, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    global _cache_bytes
+    with _cache_lock:
+        table = _cache.get(key)
+        if table is not None:
+            _cache.move_to_end(key)
+            return table
+    table = pq.read_table(str(path), columns=cols)
+    with _cache_lock:
+        if key not in _cache and table.nbytes <= MAX_LAKE_CACHE_BYTES:
+            _cache[key] = table
+            _cache_bytes += table.nbytes
+            while _cache_bytes > MAX_LAKE_CACHE_BYTES:
+                _, old = _cache.popitem(last=False)
+                _cache_bytes -= old.nbytes
+    return table
 
 
 def read_lake_files(paths: Sequence[str | Path], schema_columns: Sequence[str]) -> pa.Table:
