@@ -278,3 +278,19 @@ def _name(home, account_id: str) -> str:
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         return {a.account_id: a.name for a in accounts.all_accounts(con)}[account_id]
+
+
+def test_task_init_writes_the_scaling_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    from quality.task import load_task
+    from tributary import actions
+    from tributary.errors import TributaryError
+    from tributary.home import open_home
+
+    home = open_home(tmp_path / "home")
+    holdout = tmp_path / "h.parquet"
+    pq.write_table(pa.table({"a": [0.0, 1.0, 2.0], "b": [5.0, 1.0, 9.0], "label": [0, 1, 0]}), holdout)
+    assert actions.task_init(home, "t", holdout, "label").scaling == "standard"
+    actions.task_init(home, "r", holdout, "label", scaling="range")
+    assert load_task(home.paths.tasks / "r.toml").scaling == "range"
+    with pytest.raises(TributaryError, match="--scaling"):
+        actions.task_init(home, "x", holdout, "label", scaling="zscore")

@@ -131,7 +131,8 @@ def grant(home: Home, name: str, tokens: str) -> int:
 
 
 def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels: Sequence = (),
-              bounds: Mapping[str, tuple[float, float]] | None = None, challenge: Path | None = None) -> Task:
+              bounds: Mapping[str, tuple[float, float]] | None = None, challenge: Path | None = None,
+              scaling: str = "standard") -> Task:
     """Copy the holdout into the home (hidden from contributors) and write tasks/NAME.toml from it.
 
     The holdout proves only the columns, types, labels seen and a profile (which flags, never rejects); the
@@ -140,7 +141,13 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
     With `challenge` (labelled rows like the holdout's), the task opens predictions: the rows get ids 0..n-1, their
     features are published in challenges/NAME.parquet and their labels kept hidden beside the holdout.
     """
+    from dataclasses import replace
+
     from quality.task import task_from_holdout, write_task
+    from rewards.scaling import SCALINGS
+
+    if scaling not in SCALINGS:
+        raise TributaryError(f"--scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
 
     target = home.paths.holdout / f"{name}.parquet"
     if not holdout.is_file():
@@ -155,6 +162,7 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
         if copied:
             target.unlink(missing_ok=True)  # a refused holdout leaves no copy behind
         raise
+    task = replace(task, scaling=scaling)
     if challenge is not None:
         task = _publish_challenge(home, task, challenge)
     write_task(task, home.paths.tasks / f"{name}.toml")

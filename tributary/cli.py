@@ -216,6 +216,8 @@ def task_init(
         help="Declare hard bounds COL=LO:HI (repeatable; COL '*' for every feature).")] = None,
     challenge: Annotated[Optional[Path], typer.Option(
         help="Labelled rows to open predictions on: features published, labels kept hidden.")] = None,
+    scaling: Annotated[str, typer.Option(
+        help="How valuation scales features by the holdout before distances: standard, range or none.")] = "standard",
     home: HomeOpt = None,
 ) -> None:
     """Write tasks/NAME.toml from a holdout: columns, types, labels and a profile; hard bounds only as declared."""
@@ -224,7 +226,7 @@ def task_init(
     h = _home(home)
     extra = [v.strip() for v in labels.split(",") if v.strip()] if labels else []
     task = actions.task_init(h, name, holdout, label, extra_labels=extra, bounds=_parse_bounds(bound or []),
-                             challenge=challenge)
+                             challenge=challenge, scaling=scaling)
     grid = Table(title=f"wrote {h.paths.tasks / f'{name}.toml'}")
     for col in ("rule", "column", "value", "kind"):
         grid.add_column(col)
@@ -232,6 +234,8 @@ def task_init(
     grid.add_row("finite, non-null", "every feature", "no NaN, inf or null", "hard")
     grid.add_row("row count", "", f"{task.min_rows}..{task.max_rows}", "hard")
     grid.add_row("label domain", task.label, ", ".join(map(str, task.label_domain)), "hard")
+    grid.add_row("valuation", "", f"exact KNN-Shapley, k={task.k}, features scaled '{task.scaling}'; a row within "
+                 f"{task.near_duplicate_tol:g} (standardized) of any earlier row is a duplicate", "value")
     for f in task.features:
         if f.min is not None or f.max is not None:
             lo = "-inf" if f.min is None else f"{f.min:g}"
