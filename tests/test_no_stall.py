@@ -148,6 +148,7 @@ def test_weights_whose_sum_overflows_do_not_stall_the_epoch(market):
     actions.reveal(home, key="val")
     actions.reveal(home, key="val2")
     market.submit("alice", digits_table(420, 480), "a2.parquet")
+    market.submit("bob", digits_table(480, 540), "b2.parquet")  # both send something new, so both may earn
     run = run_epoch(home, close=True)
     assert _settled(home, 2)
     assert run.ingest.reasons == {"schema_mismatch": 1}
