@@ -51,6 +51,13 @@ def _home(home: Optional[Path]):
     return open_home(home or _global_home)
 
 
+def _existing_home(home: Optional[Path]):
+    """For read-only commands: a home that exists, opened without creating, migrating or writing anything."""
+    from tributary.home import existing_home
+
+    return existing_home(home or _global_home)
+
+
 # ---------------------------------------------------------------------------------------------------- contributors
 @app.command()
 def keygen(name: str, home: HomeOpt = None) -> None:
@@ -297,7 +304,7 @@ def sql(
     from tributary.errors import TributaryError
 
     try:
-        result = run_sql(_home(home).paths.ledger, query)
+        result = run_sql(_existing_home(home).paths.ledger, query)
     except duckdb.Error as e:
         raise TributaryError(f"the query failed: {e}") from None
     if format == "json":
@@ -322,7 +329,7 @@ def audit(home: HomeOpt = None) -> None:
     from ledger.audit import audit as run_audit
     from ledger.db import open_ledger
 
-    h = _home(home)
+    h = _existing_home(home)
     with open_ledger(h.paths.ledger, read_only=True) as con:
         report = run_audit(con)
     if report.ok:
@@ -339,7 +346,7 @@ def export(out: Path, home: HomeOpt = None) -> None:
     """Export every ledger table as Parquet, plus a DuckDB file the DuckDB CLI can open."""
     from ledger.queries import export as run_export
 
-    for path in run_export(_home(home).paths.ledger, out):
+    for path in run_export(_existing_home(home).paths.ledger, out):
         console.print(str(path))
 
 
