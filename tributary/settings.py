@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -59,9 +60,62 @@ class Settings:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        defaults = cls()
+        for key, value in data.items():
+            _check_setting(path, key, value, getattr(defaults, key))
         if "beam_pipeline_args" in data:
             data["beam_pipeline_args"] = tuple(data["beam_pipeline_args"])
-        return replace(cls(), **data)
+        return replace(defaults, **data)
+
+
+# Ranges beyond the type: (low, high) inclusive for numbers, a tuple of names for strings (filled lazily: rewards'
+# own lists, so they are never restated here).
+_FRACTIONS = ("owner_cut", "prediction_share", "kappa", "bonds_penalty", "bonds_moving_average", "alpha_low",
+              "alpha_high")
+_AT_LEAST = {"epoch_seconds": 1, "epoch_emission_units": 0, "house_stake_units": 0, "max_payload_bytes": 1,
+             "incomplete_after_seconds": 0, "knn_k": 1, "reveal_epochs": 1, "max_allowed_validators": 0}
+
+
+def _choices(key: str) -> tuple[str, ...]:
+    if key == "array_backend":
+        from rewards.backend import BACKENDS
+
+        return BACKENDS
+    if key in ("yuma_version", "yuma_storage"):
+        from rewards.yuma_core import STORAGES, YUMA_VERSIONS
+
+        return YUMA_VERSIONS if key == "yuma_version" else STORAGES
+    return ()
+
+
+def _check_setting(path: Path, key: str, value: object, default: object) -> None:
+    """SettingsError naming the file, the key and the rule when a value has the wrong type or lies out of range."""
+
+    def bad(rule: str) -> SettingsError:
+        return SettingsError(f"{path}: setting '{key}': {rule}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+    elif isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("must be a whole number")
+        if key in _AT_LEAST and value < _AT_LEAST[key]:
+            raise bad(f"must be at least {_AT_LEAST[key]}")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise bad("must be a finite number")
+        if key in _FRACTIONS and not 0.0 <= value <= 1.0:
+            raise bad("must lie in [0, 1]")
+    elif isinstance(default, str):
+        if not isinstance(value, str) or not value:
+            raise bad("must be a non-empty string")
+        allowed = _choices(key)
+        if allowed and value not in allowed:
+            raise bad(f"must be one of {', '.join(allowed)}")
+    elif isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("must be a list of strings")
 
 
 def resolve_home(home: str | Path | None) -> Path:
