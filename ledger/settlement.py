@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -73,13 +75,19 @@ def _arrow(columns: dict[str, tuple[pa.DataType, list]]) -> pa.Table:
     return pa.table({name: pa.array(values, type=t) for name, (t, values) in columns.items()})
 
 
-def _unregister(con: duckdb.DuckDBPyConnection, view: str) -> None:
-    """Drop a registered Arrow view; inside a transaction a failed statement aborted, the original error must surface,
-    so the cleanup's own TransactionException is not raised over it (the view is replaced on the next register)."""
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, view: str, data: pa.Table) -> Iterator[str]:
+    """`data` as a view for one statement. If that statement fails inside the transaction, unregistering raises a
+    TransactionException; the statement's own error must surface, so that one is not raised over it (the view is
+    replaced on the next register)."""
+    con.register(view, data)
     try:
-        con.unregister(view)
-    except duckdb.TransactionException:
-        pass
+        yield view
+    finally:
+        try:
+            con.unregister(view)
+        except duckdb.TransactionException:
+            pass
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, tuple[pa.DataType, list]]) -> None:
@@ -87,13 +95,9 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, tuple
     data = _arrow(columns)
     if data.num_rows == 0:
         return
-    view = f"_settle_{table}"
-    con.register(view, data)
-    try:
-        names = ", ".join(data.column_names)
+    names = ", ".join(data.column_names)
+    with _registered(con, f"_settle_{table}", data) as view:
         con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")
-    finally:
-        _unregister(con, view)
 
 
 def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime) -> SettleOutcome:
@@ -159,13 +163,10 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
                 "value": (pa.float64(), [c.value for c in s.contributions]),
                 "duplicate_of": (pa.list_(pa.string()), [list(c.duplicate_of) or None for c in s.contributions]),
             })
-            con.register("_settle_updates", updates)
-            try:
+            with _registered(con, "_settle_updates", updates) as view:
                 con.execute("UPDATE contributions SET status = u.status, duplicate_rows = u.duplicate_rows, "
-                            "value = u.value, duplicate_of = u.duplicate_of FROM _settle_updates u "
+                            f"value = u.value, duplicate_of = u.duplicate_of FROM {view} u "
                             "WHERE contributions.submission_id = u.submission_id")
-            finally:
-                _unregister(con, "_settle_updates")
         prev = last_hash(con, s.epoch) or GENESIS_HASH
         results = results_digest(con, s.epoch)
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)

@@ -287,12 +287,8 @@ def near_duplicate_of(
         return out
     found = _near_duplicates(x[new_rows], xp_[prior_rows], s, float(tol), collapse=True)
     hit = found >= 0
-    ref = found[hit]
-    from_prior = ref < prior_rows.size
-    # Back from the compacted rows to the caller's indices.
-    mapped = np.where(from_prior, prior_rows[np.minimum(ref, max(prior_rows.size - 1, 0))] if prior_rows.size else 0,
-                      n_prior + new_rows[np.maximum(ref - prior_rows.size, 0)])
-    out[new_rows[hit]] = mapped
+    # Back from the compacted rows (finite prior rows, then judged new rows) to the caller's indices.
+    out[new_rows[hit]] = np.concatenate([prior_rows, n_prior + new_rows])[found[hit]]
     return out
 
 
@@ -312,10 +308,9 @@ def _near_duplicates(x: np.ndarray, xp_: np.ndarray, s: np.ndarray, tol: float, 
     q, r, crowded = _candidate_pairs(xp_, x, s, tol, crowd_check=collapse)
     if crowded is not None:
         keep = _collapse_prior(xp_, np.unique(crowded))
-        kept = np.flatnonzero(keep)
         found = _near_duplicates(x, xp_[keep], s, tol, collapse=False)
-        return np.where((found >= 0) & (found < kept.size), kept[np.minimum(found, max(kept.size - 1, 0))],
-                        np.where(found >= kept.size, found - kept.size + n_prior, found))
+        index = np.concatenate([np.flatnonzero(keep), n_prior + np.arange(n)])  # collapsed index -> this call's
+        return np.where(found >= 0, index[np.maximum(found, 0)], -1)
     # A reference is a prior row or an earlier new row (never the row itself or a later one).
     from_prior = r < n_prior
     keep = from_prior | (r - n_prior < q)

@@ -106,15 +106,17 @@ def value_new_rows(
         raise ValueError(f"max_pool_rows must be at least 1, got {max_pool_rows}")
     n_prior = xpr.shape[0]
 
-    exact = exact_duplicate_of(hn, hp)
+    # One pass over every hash, prior rows first: a prior row's source marks it a repeat within the lake, a new row's
+    # is its exact duplicate (a prior row, or an earlier new one).
+    source = exact_duplicate_of(np.concatenate([hp, hn]))
+    exact = source[n_prior:]
     std = fit_scaling(xt, "standard").scale
     near = near_duplicate_of(xn, xpr, std, near_tol, candidates=exact < 0)
     duplicate_of = np.where(exact >= 0, exact, near)
     fresh = duplicate_of < 0
 
     # Each distinct prior row once (its first acceptance), the latest ones if the cap binds.
-    distinct = exact_duplicate_of(hp) < 0
-    kept = np.flatnonzero(distinct)
+    kept = np.flatnonzero(source[:n_prior] < 0)
     room = max(max_pool_rows - int(fresh.sum()), 0)
     left_out = max(kept.size - room, 0)
     kept = kept[left_out:]
@@ -126,11 +128,10 @@ def value_new_rows(
         pool_x = np.empty((kept.size + int(fresh.sum()), d))
         np.take(xpr, kept, axis=0, out=pool_x[:kept.size])
         pool_x[kept.size:] = xn[fresh]
-        pool_x -= s.centre
-        pool_x /= s.scale
+        s.apply(pool_x, out=pool_x)
         pool_y = np.concatenate([ypr[kept], yn[fresh]]) if kept.size else yn[fresh]
         all_values = knn_shapley(pool_x, pool_y, s.apply(xt), np.asarray(y_test).reshape(-1), k=k, xp=xp,
                                  max_bytes=max_bytes)
         values[fresh] = all_values[kept.size:] - chance_value(np.asarray(y_test).reshape(-1), k, pool_x.shape[0])
-    assert n_prior == 0 or duplicate_of.max(initial=-1) < n_prior + xn.shape[0]
+    assert (duplicate_of < n_prior + np.arange(xn.shape[0])).all(), "a row's source always arrived before it"
     return RowValues(values, duplicate_of, int(kept.size + fresh.sum()), int(left_out))

@@ -23,9 +23,9 @@ class Scaling:
     centre: np.ndarray
     scale: np.ndarray
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """The scaled copy of a rows x features array (float64); the input is left alone."""
-        out = np.asarray(x, dtype=np.float64) - self.centre
+    def apply(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A rows x features array scaled (float64): a new array, or written into `out` (which may be `x` itself)."""
+        out = np.subtract(np.asarray(x, dtype=np.float64), self.centre, out=out)
         out /= self.scale
         return out
 
