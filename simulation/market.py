@@ -74,7 +74,6 @@ class World:
     groups: dict[str, list[str]]  # contributor group -> its members' first key names
     contributor_pubs: list[str] = field(default_factory=list)  # every contributor key's public key, in player order
     sent: dict[tuple[str, int], list[Path]] = field(default_factory=dict)  # (key, epoch) -> files landed in the lake
-    scorer: Callable | None = None
 
     def public_key(self, key: str) -> str:
         return self.keys[key]
@@ -111,17 +110,10 @@ class World:
         return {pub: float(c) for pub, c in rows if c is not None and c > 0}
 
     def score_on_sample(self, epoch: int, sample: pa.Table) -> dict[str, float]:
-        return self.scorer(self.home, epoch, sample)
-
-
-def sample_scorer() -> Callable:
-    """The market's own function for a validator that scores on its own sample (the scoring stage's, else the demo's)."""
-    try:
+        """What an honest validator sends: the market's own valuation, on its own held-out sample."""
         from tributary.stages.scoring import weights_from_sample
-        return weights_from_sample
-    except ImportError:  # older trees: the demo's honest validator
-        from tributary.demo import honest_validator_weights
-        return honest_validator_weights
+
+        return weights_from_sample(self.home, epoch, sample)
 
 
 class StageTimer:
@@ -225,15 +217,7 @@ def _setup_home(scenario: Scenario, out: Path, seed: int, ds: sd.Dataset, source
     task = load_task(path)
     options = {"k": scenario.task.k, "scaling": scenario.task.scaling,
                "near_duplicate_tol": scenario.task.near_duplicate_tol, "min_rows": scenario.task.min_rows}
-    known = {f.name for f in dataclasses.fields(task)}
-    changes = {}
-    for name, value in options.items():
-        if value is None:
-            continue
-        if name not in known:
-            raise SimulationError(f"{scenario.file}: task.{name}: this market's tasks have no option {name!r}")
-        changes[name] = value
-    write_task(dataclasses.replace(task, **changes), path)
+    write_task(dataclasses.replace(task, **{name: v for name, v in options.items() if v is not None}), path)
     return home, work
 
 
@@ -273,7 +257,7 @@ def simulate(scenario: Scenario, *, epochs: int | None = None, seed: int | None 
     for player in contributors:
         groups.setdefault(player.group.name, []).append(player.keys[0])
     world = World(home, ds, source, scenario.task_name, pubs, groups,
-                  contributor_pubs=[pubs[k] for p in contributors for k in p.keys], scorer=sample_scorer())
+                  contributor_pubs=[pubs[k] for p in contributors for k in p.keys])
     setup_seconds = time.perf_counter() - t0
     say(f"home {home.root}: {sum(len(p.keys) for p in contributors)} contributor keys, {len(validators)} validators, "
         f"task {scenario.task_name} ({ds.name}, {len(source.holdout_index)} holdout rows)")
