@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ledger.errors import LedgerError, UnknownAccount
-from ledger.schema import EMISSION_ACCOUNT, OWNER_ACCOUNT
+from ledger.schema import BURN_ACCOUNT, EMISSION_ACCOUNT, OWNER_ACCOUNT
 
 ROLES = ("contributor", "validator")
 ACCOUNT_ID_HEX_CHARS = 16  # account ids are the key's first 64 bits, short enough to read in SQL
@@ -28,10 +28,11 @@ def account_id_for(public_key: str) -> str:
 
 
 def ensure_system_accounts(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the emission and owner accounts once."""
-    for account_id, role in ((EMISSION_ACCOUNT, "system"), (OWNER_ACCOUNT, "owner")):
+    """Create the emission, owner and burn accounts once."""
+    for account_id, role in ((EMISSION_ACCOUNT, "system"), (OWNER_ACCOUNT, "owner"), (BURN_ACCOUNT, "system")):
         con.execute(
-            "INSERT INTO accounts VALUES (?, NULL, ?, ?, 0) ON CONFLICT DO NOTHING", [account_id, account_id, role]
+            "INSERT INTO accounts (account_id, public_key, name, role, registered_epoch) VALUES (?, NULL, ?, ?, 0) "
+            "ON CONFLICT DO NOTHING", [account_id, account_id, role]
         )
 
 
@@ -52,7 +53,7 @@ def register(con: duckdb.DuckDBPyConnection, public_key: str, name: str, role: s
         raise LedgerError(f"the name {name!r} is already taken by another key; pick another name")
     account = Account(account_id_for(public_key), public_key, name, role, epoch)
     con.execute(
-        "INSERT INTO accounts VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO accounts (account_id, public_key, name, role, registered_epoch) VALUES (?, ?, ?, ?, ?)",
         [account.account_id, account.public_key, account.name, account.role, account.registered_epoch],
     )
     return account

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from ledger import balances
 from ledger.digest import GENESIS_HASH, chain_hash
 from ledger.epochs import settled_epochs
 from ledger.results import results_digest
@@ -70,7 +71,7 @@ def _check_transfers(con: duckdb.DuckDBPyConnection, report: AuditReport) -> Non
             report.problems.append(f"transfer {tid}: debits and credits the same account and bucket {da}/{db}")
         if d_missing or c_missing:
             report.problems.append(f"transfer {tid}: names an unknown account ({da if d_missing else ca})")
-    (total,) = con.execute("SELECT COALESCE(SUM(liquid + staked), 0) FROM balances").fetchone()
+    (total,) = con.execute("SELECT COALESCE(SUM(liquid + staked + unbonding), 0) FROM balances").fetchone()
     if total != 0:
         report.problems.append(f"the balances of all accounts sum to {total} units, not 0: debits and credits do not balance")
 
@@ -93,10 +94,16 @@ def _check_payouts(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
 
 
 def _check_balances(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    rows = con.execute(
-        "SELECT account_id, liquid, staked FROM balances WHERE account_id <> ? AND (liquid < 0 OR staked < 0) "
-        "ORDER BY account_id",
-        [EMISSION_ACCOUNT],
-    ).fetchall()
-    for account_id, liquid, staked in rows:
-        report.problems.append(f"account {account_id}: negative balance (liquid {liquid}, staked {staked})")
+    """Balances recomputed from the transfers: none negative, and each equal to the kept balance_totals row."""
+    kept = {r[0]: tuple(r[1:]) for r in con.execute(
+        "SELECT account_id, liquid, staked, unbonding FROM balance_totals").fetchall()}
+    for account_id, liquid, staked, unbonding in balances.recomputed(con):
+        if account_id != EMISSION_ACCOUNT and min(liquid, staked, unbonding) < 0:
+            report.problems.append(f"account {account_id}: negative balance (liquid {liquid}, staked {staked}, "
+                                   f"unbonding {unbonding})")
+        if kept.pop(account_id, (0, 0, 0)) != (liquid, staked, unbonding):
+            report.problems.append(f"account {account_id}: balance_totals does not equal the sum of its transfers "
+                                   f"(liquid {liquid}, staked {staked}, unbonding {unbonding})")
+    for account_id, row in sorted(kept.items()):
+        if row != (0, 0, 0):
+            report.problems.append(f"account {account_id}: balance_totals holds {row} but no transfer moves it")

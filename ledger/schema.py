@@ -6,8 +6,11 @@ import duckdb
 
 EMISSION_ACCOUNT = "emission"  # the only account allowed a negative balance: every token ever minted comes from it
 OWNER_ACCOUNT = "owner"  # the market operator's cut
-SYSTEM_ACCOUNTS = (EMISSION_ACCOUNT, OWNER_ACCOUNT)
-BUCKETS = ("liquid", "staked")
+BURN_ACCOUNT = "burn"  # where burned tokens go (registration fees): credited, never debited
+SYSTEM_ACCOUNTS = (EMISSION_ACCOUNT, OWNER_ACCOUNT, BURN_ACCOUNT)
+# liquid: spendable; staked: a say in consensus and governance; unbonding: unstaked, liquid after the cooldown
+BUCKETS = ("liquid", "staked", "unbonding")
+EPOCH_STATES = ("open", "ingesting", "scored", "settled")  # an epoch only ever moves forward through these
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -157,6 +160,96 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5: a duplicate names what it copies: the earlier submissions (any key's, the sender's own included).
     "ALTER TABLE contributions ADD COLUMN duplicate_of VARCHAR[];",
+    # 6: one writer per epoch (its state), staking with a cooldown, signed requests, governance by stake, and balances
+    # kept as a table (one row per account) so a balance read does not grow with history.
+    """
+    CREATE TABLE market (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+    ALTER TABLE epochs ADD COLUMN state VARCHAR;
+    UPDATE epochs SET state = CASE WHEN settled_at IS NULL THEN 'open' ELSE 'settled' END;
+    ALTER TABLE epochs ADD COLUMN inputs_version INTEGER;
+    ALTER TABLE accounts ADD COLUMN fee_units BIGINT DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN auto_stake BOOLEAN DEFAULT false;
+    INSERT INTO accounts (account_id, public_key, name, role, registered_epoch, fee_units, auto_stake)
+        VALUES ('burn', NULL, 'burn', 'system', 0, 0, false) ON CONFLICT DO NOTHING;
+    DROP VIEW balances;
+    CREATE TABLE transfers_v6 (
+        id BIGINT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        debit_account VARCHAR NOT NULL,
+        debit_bucket VARCHAR NOT NULL CHECK (debit_bucket IN ('liquid', 'staked', 'unbonding')),
+        credit_account VARCHAR NOT NULL,
+        credit_bucket VARCHAR NOT NULL CHECK (credit_bucket IN ('liquid', 'staked', 'unbonding')),
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        kind VARCHAR NOT NULL,
+        memo VARCHAR NOT NULL DEFAULT ''
+    );
+    INSERT INTO transfers_v6 SELECT * FROM transfers;
+    DROP TABLE transfers;
+    ALTER TABLE transfers_v6 RENAME TO transfers;
+    CREATE TABLE balance_totals (
+        account_id VARCHAR PRIMARY KEY,
+        liquid BIGINT NOT NULL DEFAULT 0,
+        staked BIGINT NOT NULL DEFAULT 0,
+        unbonding BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO balance_totals
+    WITH moves AS (
+        SELECT credit_account AS account_id, credit_bucket AS bucket, amount FROM transfers
+        UNION ALL
+        SELECT debit_account, debit_bucket, -amount FROM transfers
+    )
+    SELECT account_id,
+           CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = 'liquid'), 0) AS BIGINT),
+           CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = 'staked'), 0) AS BIGINT),
+           CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = 'unbonding'), 0) AS BIGINT)
+    FROM moves GROUP BY account_id;
+    CREATE VIEW balances AS
+    SELECT a.account_id, COALESCE(b.liquid, 0) AS liquid, COALESCE(b.staked, 0) AS staked,
+           COALESCE(b.unbonding, 0) AS unbonding
+    FROM accounts a LEFT JOIN balance_totals b USING (account_id);
+    CREATE TABLE requests (
+        submission_id VARCHAR PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        account_id VARCHAR NOT NULL,
+        action VARCHAR NOT NULL CHECK (action IN ('stake', 'unstake', 'transfer', 'auto_stake', 'propose', 'vote')),
+        amount BIGINT,
+        counterparty VARCHAR,
+        setting VARCHAR,
+        value VARCHAR,
+        proposal_id BIGINT,
+        vote VARCHAR,
+        release_epoch BIGINT,
+        arrival BIGINT
+    );
+    CREATE TABLE proposals (
+        proposal_id BIGINT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        setting VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        proposer VARCHAR NOT NULL,
+        submission_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL CHECK (status IN ('open', 'passed', 'rejected')),
+        yes_stake BIGINT,
+        no_stake BIGINT,
+        active_stake BIGINT,
+        applies_from BIGINT
+    );
+    CREATE TABLE votes (
+        submission_id VARCHAR PRIMARY KEY,
+        proposal_id BIGINT NOT NULL,
+        epoch BIGINT NOT NULL,
+        voter VARCHAR NOT NULL,
+        vote VARCHAR NOT NULL CHECK (vote IN ('yes', 'no')),
+        arrival BIGINT
+    );
+    CREATE TABLE epoch_parameters (
+        epoch BIGINT NOT NULL,
+        setting VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        proposal_id BIGINT,
+        PRIMARY KEY (epoch, setting)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from ledger.balances import apply_transfers
 from ledger.db import transaction
 from ledger.digest import GENESIS_HASH, chain_hash
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
@@ -145,6 +146,8 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             "kind": (pa.string(), [ln.kind for ln, _ in payouts]),
             "memo": (pa.string(), [f"epoch {s.epoch} {ln.kind}" for ln, _ in payouts]),
         })
+        if payouts:
+            apply_transfers(con, "transfers WHERE id >= ?", [first_id])
         for name, rows, last in (("bonds", s.bonds, "bond"), ("weights", s.weights, "weight")):
             _insert(con, name, {"epoch": (pa.int64(), [s.epoch] * len(rows)),
                                 "validator": (pa.string(), [r[0] for r in rows]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
+from ledger.balances import apply_transfers, balance_of
 from ledger.errors import InsufficientFunds, LedgerError
 from ledger.schema import BUCKETS, EMISSION_ACCOUNT
 
@@ -36,16 +37,21 @@ def post(
             raise InsufficientFunds(
                 f"account {debit} has {available} units {debit_bucket}, {amount} needed for this {kind}"
             )
+    # Ids are max + 1 inside the transaction, not a sequence: DuckDB sequences are not transactional (a rolled-back
+    # nextval stays consumed), so a crashed and replayed step would get other ids and another results digest.
     (next_id,) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchone()
     con.execute(
         "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [next_id, epoch, debit, debit_bucket, credit, credit_bucket, amount, kind, memo],
     )
+    apply_transfers(con, "transfers WHERE id = ?", [next_id])
     return next_id
 
 
 def balance(con: duckdb.DuckDBPyConnection, account_id: str, bucket: str = "liquid", *, before_epoch: int | None = None) -> int:
     """Credits minus debits of one account's bucket (optionally counting only transfers of earlier epochs)."""
+    if before_epoch is None:
+        return balance_of(con, account_id, bucket)
     sql = """
         SELECT COALESCE(SUM(CASE WHEN credit_account = ? AND credit_bucket = ? THEN amount ELSE 0 END)
                       - SUM(CASE WHEN debit_account = ? AND debit_bucket = ? THEN amount ELSE 0 END), 0)

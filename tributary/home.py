@@ -67,6 +67,7 @@ def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
     from ledger.db import open_ledger, transaction
     from ledger.digest import digest
     from ledger.epochs import get_epoch, open_epoch
+    from ledger.market import HOUSE_ACCOUNT_KEY, set_fact
     from ledger.settlement import Settlement, settle_epoch
 
     with open_ledger(paths.ledger) as con:
@@ -81,6 +82,7 @@ def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
                 accounts.ensure_system_accounts(con)
                 open_epoch(con, GENESIS_EPOCH, now)
                 house = accounts.register(con, keys.public_hex(house_key), settings.house_name, "validator", GENESIS_EPOCH)
+                set_fact(con, HOUSE_ACCOUNT_KEY, house.account_id)
                 if settings.house_stake_units:
                     transfers.grant(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH, "house stake")
                     transfers.stake(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH)

@@ -45,6 +45,11 @@ class Settings:
     yuma_storage: str = "float64"  # "u16": weights and bonds pass through the chain's u16 storage, to compare
     sparse_bonds: bool = False  # Yuma 3 + liquid alpha: a zero weight resets its bond, as the chain's sparse path
     house_name: str = "house"
+    # Staking, fees and governance (issue 10; README "Staking and governance").
+    unstake_cooldown_epochs: int = 2  # unstaked tokens stay unbonding until this many more epochs have settled
+    registration_fee_units: int = 0  # burned from a new account's first earnings, so sybil keys are not free
+    governance_pass_share: float = 0.5  # a proposal passes when yes-stake exceeds this share of the active stake
+    lock_wait_seconds: float = 300.0  # how long a writer waits for the home's epoch lock before naming its holder
 
     @classmethod
     def load(cls, home: Path) -> "Settings":
@@ -71,9 +76,10 @@ class Settings:
 # Ranges beyond the type: (low, high) inclusive for numbers, a tuple of names for strings (filled lazily: rewards'
 # own lists, so they are never restated here).
 _FRACTIONS = ("owner_cut", "prediction_share", "kappa", "bonds_penalty", "bonds_moving_average", "alpha_low",
-              "alpha_high")
+              "alpha_high", "governance_pass_share")
 _AT_LEAST = {"epoch_seconds": 1, "epoch_emission_units": 0, "house_stake_units": 0, "max_payload_bytes": 1,
-             "incomplete_after_seconds": 0, "knn_k": 1, "reveal_epochs": 1, "max_allowed_validators": 0}
+             "incomplete_after_seconds": 0, "knn_k": 1, "reveal_epochs": 1, "max_allowed_validators": 0,
+             "unstake_cooldown_epochs": 0, "registration_fee_units": 0}
 
 
 def _choices(key: str) -> tuple[str, ...]:

@@ -1,0 +1,44 @@
+"""Balances kept as a table, one row per account: every transfer written moves them in the same transaction.
+
+The `balances` view reads this table, so a balance costs the same after a thousand epochs as after one; the audit
+recomputes every row from the transfers and names any account where the two differ.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+_BUCKET_SUMS = ", ".join(
+    f"CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = '{b}'), 0) AS BIGINT) AS {b}"
+    for b in ("liquid", "staked", "unbonding")
+)
+
+
+def _moves(source: str) -> str:
+    """Per-account, per-bucket deltas of the transfer rows `source` selects (a table, view or subquery)."""
+    return (f"WITH src AS (SELECT debit_account, debit_bucket, credit_account, credit_bucket, amount FROM {source}), "
+            "moves AS (SELECT credit_account AS account_id, credit_bucket AS bucket, amount FROM src "
+            "UNION ALL SELECT debit_account, debit_bucket, -amount FROM src) "
+            f"SELECT account_id, {_BUCKET_SUMS} FROM moves GROUP BY account_id")
+
+
+def apply_transfers(con: duckdb.DuckDBPyConnection, source: str, params: list | None = None) -> None:
+    """Add the transfer rows that `source` selects to balance_totals (call in the transaction that writes them)."""
+    con.execute(
+        f"INSERT INTO balance_totals (account_id, liquid, staked, unbonding) {_moves(source)} "
+        "ON CONFLICT (account_id) DO UPDATE SET liquid = liquid + EXCLUDED.liquid, "
+        "staked = staked + EXCLUDED.staked, unbonding = unbonding + EXCLUDED.unbonding",
+        params or [],
+    )
+
+
+def recomputed(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int, int]]:
+    """Every account's (liquid, staked, unbonding) summed from the transfers themselves, for the audit."""
+    return con.execute(_moves("transfers") + " ORDER BY account_id").fetchall()
+
+
+def balance_of(con: duckdb.DuckDBPyConnection, account_id: str, bucket: str) -> int:
+    """One account's current balance in one bucket, from the kept table."""
+    assert bucket in ("liquid", "staked", "unbonding"), bucket
+    row = con.execute(f"SELECT {bucket} FROM balance_totals WHERE account_id = ?", [account_id]).fetchone()
+    return int(row[0]) if row else 0
