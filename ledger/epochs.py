@@ -25,7 +25,8 @@ class EpochRow:
 
 def open_epoch(con: duckdb.DuckDBPyConnection, epoch: int, starts_at: datetime) -> None:
     """Record that an epoch has started (idempotent)."""
-    con.execute("INSERT INTO epochs (epoch, starts_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [epoch, starts_at])
+    con.execute("INSERT INTO epochs (epoch, starts_at, state) VALUES (?, ?, 'open') ON CONFLICT DO NOTHING",
+                [epoch, starts_at])
 
 
 def current_epoch(con: duckdb.DuckDBPyConnection) -> int:

@@ -51,6 +51,18 @@ class ContributionUpdate:
 
 
 @dataclass(frozen=True)
+class ProposalOutcome:
+    """A proposal tallied when the epoch it landed in settles (stakes at that epoch's start)."""
+
+    proposal_id: int
+    status: str  # passed | rejected
+    yes_stake: int
+    no_stake: int
+    active_stake: int
+    applies_from: int | None  # a passed proposal's setting is in force from this epoch (the next one) on
+
+
+@dataclass(frozen=True)
 class Settlement:
     """Everything an epoch's settlement writes, computed before the ledger is touched."""
 
@@ -62,6 +74,11 @@ class Settlement:
     weights: tuple[tuple[str, str, float], ...] = ()  # (validator, miner, weight) as used in consensus
     contributions: tuple[ContributionUpdate, ...] = ()
     reports: tuple[tuple[str, float | None, float | None], ...] = ()  # (validator, sim. to consensus, to history)
+    releases: tuple[tuple[str, int], ...] = ()  # (account, units) leaving unbonding for liquid at this settlement
+    fees_owed: tuple[tuple[str, int], ...] = ()  # (account, units) registration fee owed: burned from its payout
+    proposals: tuple[ProposalOutcome, ...] = ()  # proposals that landed in this epoch, tallied
+    parameters: tuple[tuple[str, str, int | None], ...] = ()  # (setting, JSON value, proposal id) in force this epoch
+    inputs_version: int | None = None  # 2: the inputs digest can be recomputed from the ledger (ledger/inputs.py)
 
 
 @dataclass(frozen=True)
@@ -175,8 +192,8 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)
         con.execute(
             "UPDATE epochs SET ends_at = ?, settled_at = ?, inputs_digest = ?, results_digest = ?, prev_hash = ?, "
-            "hash = ?, emission = ? WHERE epoch = ?",
-            [now, now, s.inputs_digest, results, prev, link, s.emission, s.epoch],
+            "hash = ?, emission = ?, state = 'settled', inputs_version = ? WHERE epoch = ?",
+            [now, now, s.inputs_digest, results, prev, link, s.emission, s.inputs_version, s.epoch],
         )
         open_epoch(con, s.epoch + 1, now)
     return SettleOutcome(s.epoch, True, link, {line.account_id: a for line, a in zip(s.lines, amounts_list)})
