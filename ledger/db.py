@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from ledger.schema import migrate
 
 LOCK_RETRY_SECONDS = 10.0
 LOCK_RETRY_STEP_SECONDS = 0.1
+SNAPSHOT_SUFFIX = ".snapshot.duckdb"  # ledger.duckdb -> ledger.snapshot.duckdb: what `tributary sql` reads
 
 
 def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_RETRY_SECONDS) -> duckdb.DuckDBPyConnection:
@@ -37,12 +40,34 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_
     return con
 
 
+def snapshot_path(ledger: Path) -> Path:
+    """Where the readers' copy of the ledger lives: beside it, refreshed by every writer when it closes."""
+    return ledger.with_name(ledger.stem + SNAPSHOT_SUFFIX)
+
+
+def refresh_snapshot(con: duckdb.DuckDBPyConnection, ledger: Path) -> None:
+    """Copy the ledger, as committed, to its snapshot: checkpointed, then copied while this connection still holds
+    DuckDB's write lock (no other writer can change the file mid-copy), then renamed into place atomically, so a
+    reader sees the old snapshot or the new one, never a torn file."""
+    con.execute("CHECKPOINT")
+    target = snapshot_path(ledger)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(ledger, tmp)
+    os.replace(tmp, target)
+
+
 @contextmanager
 def open_ledger(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A ledger connection that is closed on exit, so the file lock is held only as long as needed."""
+    """A ledger connection that is closed on exit, so the file lock is held only as long as needed; a writer
+    refreshes the readers' snapshot before it lets go."""
     con = connect(path, read_only=read_only)
     try:
         yield con
+        if not read_only:
+            try:
+                refresh_snapshot(con, path)
+            except duckdb.ConnectionException:  # the caller closed it: nothing it wrote after that to copy
+                pass
     finally:
         con.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.db import open_ledger
+from ledger.db import open_ledger, snapshot_path
 
 EXPORT_TABLES = ("accounts", "epochs", "contributions", "quarantine", "rewards", "transfers", "bonds", "weights",
                  "commitments", "validator_reports")
@@ -18,14 +18,24 @@ EXPORT_STORAGE_VERSION = "v1.5.0"  # lets the PyPI duckdb-cli (1.5.x) open the e
 class QueryResult:
     columns: list[str]
     rows: list[tuple]
+    source: str = ""  # what was read: the snapshot and the epoch it ends at, or the live ledger
 
 
 def run_sql(ledger_path: Path, sql: str) -> QueryResult:
-    """Run one query on a read-only connection; writes are refused by DuckDB itself."""
-    with open_ledger(ledger_path, read_only=True) as con:
+    """Run one query, read-only, on the snapshot every writer refreshes as it commits: a query never waits for the
+    pipeline, never holds a lock the pipeline needs, and sees one consistent state. A ledger from before snapshots
+    is read live."""
+    snapshot = snapshot_path(ledger_path)
+    path = snapshot if snapshot.exists() else ledger_path
+    with open_ledger(path, read_only=True) as con:
         cur = con.execute(sql)
         columns = [d[0] for d in cur.description] if cur.description else []
-        return QueryResult(columns, cur.fetchall() if columns else [])
+        rows = cur.fetchall() if columns else []
+        settled, open_epoch = con.execute(
+            "SELECT max(epoch) FILTER (WHERE settled_at IS NOT NULL), min(epoch) FILTER (WHERE settled_at IS NULL) "
+            "FROM epochs").fetchone()
+    where = "snapshot" if path == snapshot else "live ledger"
+    return QueryResult(columns, rows, f"{where}: epochs settled through {settled}, epoch {open_epoch} open")
 
 
 def export(ledger_path: Path, out_dir: Path) -> list[Path]:

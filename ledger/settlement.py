@@ -18,6 +18,7 @@ from ledger.errors import EpochOrderError, SettlementConflict
 from ledger.money import largest_remainder
 from ledger.results import results_digest
 from ledger.schema import EMISSION_ACCOUNT
+from ledger.unbonding import RELEASE_KIND
 
 PAYOUT_KINDS = ("incentive", "dividend", "owner_cut")
 
@@ -165,6 +166,20 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         })
         if payouts:
             apply_transfers(con, "transfers WHERE id >= ?", [first_id])
+        if s.releases:  # unbonding that has served its cooldown becomes liquid, one transfer per account
+            ((next_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
+            _insert(con, "transfers", {
+                "id": (pa.int64(), list(range(next_id, next_id + len(s.releases)))),
+                "epoch": (pa.int64(), [s.epoch] * len(s.releases)),
+                "debit_account": (pa.string(), [a for a, _ in s.releases]),
+                "debit_bucket": (pa.string(), ["unbonding"] * len(s.releases)),
+                "credit_account": (pa.string(), [a for a, _ in s.releases]),
+                "credit_bucket": (pa.string(), ["liquid"] * len(s.releases)),
+                "amount": (pa.int64(), [u for _, u in s.releases]),
+                "kind": (pa.string(), [RELEASE_KIND] * len(s.releases)),
+                "memo": (pa.string(), [f"epoch {s.epoch} unbonding released"] * len(s.releases)),
+            })
+            apply_transfers(con, "transfers WHERE id >= ?", [next_id])
         for name, rows, last in (("bonds", s.bonds, "bond"), ("weights", s.weights, "weight")):
             _insert(con, name, {"epoch": (pa.int64(), [s.epoch] * len(rows)),
                                 "validator": (pa.string(), [r[0] for r in rows]),

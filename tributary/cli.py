@@ -307,6 +307,7 @@ def sql(
         result = run_sql(_existing_home(home).paths.ledger, query)
     except duckdb.Error as e:
         raise TributaryError(f"the query failed: {e}") from None
+    err_console.print(f"[dim]({result.source})[/]", highlight=False)
     if format == "json":
         rows = [dict(zip(result.columns, r)) for r in result.rows]
         sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.lake import read_lake_file
-from ledger import accounts, contributions, transfers
+from ledger import accounts, contributions, market, transfers
 from ledger.db import open_ledger
 from tributary.home import Home
 from tributary.stages.scoring import EpochScores
@@ -27,9 +27,10 @@ class ValidatorWeights:
     validators: tuple[str, ...]  # account ids, rows of W
     miners: tuple[str, ...]  # contributor account ids, columns of W
     weights: np.ndarray  # V x M, raw (Yuma normalizes rows)
-    stake: np.ndarray  # V staked units at the epoch's start
+    stake: np.ndarray  # V staked units at the epoch's start, as floats for Yuma (ratios only)
     active: np.ndarray  # V bool: submitted weights this epoch (the house always does)
     house: str
+    stake_units: tuple[int, ...] = ()  # V staked units at the epoch's start, exact: what the books hold
 
 
 def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
@@ -39,7 +40,7 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
         stakes = transfers.stakes_at_epoch_start(con, epoch)
         all_accounts = accounts.all_accounts(con)
         weight_subs = contributions.accepted(con, epoch, "weights")
-    house = next(a.account_id for a in all_accounts if a.name == home.settings.house_name)
+        house = market.house_account_id(con)  # by the id stored at genesis: names are mutable
     miners = tuple(a.account_id for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch)
     validators = tuple(sorted(set(stakes) | {house}))
     by_key = {a.public_key: a.account_id for a in all_accounts if a.public_key}
@@ -79,8 +80,9 @@ def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
     may_earn = eligible_miners(scores)
     eligible = np.array([m in may_earn for m in miners], dtype=bool)
     w[:, ~eligible] = 0.0
-    stake = np.array([float(stakes.get(v, 0)) for v in validators])
-    return ValidatorWeights(epoch, validators, miners, w, stake, active, house)
+    stake_units = tuple(int(stakes.get(v, 0)) for v in validators)
+    stake = np.array([float(u) for u in stake_units])
+    return ValidatorWeights(epoch, validators, miners, w, stake, active, house, stake_units)
 
 
 def eligible_miners(scores: EpochScores) -> frozenset[str]:

@@ -7,6 +7,7 @@ import numpy as np
 from ledger import accounts
 from ledger.db import open_ledger
 from ledger.digest import digest
+from ledger.unbonding import due_releases
 from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
 from tributary.home import Home, utcnow
 from tributary.stages.consensus import ConsensusOutcome, ValidatorWeights, house_weights_for
@@ -34,7 +35,8 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     for i, validator in enumerate(vw.validators):
         lines.append(RewardLine(
             account_id=validator, role="validator", share=float(shares.validators[i]), kind="dividend",
-            bucket="staked", weight=float(active_stake[i]), dividends=float(dividends[i]), stake=int(vw.stake[i]),
+            bucket="staked", weight=float(active_stake[i]), dividends=float(dividends[i]),
+            stake=vw.stake_units[i] if vw.stake_units else int(vw.stake[i]),
             validator_trust=float(trust[i]),
         ))
     bonds = to_numpy(r.bonds)
@@ -48,15 +50,19 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         "validators": list(vw.validators),
         "miners": list(vw.miners),
         "weights": vw.weights.tolist(),
-        "stake": vw.stake.tolist(),
+        "stake": list(vw.stake_units) if vw.stake_units else vw.stake.tolist(),
         "active": vw.active.tolist(),
         "bonds_prev": outcome.bonds_prev.tolist(),
         "params": outcome.params,
         "emission": home.settings.epoch_emission_units,
         "owner_cut": home.settings.owner_cut,
     }
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        releases = tuple(due_releases(con, vw.epoch))
+    inputs["releases"] = [list(r) for r in releases]
     return Settlement(
         epoch=vw.epoch,
+        releases=releases,
         inputs_digest=digest(inputs),
         reports=weight_copy_report(home, vw, norm_w),
         emission=home.settings.epoch_emission_units,
