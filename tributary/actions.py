@@ -162,7 +162,7 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
         if copied:
             target.unlink(missing_ok=True)  # a refused holdout leaves no copy behind
         raise
-    task = replace(task, scaling=scaling)
+    task = replace(task, scaling=scaling, k=home.settings.knn_k)  # knn_k: the k a new task starts from
     if challenge is not None:
         task = _publish_challenge(home, task, challenge)
     write_task(task, home.paths.tasks / f"{name}.toml")

@@ -278,13 +278,18 @@ def _parse_bounds(specs: list[str]) -> dict[str, tuple[float, float]]:
 @epoch_app.command("run")
 def epoch_run(
     close: Annotated[bool, typer.Option("--close", help="Also settle the epoch now and open the next one.")] = False,
+    close_when_due: Annotated[bool, typer.Option(
+        "--close-when-due", help="Settle only if the open epoch has lasted epoch_seconds (for cron).")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Ingest, validate and score the drop folder for the open epoch; --close settles it too."""
-    from tributary.epoch import run_epoch
+    from tributary.epoch import epoch_is_due, run_epoch
     from tributary.report import print_epoch_run
 
     h = _home(home)
+    if close_when_due and not close:
+        close, why = epoch_is_due(h)
+        console.print(why, highlight=False)
     print_epoch_run(console, h, run_epoch(h, close=close))
 
 

@@ -37,3 +37,18 @@ def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
     vw = validator_weights(home, scores)
     settlement = build_settlement(home, scores, run_consensus(home, vw))
     return EpochRun(summary, scores, settlement, settle(home, settlement))
+
+
+def epoch_is_due(home: Home) -> tuple[bool, str]:
+    """Whether the open epoch has lasted `epoch_seconds` (its window has closed), and a line saying so."""
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch, get_epoch
+    from tributary.home import utcnow
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        row = get_epoch(con, current_epoch(con))
+    due_at = row.starts_at.timestamp() + home.settings.epoch_seconds
+    left = due_at - utcnow().timestamp()
+    if left <= 0:
+        return True, f"epoch {row.epoch} opened {row.starts_at:%Y-%m-%d %H:%M:%S} UTC; its window has closed: settling it"
+    return False, f"epoch {row.epoch} closes in {left:.0f} s (epoch_seconds = {home.settings.epoch_seconds}); not settling"
