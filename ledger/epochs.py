@@ -7,7 +7,7 @@ from datetime import datetime
 
 import duckdb
 
-from ledger.errors import LedgerError
+from ledger.errors import EpochOrderError, LedgerError
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,27 @@ def last_hash(con: duckdb.DuckDBPyConnection, before_epoch: int) -> str | None:
         "SELECT hash FROM epochs WHERE settled_at IS NOT NULL AND epoch < ? ORDER BY epoch DESC LIMIT 1", [before_epoch]
     ).fetchone()
     return row[0] if row else None
+
+
+# Forward-only: an epoch is open (nothing recorded yet), ingesting (records landing), scored (its set of
+# submissions pinned for settlement: nothing more lands in it), then settled.
+TRANSITIONS = {"open": ("ingesting", "scored"), "ingesting": ("scored",), "scored": ("settled",), "settled": ()}
+
+
+def epoch_state(con: duckdb.DuckDBPyConnection, epoch: int) -> str:
+    """The state of one epoch (a ledger from before states: derived from settled_at)."""
+    row = con.execute("SELECT state, settled_at FROM epochs WHERE epoch = ?", [epoch]).fetchone()
+    if row is None:
+        raise LedgerError(f"epoch {epoch} does not exist")
+    return row[0] or ("settled" if row[1] is not None else "open")
+
+
+def advance(con: duckdb.DuckDBPyConnection, epoch: int, to: str) -> None:
+    """Move an epoch forward to `to`; already there is a no-op, anything backward or skipping is EpochOrderError."""
+    now = epoch_state(con, epoch)
+    if now == to:
+        return
+    if to not in TRANSITIONS[now]:
+        raise EpochOrderError(f"epoch {epoch} is {now}; it cannot become {to} (epochs only move forward: "
+                              "open → ingesting → scored → settled)")
+    con.execute("UPDATE epochs SET state = ? WHERE epoch = ?", [to, epoch])

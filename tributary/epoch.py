@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.settlement import SettleOutcome, Settlement
+from tributary import failpoints
 from tributary.home import Home
+from tributary.lock import epoch_lock
 from tributary.stages.consensus import (  # noqa: F401  (the stages, re-exported for drivers)
     ConsensusOutcome, ValidatorWeights, house_weights_for, run_consensus, validator_weights,
 )
@@ -29,14 +31,33 @@ class EpochRun:
 
 
 def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
-    """Ingest and score the open epoch; with close=True also run consensus and settle it, opening the next."""
-    summary = ingest(home)
-    scores = score(home, summary.epoch)
-    if not close:
-        return EpochRun(summary, scores, None, None)
-    vw = validator_weights(home, scores)
-    settlement = build_settlement(home, scores, run_consensus(home, vw))
-    return EpochRun(summary, scores, settlement, settle(home, settlement))
+    """Ingest and score the open epoch; with close=True also pin it, run consensus and settle it, opening the next.
+
+    The whole run holds the home's epoch lock. Closing moves the epoch to `scored` before scoring: from then on
+    nothing more lands in it, so a run killed anywhere and run again settles exactly the set the first run pinned.
+    """
+    with epoch_lock(home, "epoch run --close" if close else "epoch run"):
+        summary = ingest(home)
+        if close:
+            pin(home, summary.epoch)
+            failpoints.reach("epoch.scored")
+        scores = score(home, summary.epoch)
+        if not close:
+            return EpochRun(summary, scores, None, None)
+        vw = validator_weights(home, scores)
+        settlement = build_settlement(home, scores, run_consensus(home, vw))
+        outcome = settle(home, settlement)
+        failpoints.reach("epoch.settled")
+        return EpochRun(summary, scores, settlement, outcome)
+
+
+def pin(home: Home, epoch: int) -> None:
+    """Move the open epoch to `scored`: its accepted submissions are the ones its settlement will pay."""
+    from ledger.db import open_ledger, transaction
+    from ledger.epochs import advance
+
+    with open_ledger(home.paths.ledger) as con, transaction(con):
+        advance(con, epoch, "scored")
 
 
 def epoch_is_due(home: Home) -> tuple[bool, str]:

@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 from ledger import accounts, arrivals, contributions
 from ledger.contributions import AcceptedSubmission, ContributionRecord
 from ledger.db import open_ledger, transaction
-from ledger.epochs import current_epoch
+from ledger.epochs import advance, current_epoch, epoch_state
 from quality.task import Task, load_tasks
 from pipelines.errors import IngestError
 from tributary import failpoints
 from tributary.home import Home, utcnow
+from tributary.lock import epoch_lock
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,13 @@ def ingest(home: Home) -> IngestSummary:
     """Ingest drop/ into the open epoch: stamp arrivals, decide with the Beam pipeline, record, then move files.
 
     Every step is idempotent: a run killed at any point and run again ends as if it had never been interrupted.
+    Held under the home's epoch lock: ingest is the epoch's one writer while it runs.
     """
+    with epoch_lock(home, "ingest"):
+        return _ingest(home)
+
+
+def _ingest(home: Home) -> IngestSummary:
     from pipelines.ingest import (  # Beam is imported only when ingest runs
         Registry, Sighting, display_name, iso, run_ingest, scan_drop,
     )
@@ -46,6 +53,14 @@ def ingest(home: Home) -> IngestSummary:
     scan = scan_drop(str(paths.drop))
     # New names are numbered in the order the kernel last changed them (ctime: a sender cannot backdate it).
     entries = sorted(scan.entries, key=lambda e: (e.changed_ns, e.name))
+    with open_ledger(paths.ledger) as con:
+        epoch = current_epoch(con)
+        pinned = epoch_state(con, epoch) == "scored"
+        pending = arrivals.pending_moves(con) if pinned else []
+    if pinned:  # a close was interrupted after pinning this epoch: decide nothing new, only finish the moves
+        real = {(display_name(e.name), e.identity): e.name for e in entries}
+        _move_decided(home, pending, real)
+        return IngestSummary(epoch, 0, 0, {}, 0, len(scan.manifests))
     with open_ledger(paths.ledger) as con, transaction(con):
         epoch = current_epoch(con)
         stamped = arrivals.sight(con, [arrivals.Seen(display_name(e.name), e.identity) for e in entries],
@@ -82,9 +97,12 @@ def ingest(home: Home) -> IngestSummary:
     commits = [(epoch, a.account_id, _commitment_of(home.path_of(a.lake_path)), a.submission_id)
                for a in result.accepted if a.kind == "weights"]
     with open_ledger(paths.ledger) as con, transaction(con):
-        if current_epoch(con) != epoch:  # settled meanwhile: record nothing, a rerun ingests into the new epoch
-            raise IngestError(f"epoch {epoch} was settled while ingest ran; nothing was recorded or moved, "
+        # Re-checked inside the recording transaction: a record can never land in an epoch pinned or settled
+        # meanwhile (a writer that did not hold the epoch lock).
+        if current_epoch(con) != epoch or epoch_state(con, epoch) not in ("open", "ingesting"):
+            raise IngestError(f"epoch {epoch} was closed while ingest ran; nothing was recorded or moved, "
                               "run ingest again")
+        advance(con, epoch, "ingesting")
         contributions.record(con, records)
         contributions.record_commitments(con, [c for c in commits if c[2] is not None])
         arrivals.decide(con, decisions)

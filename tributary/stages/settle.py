@@ -112,6 +112,9 @@ def account_names(home: Home) -> dict[str, str]:
 
 
 def settle(home: Home, settlement: Settlement) -> SettleOutcome:
-    """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs)."""
-    with open_ledger(home.paths.ledger) as con:
+    """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs), under the
+    home's epoch lock."""
+    from tributary.lock import epoch_lock
+
+    with epoch_lock(home, "settle"), open_ledger(home.paths.ledger) as con:
         return settle_epoch(con, settlement, now=utcnow())
