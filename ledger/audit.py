@@ -32,7 +32,55 @@ def audit(con: duckdb.DuckDBPyConnection) -> AuditReport:
     _check_transfers(con, report)
     _check_payouts(con, report)
     _check_balances(con, report)
+    _check_epochs(con, report)
+    _check_values(con, report)
+    _check_stakes(con, report)
     return report
+
+
+def _check_epochs(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """Epochs run from genesis with no gap; every one but the last is settled; each state agrees with settled_at."""
+    rows = con.execute("SELECT epoch, settled_at IS NOT NULL, state FROM epochs ORDER BY epoch").fetchall()
+    for expected, (epoch, settled, state) in enumerate(rows, start=rows[0][0] if rows else 0):
+        if epoch != expected:
+            report.problems.append(f"epochs jump from {expected - 1} to {epoch}: epochs must be contiguous")
+            break
+        if not settled and epoch != rows[-1][0]:
+            report.problems.append(f"epoch {epoch} is not settled, but a later epoch exists")
+        if state is not None and (state == "settled") != settled:
+            report.problems.append(f"epoch {epoch}: state {state!r} disagrees with its settled_at")
+
+
+def _check_values(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """Every accepted (or duplicate) contribution of a settled epoch was valued by its settlement."""
+    rows = con.execute(
+        "SELECT c.epoch, c.submission_id FROM contributions c JOIN epochs e USING (epoch) "
+        "WHERE e.settled_at IS NOT NULL AND c.status <> 'quarantined' AND c.kind IN ('dataset', 'predictions') "
+        "AND c.value IS NULL ORDER BY c.epoch, c.submission_id").fetchall()
+    for epoch, submission_id in rows:
+        report.problems.append(f"epoch {epoch}: contribution {submission_id} was accepted but has no value")
+
+
+def _check_stakes(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """rewards.stake of each validator equals its staked balance at the epoch's start, in exact integers."""
+    rows = con.execute(
+        """
+        WITH starts AS (
+            SELECT r.epoch, r.account_id, r.stake,
+                   (SELECT COALESCE(SUM(CASE WHEN t.credit_account = r.account_id AND t.credit_bucket = 'staked'
+                                             THEN t.amount ELSE 0 END)
+                                  - SUM(CASE WHEN t.debit_account = r.account_id AND t.debit_bucket = 'staked'
+                                             THEN t.amount ELSE 0 END), 0)
+                    FROM transfers t WHERE t.epoch < r.epoch
+                      AND (t.credit_account = r.account_id OR t.debit_account = r.account_id)) AS staked
+            FROM rewards r WHERE r.role = 'validator'
+        )
+        SELECT epoch, account_id, stake, CAST(staked AS BIGINT) FROM starts
+        WHERE stake IS NOT NULL AND stake <> CAST(staked AS BIGINT) ORDER BY epoch, account_id
+        """).fetchall()
+    for epoch, account_id, stake, staked in rows:
+        report.problems.append(f"epoch {epoch}: rewards.stake of validator {account_id} is {stake} units, but it "
+                               f"had {staked} staked at the epoch's start")
 
 
 def _check_chain(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:

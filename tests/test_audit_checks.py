@@ -1,0 +1,30 @@
+"""`tributary audit` checks what someone trusting these books expects: contiguous epochs, every accepted submission
+valued, stakes that equal the books, balances that equal their transfers, states that agree with settlement."""
+
+from __future__ import annotations
+
+from ledger.audit import audit
+from ledger.db import open_ledger
+from tests.conftest import digits_table
+from tributary.epoch import run_epoch
+
+
+def test_each_check_passes_untouched_and_names_a_tampered_row(market) -> None:
+    market.submit("alice", digits_table(300, 360), "a.parquet")
+    run_epoch(market.home, close=True)
+    with open_ledger(market.home.paths.ledger) as con:
+        assert audit(con).ok, audit(con).problems
+        sub = con.execute("SELECT submission_id FROM contributions WHERE status = 'accepted'").fetchone()[0]
+        con.execute("UPDATE contributions SET value = NULL WHERE submission_id = ?", [sub])
+        val = con.execute("SELECT account_id FROM rewards WHERE epoch = 1 AND role = 'validator' "
+                          "ORDER BY account_id LIMIT 1").fetchone()[0]
+        con.execute("UPDATE rewards SET stake = stake + 1 WHERE epoch = 1 AND account_id = ?", [val])
+        con.execute("UPDATE balance_totals SET liquid = liquid + 7 WHERE account_id = 'owner'")
+        con.execute("UPDATE epochs SET state = 'open' WHERE epoch = 1")
+        con.execute("INSERT INTO epochs (epoch, starts_at, state) VALUES (9, now(), 'open')")
+        problems = "\n".join(audit(con).problems)
+    assert f"contribution {sub} was accepted but has no value" in problems
+    assert f"rewards.stake of validator {val} is" in problems and "staked at the epoch's start" in problems
+    assert "account owner: balance_totals does not equal the sum of its transfers" in problems
+    assert "epoch 1: state 'open' disagrees with its settled_at" in problems
+    assert "epochs jump from 2 to 9" in problems
