@@ -33,8 +33,10 @@ def register(home: Home, name: str, role: str) -> Account:
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
 
+    from tributary.lock import epoch_lock
+
     public = keys.public_hex(keys.load(home.paths.keys, name))
-    with open_ledger(home.paths.ledger) as con, transaction(con):
+    with epoch_lock(home, f"register {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
         return accounts.register(con, public, name, role, current_epoch(con))
 
 
@@ -109,8 +111,10 @@ def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
 
+    from tributary.lock import epoch_lock
+
     units = tokens_to_units(tokens)
-    with open_ledger(home.paths.ledger) as con, transaction(con):
+    with epoch_lock(home, f"stake {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
         account = accounts.get(con, name)
         epoch = current_epoch(con)
         (transfers.unstake if unstake else transfers.stake)(con, account.account_id, units, epoch)
@@ -123,8 +127,10 @@ def grant(home: Home, name: str, tokens: str) -> int:
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
 
+    from tributary.lock import epoch_lock
+
     units = tokens_to_units(tokens)
-    with open_ledger(home.paths.ledger) as con, transaction(con):
+    with epoch_lock(home, f"grant {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
         account = accounts.get(con, name)
         transfers.grant(con, account.account_id, units, current_epoch(con), f"grant to {name}")
     return units

@@ -280,13 +280,20 @@ def epoch_run(
     close: Annotated[bool, typer.Option("--close", help="Also settle the epoch now and open the next one.")] = False,
     close_when_due: Annotated[bool, typer.Option(
         "--close-when-due", help="Settle only if the open epoch has lasted epoch_seconds (for cron).")] = False,
+    epoch: Annotated[Optional[int], typer.Option(
+        "--epoch", help="Act on this epoch only: if it is settled already, say so and do nothing (safe to rerun).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Ingest, validate and score the drop folder for the open epoch; --close settles it too."""
-    from tributary.epoch import epoch_is_due, run_epoch
+    from tributary.epoch import epoch_is_due, run_epoch, settled_already
     from tributary.report import print_epoch_run
 
     h = _home(home)
+    if epoch is not None:
+        done = settled_already(h, epoch)
+        if done:
+            console.print(done, highlight=False)
+            return
     if close_when_due and not close:
         close, why = epoch_is_due(h)
         console.print(why, highlight=False)

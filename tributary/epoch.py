@@ -73,3 +73,20 @@ def epoch_is_due(home: Home) -> tuple[bool, str]:
     if left <= 0:
         return True, f"epoch {row.epoch} opened {row.starts_at:%Y-%m-%d %H:%M:%S} UTC; its window has closed: settling it"
     return False, f"epoch {row.epoch} closes in {left:.0f} s (epoch_seconds = {home.settings.epoch_seconds}); not settling"
+
+
+def settled_already(home: Home, epoch: int) -> str | None:
+    """For `epoch run --epoch N`: a line saying N is settled (nothing to do), None when N is the open epoch; an
+    error for an epoch that is not open yet. Makes a rerun after a crash safe: it never closes a later epoch."""
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch, get_epoch
+    from tributary.errors import TributaryError
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        open_now = current_epoch(con)
+        row = get_epoch(con, epoch)
+    if epoch > open_now:
+        raise TributaryError(f"--epoch {epoch}: epoch {open_now} is the open one; epoch {epoch} has not begun")
+    if epoch < open_now:
+        return f"epoch {epoch} is settled already (hash {row.hash[:16]}…); nothing to do"
+    return None
