@@ -52,18 +52,6 @@ class ContributionUpdate:
 
 
 @dataclass(frozen=True)
-class ProposalOutcome:
-    """A proposal tallied when the epoch it landed in settles (stakes at that epoch's start)."""
-
-    proposal_id: int
-    status: str  # passed | rejected
-    yes_stake: int
-    no_stake: int
-    active_stake: int
-    applies_from: int | None  # a passed proposal's setting is in force from this epoch (the next one) on
-
-
-@dataclass(frozen=True)
 class Settlement:
     """Everything an epoch's settlement writes, computed before the ledger is touched."""
 
@@ -76,10 +64,7 @@ class Settlement:
     contributions: tuple[ContributionUpdate, ...] = ()
     reports: tuple[tuple[str, float | None, float | None], ...] = ()  # (validator, sim. to consensus, to history)
     releases: tuple[tuple[str, int], ...] = ()  # (account, units) leaving unbonding for liquid at this settlement
-    fees_owed: tuple[tuple[str, int], ...] = ()  # (account, units) registration fee owed: burned from its payout
-    proposals: tuple[ProposalOutcome, ...] = ()  # proposals that landed in this epoch, tallied
-    parameters: tuple[tuple[str, str, int | None], ...] = ()  # (setting, JSON value, proposal id) in force this epoch
-    inputs_version: int | None = None  # 2: the inputs digest can be recomputed from the ledger (ledger/inputs.py)
+    inputs_version: int | None = None  # reserved: a digest that can be recomputed from the ledger (not yet)
 
 
 @dataclass(frozen=True)
