@@ -10,7 +10,10 @@ import duckdb
 from ledger.db import open_ledger, snapshot_path
 
 EXPORT_TABLES = ("accounts", "epochs", "contributions", "quarantine", "rewards", "transfers", "bonds", "weights",
-                 "commitments", "validator_reports")
+                 "commitments", "validator_reports", "arrivals", "balance_totals", "market", "requests", "proposals",
+                 "votes", "epoch_parameters")
+# The views users ask (ledger/views.py), exported as their rows: a reader of the export needs no view definitions.
+EXPORT_VIEWS = ("balances", "stakes", "leaderboard", "explain", "emission_by_epoch", "parameters", "validator_report")
 EXPORT_STORAGE_VERSION = "v1.5.0"  # lets the PyPI duckdb-cli (1.5.x) open the exported file
 
 
@@ -39,11 +42,11 @@ def run_sql(ledger_path: Path, sql: str) -> QueryResult:
 
 
 def export(ledger_path: Path, out_dir: Path) -> list[Path]:
-    """Write every table and the balances view as Parquet, plus `ledger.duckdb` readable by the DuckDB CLI."""
+    """Write every table and view as Parquet, plus `ledger.duckdb` readable by the DuckDB CLI."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_ledger(ledger_path, read_only=True) as con:
-        for name in (*EXPORT_TABLES, "balances"):
+        for name in (*EXPORT_TABLES, *EXPORT_VIEWS):
             path = out_dir / f"{name}.parquet"
             con.execute(f"COPY (SELECT * FROM {name}) TO '{_sql_path(path)}' (FORMAT parquet)")
             written.append(path)
@@ -51,7 +54,7 @@ def export(ledger_path: Path, out_dir: Path) -> list[Path]:
     db_path.unlink(missing_ok=True)
     out = duckdb.connect(str(db_path), config={"storage_compatibility_version": EXPORT_STORAGE_VERSION})
     try:
-        for name in (*EXPORT_TABLES, "balances"):
+        for name in (*EXPORT_TABLES, *EXPORT_VIEWS):
             out.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{_sql_path(out_dir / f'{name}.parquet')}')")
     finally:
         out.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from ledger.views import create_views
+
 EMISSION_ACCOUNT = "emission"  # the only account allowed a negative balance: every token ever minted comes from it
 OWNER_ACCOUNT = "owner"  # the market operator's cut
 BURN_ACCOUNT = "burn"  # where burned tokens go (registration fees): credited, never debited
@@ -256,7 +258,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply any migrations the file lacks, each in its own transaction; returns the schema version."""
+    """Apply any migrations the file lacks, each in its own transaction, then (re)create the users' views
+    (ledger/views.py); returns the schema version."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
     current = row[0] or 0
@@ -265,4 +268,5 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         con.execute(ddl)
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
         con.execute("COMMIT")
+    create_views(con)
     return SCHEMA_VERSION

@@ -98,6 +98,7 @@ def stake(con: duckdb.DuckDBPyConnection, account_id: str, amount: int, epoch: i
 
 
 def unstake(con: duckdb.DuckDBPyConnection, account_id: str, amount: int, epoch: int) -> int:
-    """Move staked units back to liquid."""
+    """Move staked units to unbonding: they leave `staked` at once and become liquid after the cooldown
+    (ledger/unbonding.py; the caller records the request that says when)."""
     return post(con, epoch=epoch, debit=account_id, credit=account_id, amount=amount, kind="unstake",
-                debit_bucket="staked", credit_bucket="liquid")
+                debit_bucket="staked", credit_bucket="unbonding")

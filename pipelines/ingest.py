@@ -37,8 +37,8 @@ from pipelines.weights import WeightRules, WeightsRejected, parse_weights
 REJECTED = "rejected"   # tag of every stage's side output for rejected submissions
 WAITING = "waiting"     # tag for complete-looking submissions whose payload is not all there yet
 ROLE_KINDS: Mapping[str, tuple[str, ...]] = {
-    "contributor": ("dataset", "predictions"),
-    "validator": ("weights",),
+    "contributor": ("dataset", "predictions", "request"),
+    "validator": ("weights", "request"),
 }
 TABLE_KINDS = ("dataset", "predictions")   # kinds that name a task and carry a table
 RESULTS_PREFIX = "results"
@@ -462,6 +462,14 @@ class DecodeFn(beam.DoFn):
         m = sub.manifest
         data = self._payload_bytes(sub)
         sid = sub.submission_id
+        if m.kind == "request":
+            from pipelines.requests import RequestRejected, parse_request
+
+            try:
+                table = parse_request(data, m.payload)
+            except RequestRejected as r:
+                raise _Reject(r.reason, r.detail) from None
+            return self._stage(sub, _with_submission_columns(table, sid, sub.account_id), {})
         if m.kind == "weights":
             try:
                 table = parse_weights(data, m.payload, validator_key=m.public_key, rules=self.rules,
@@ -506,7 +514,8 @@ class GateFn(beam.DoFn):
     def process(self, keyed: tuple[tuple[str, str], Iterable[Staged]]) -> Iterator[Any]:
         (kind, task_name), group = keyed
         group = sorted(group, key=lambda s: s.sub.listed.arrival)
-        yield from (self._passed_weights(group) if kind == "weights" else self._gate(kind, task_name, group))
+        # Weights and requests carry no table for a task: nothing for Great Expectations to gate.
+        yield from (self._passed_weights(group) if kind in ("weights", "request") else self._gate(kind, task_name, group))
 
     @staticmethod
     def _passed_weights(group: list[Staged]) -> Iterator[Any]:

@@ -21,7 +21,7 @@ def lake_path(lake: str, epoch: int, kind: str, task: str, digest: str, public_k
     The sender is part of the address because the landed rows carry it: a copy of someone else's file from
     another key is other content, and must land so that scoring can find it a duplicate.
     """
-    task_dir = WEIGHTS_TASK if kind == "weights" else task
+    task_dir = WEIGHTS_TASK if kind in ("weights", "request") else task
     return f"{lake.rstrip('/')}/epoch={epoch}/kind={kind}/task={task_dir}/{digest}-{public_key[:16]}.parquet"
 
 

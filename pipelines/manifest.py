@@ -18,7 +18,7 @@ from pipelines.errors import IngestError, ManifestError, SignatureError
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
-KINDS = ("dataset", "predictions", "weights")
+KINDS = ("dataset", "predictions", "weights", "request")
 MAX_MANIFEST_BYTES = 64 * 1024      # a manifest is a few hundred bytes; anything far larger is not one
 DIGEST_HEX_CHARS = 64               # BLAKE2b-256
 PUBLIC_KEY_HEX_CHARS = 64           # Ed25519 verify key, 32 bytes

@@ -17,7 +17,9 @@ QUALITY_FAILED = "quality_failed"
 WRONG_EPOCH = "wrong_epoch"
 COMMIT_REQUIRED = "commit_required"
 REVEAL_MISMATCH = "reveal_mismatch"
+INSUFFICIENT_FUNDS = "insufficient_funds"  # a stake, unstake or transfer request for more than the balance holds
+UNKNOWN_RECIPIENT = "unknown_recipient"    # a transfer to a key the ledger does not know
 
 ALL_REASONS = (UNREADABLE, NOT_REGULAR, INCOMPLETE, BAD_SIGNATURE, UNKNOWN_KEY, UNKNOWN_TASK, KIND_NOT_ALLOWED,
                TOO_LARGE, DIGEST_MISMATCH, REPLAYED_NONCE, SCHEMA_MISMATCH, QUALITY_FAILED, WRONG_EPOCH,
-               COMMIT_REQUIRED, REVEAL_MISMATCH)
+               COMMIT_REQUIRED, REVEAL_MISMATCH, INSUFFICIENT_FUNDS, UNKNOWN_RECIPIENT)

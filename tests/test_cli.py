@@ -90,8 +90,8 @@ def test_user_errors_are_one_clear_line(market):
     home = market.home.root
     r = run("register", "alice", "--role", "wizard", home=home, check=False)
     assert r.returncode == 1 and "role must be one of" in r.stderr
-    r = run("stake", "alice", "5", home=home, check=False)
-    assert r.returncode == 1 and "needed for this stake" in r.stderr
+    r = run("stake", "alice", "5", "--key", "bob", home=home, check=False)
+    assert r.returncode == 1 and "only your own account" in r.stderr
     r = run("submit", "/no/such/file.parquet", "--key", "alice", "--task", TASK, home=home, check=False)
     assert r.returncode == 1 and "no such file" in r.stderr
     r = run("submit", str(market.write("x.parquet", digits_table(0, 20))), "--key", "nobody", "--task", TASK,

@@ -129,7 +129,7 @@ def test_not_json_or_not_object(tmp_path: Path) -> None:
 
 
 def test_sign_rejects_an_unknown_kind(payload: Path, key: nacl.signing.SigningKey) -> None:
-    assert KINDS == ("dataset", "predictions", "weights")
+    assert KINDS == ("dataset", "predictions", "weights", "request")
     with pytest.raises(ManifestError, match="field 'kind'"):
         _signed(payload, key, kind="model")
 

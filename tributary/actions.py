@@ -44,7 +44,7 @@ def submit(home: Home, file: Path, *, key: str, task: str | None, kind: str = "d
     """Sign FILE with key NAME and drop it and its manifest into drop/ (atomically, manifest last)."""
     if kind not in KINDS:
         raise TributaryError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if kind != "weights" and not task:
+    if kind not in ("weights", "request") and not task:
         raise TributaryError("--task is required for datasets and predictions")
     if not file.is_file():
         raise MissingFileError(f"{file}: no such file")
@@ -105,8 +105,38 @@ def reveal(home: Home, *, key: str) -> list[int]:
     return revealed
 
 
+def request(home: Home, action: str, tokens: str, *, key: str, to: str | None = None) -> tuple[Path, int]:
+    """Sign and drop a stake, unstake or transfer request of KEY's own tokens; ingest applies it when it lands.
+
+    `to` (transfer) is an account name, id or public key; it is resolved to a public key now, from the ledger
+    (read-only). Returns (dropped file, units)."""
+    import tempfile
+
+    from pipelines.requests import request_payload
+
+    units = tokens_to_units(tokens)
+    recipient = None
+    if action == "transfer":
+        from ledger import accounts
+        from ledger.db import open_ledger
+
+        with open_ledger(home.paths.ledger, read_only=True) as con:
+            account = accounts.get(con, to or "")
+        if account.public_key is None:
+            raise TributaryError(f"{to!r} is a system account; tokens can only be sent to a registered key")
+        recipient = account.public_key
+    data = request_payload(action, units, recipient)
+    with tempfile.TemporaryDirectory() as tmp:
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+        payload = Path(tmp) / f"{key}-{action}-{stamp}.json"
+        payload.write_bytes(data)
+        path, _ = submit(home, payload, key=key, task=None, kind="request")
+    return path, units
+
+
 def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple[int, int]:
-    """Stake (or unstake) tokens of account NAME; returns (epoch, staked units now)."""
+    """Operator setup only (the demo, the simulator, tests): stake tokens of account NAME directly in the ledger.
+    Users stake with a signed request (`request`, `tributary stake NAME AMOUNT --key KEY`). Returns (epoch, staked)."""
     from ledger import accounts, transfers
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch

@@ -182,20 +182,58 @@ def reveal(
 
 
 
+def _request(action: str, amount: str, key: str, home: Optional[Path], to: Optional[str] = None) -> None:
+    from ledger.money import units_to_tokens
+    from tributary import actions
+    from tributary.home import existing_home
+
+    path, units = actions.request(existing_home(home or _global_home), action, amount, key=key, to=to)
+    console.print(f"{key}: signed {action} of {units_to_tokens(units)} tokens{f' to {to}' if to else ''} as "
+                  f"{path.name}; it applies when the next ingest lands it (see `tributary sql \"SELECT * FROM "
+                  f"requests\"`)", highlight=False)
+
+
+def _own_account(name: str, key: str) -> None:
+    if name != key:
+        from tributary.errors import TributaryError
+
+        raise TributaryError(f"{name}: you can stake and unstake only your own account ({key}); delegation is not "
+                             "supported")
+
+
 @app.command()
 def stake(
     name: str,
     amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
-    unstake: Annotated[bool, typer.Option("--unstake", help="Move stake back to liquid instead.")] = False,
+    key: Annotated[str, typer.Option(help="The key that signs: NAME's own key.")],
     home: HomeOpt = None,
 ) -> None:
-    """Stake liquid tokens of account NAME (or unstake); stake counts from the next epoch on."""
-    from ledger.money import units_to_tokens
-    from tributary import actions
+    """Signed request: move liquid tokens of NAME to its stake; stake counts from the epoch after it lands."""
+    _own_account(name, key)
+    _request("stake", amount, key, home)
 
-    epoch, staked = actions.stake(_home(home), name, amount, unstake=unstake)
-    console.print(f"{name}: {'unstaked' if unstake else 'staked'} {amount} tokens in epoch {epoch}; "
-                  f"stake now {units_to_tokens(staked)} (counts from epoch {epoch + 1})")
+
+@app.command()
+def unstake(
+    name: str,
+    amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
+    key: Annotated[str, typer.Option(help="The key that signs: NAME's own key.")],
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: unstake tokens of NAME; they leave stake at once and are liquid after the cooldown."""
+    _own_account(name, key)
+    _request("unstake", amount, key, home)
+
+
+@app.command()
+def transfer(
+    to: Annotated[str, typer.Argument(help="The recipient: an account name, id or public key.")],
+    amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
+    key: Annotated[str, typer.Option(help="The key that signs and pays.")],
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: send liquid tokens to another registered account."""
+    _request("transfer", amount, key, home, to=to)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from ledger import accounts, arrivals, contributions
 from ledger.contributions import AcceptedSubmission, ContributionRecord
+from ledger.requests import Request, apply_requests
 from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch, epoch_state
 from quality.task import Task, load_tasks
@@ -88,14 +89,9 @@ def _ingest(home: Home) -> IngestSummary:
         docs_dir=str(paths.docs / f"epoch={epoch}"), pipeline_args=list(home.settings.beam_pipeline_args),
     )
     failpoints.reach("ingest.decided")
-    records = [_accepted_record(a, epoch, paths.root) for a in result.accepted]
-    records += [_rejected_record(r, epoch) for r in result.rejected]
-    decisions = [(seen[name].arrival, a.submission_id, "archive", epoch) for a in result.accepted for name in a.files
-                 if name in seen]
-    decisions += [(seen[name].arrival, r.submission_id, "quarantine", epoch) for r in result.rejected
-                  for name in r.files if name in seen]
     commits = [(epoch, a.account_id, _commitment_of(home.path_of(a.lake_path)), a.submission_id)
                for a in result.accepted if a.kind == "weights"]
+    requests = [_request_of(home, a) for a in result.accepted if a.kind == "request"]
     with open_ledger(paths.ledger) as con, transaction(con):
         # Re-checked inside the recording transaction: a record can never land in an epoch pinned or settled
         # meanwhile (a writer that did not hold the epoch lock).
@@ -103,6 +99,17 @@ def _ingest(home: Home) -> IngestSummary:
             raise IngestError(f"epoch {epoch} was closed while ingest ran; nothing was recorded or moved, "
                               "run ingest again")
         advance(con, epoch, "ingesting")
+        # Requests move tokens in this same transaction; one the balance cannot cover is quarantined instead.
+        refused = apply_requests(con, epoch, requests, cooldown_epochs=home.settings.unstake_cooldown_epochs)
+        accepted = [a for a in result.accepted if a.submission_id not in refused]
+        rejected = [*result.rejected, *(_refused(a, *refused[a.submission_id]) for a in result.accepted
+                                        if a.submission_id in refused)]
+        records = [_accepted_record(a, epoch, paths.root) for a in accepted]
+        records += [_rejected_record(r, epoch) for r in rejected]
+        decisions = [(seen[name].arrival, a.submission_id, "archive", epoch) for a in accepted for name in a.files
+                     if name in seen]
+        decisions += [(seen[name].arrival, r.submission_id, "quarantine", epoch) for r in rejected
+                      for name in r.files if name in seen]
         contributions.record(con, records)
         contributions.record_commitments(con, [c for c in commits if c[2] is not None])
         arrivals.decide(con, decisions)
@@ -111,12 +118,27 @@ def _ingest(home: Home) -> IngestSummary:
     real = {(display_name(e.name), e.identity): e.name for e in entries}
     _move_decided(home, pending, real)
     reasons: dict[str, int] = {}
-    for r in result.rejected:
+    for r in rejected:
         reasons[r.reason] = reasons.get(r.reason, 0) + 1
     docs = tuple(sorted(str(p) for p in (paths.docs / f"epoch={epoch}").glob("*/index.html")))
-    return IngestSummary(epoch, len(result.accepted), len(result.rejected), reasons,
-                         sum(a.rows for a in result.accepted), len(result.waiting),
-                         sum(1 for a in result.accepted if a.suspicious), docs)
+    return IngestSummary(epoch, len(accepted), len(rejected), reasons,
+                         sum(a.rows for a in accepted if a.kind != "request"), len(result.waiting),
+                         sum(1 for a in accepted if a.suspicious), docs)
+
+
+def _request_of(home: Home, a) -> Request:
+    """An accepted request's landed row, as the ledger applies it."""
+    row = pq.read_table(home.path_of(a.lake_path), columns=["action", "amount_units", "to"]).to_pylist()[0]
+    return Request(a.submission_id, a.account_id, a.arrival, a.file, row["action"], int(row["amount_units"]), row["to"])
+
+
+def _refused(a, reason: str, detail: str):
+    """An accepted request the books could not apply, as a reject: quarantined with its reason, its nonce used."""
+    from pipelines.ingest import Rejected
+
+    return Rejected(submission_id=a.submission_id, arrival=a.arrival, account_id=a.account_id,
+                    public_key=a.public_key, kind=a.kind, task=a.task, nonce=a.nonce, digest=a.digest, verified=True,
+                    file=a.file, files=a.files, reason=reason, detail=detail, received_at=a.received_at)
 
 
 def _clear_staging(home: Home) -> None:
