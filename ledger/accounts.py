@@ -82,3 +82,19 @@ def all_accounts(con: duckdb.DuckDBPyConnection, role: str | None = None) -> lis
     sql = "SELECT account_id, public_key, name, role, registered_epoch FROM accounts"
     rows = con.execute(sql + (" WHERE role = ?" if role else "") + " ORDER BY account_id", [role] if role else []).fetchall()
     return [Account(*r) for r in rows]
+
+
+def auto_staking(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Contributors who asked (a signed auto_stake request) for their rewards to land in their stake."""
+    return frozenset(a for (a,) in con.execute("SELECT account_id FROM accounts WHERE auto_stake").fetchall())
+
+
+def burn_fee(con: duckdb.DuckDBPyConnection, payer: str, registered: str, fee_units: int, epoch: int) -> None:
+    """Burn a registration fee from the payer's liquid balance (InsufficientFunds if it cannot) and note it on the
+    registered account."""
+    from ledger import transfers
+    from ledger.schema import BURN_ACCOUNT
+
+    transfers.post(con, epoch=epoch, debit=payer, credit=BURN_ACCOUNT, amount=fee_units, kind="registration_fee",
+                   memo=f"registration of {registered}")
+    con.execute("UPDATE accounts SET fee_units = ? WHERE account_id = ?", [fee_units, registered])

@@ -15,6 +15,7 @@ from ledger.db import transaction
 from ledger.digest import GENESIS_HASH, chain_hash
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import EpochOrderError, SettlementConflict
+from ledger.governance import Tally, record_tallies
 from ledger.money import largest_remainder
 from ledger.results import results_digest
 from ledger.schema import EMISSION_ACCOUNT
@@ -64,6 +65,8 @@ class Settlement:
     contributions: tuple[ContributionUpdate, ...] = ()
     reports: tuple[tuple[str, float | None, float | None], ...] = ()  # (validator, sim. to consensus, to history)
     releases: tuple[tuple[str, int], ...] = ()  # (account, units) leaving unbonding for liquid at this settlement
+    tallies: tuple[Tally, ...] = ()  # the proposals made in this epoch, counted
+    parameters: tuple[tuple[str, str, int | None], ...] = ()  # governed settings in force: (setting, JSON, proposal)
     inputs_version: int | None = None  # reserved: a digest that can be recomputed from the ledger (not yet)
 
 
@@ -187,6 +190,13 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
                 con.execute("UPDATE contributions SET status = u.status, duplicate_rows = u.duplicate_rows, "
                             f"value = u.value, duplicate_of = u.duplicate_of FROM {view} u "
                             "WHERE contributions.submission_id = u.submission_id")
+        record_tallies(con, s.tallies)
+        _insert(con, "epoch_parameters", {
+            "epoch": (pa.int64(), [s.epoch] * len(s.parameters)),
+            "setting": (pa.string(), [p[0] for p in s.parameters]),
+            "value": (pa.string(), [p[1] for p in s.parameters]),
+            "proposal_id": (pa.int64(), [p[2] for p in s.parameters]),
+        })
         prev = last_hash(con, s.epoch) or GENESIS_HASH
         results = results_digest(con, s.epoch)
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)

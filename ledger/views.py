@@ -78,9 +78,26 @@ VIEWS: dict[str, str] = {
         LEFT JOIN paid p ON p.epoch = e.epoch
         LEFT JOIN burned b ON b.epoch = e.epoch
     """,
-    # The governed settings in force in each epoch, and the proposal that set each one (NULL: the default).
+    # The governed settings in force in each epoch, and the proposal that set each one (NULL: settings.toml).
+    # Settled epochs show what their settlement used; the open epoch shows the last settled values with the
+    # proposals passed for it applied (settings.toml edits show once it settles).
     "parameters": """
+        WITH open_epoch AS (SELECT max(epoch) AS epoch FROM epochs WHERE settled_at IS NULL),
+        carried AS (
+            SELECT o.epoch, p.setting, p.value, p.proposal_id
+            FROM epoch_parameters p, open_epoch o
+            WHERE p.epoch = (SELECT max(epoch) FROM epoch_parameters)
+              AND NOT EXISTS (SELECT 1 FROM epoch_parameters x WHERE x.epoch = o.epoch)
+        ),
+        passed AS (
+            SELECT setting, value, proposal_id FROM proposals
+            WHERE status = 'passed' AND applies_from = (SELECT epoch FROM open_epoch)
+            QUALIFY row_number() OVER (PARTITION BY setting ORDER BY proposal_id DESC) = 1
+        )
         SELECT epoch, setting, value, proposal_id FROM epoch_parameters
+        UNION ALL
+        SELECT c.epoch, c.setting, COALESCE(p.value, c.value), COALESCE(p.proposal_id, c.proposal_id)
+        FROM carried c LEFT JOIN passed p USING (setting)
     """,
 }
 

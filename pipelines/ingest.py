@@ -57,6 +57,7 @@ class Registry:
     commit_reveal: bool = False               # weights must be committed in one epoch and revealed in a later one
     reveal_epochs: int = 1
     commitments: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (validator key, epoch) -> hash
+    closed_tasks: frozenset[str] = frozenset()  # tasks a passed proposal closed: they take no new submissions
 
 
 @dataclass(frozen=True)
@@ -330,10 +331,12 @@ class ParseFn(beam.DoFn):
 class AdmitFn(beam.DoFn):
     """Registered key, known task, kind allowed for the role; then the payload: regular, size, digest."""
 
-    def __init__(self, drop: str, accounts: dict, task_names: dict, max_payload_bytes: int):
+    def __init__(self, drop: str, accounts: dict, task_names: dict, max_payload_bytes: int,
+                 closed_tasks: frozenset[str] = frozenset()):
         self.drop = drop
         self.accounts = accounts
         self.task_names = task_names      # name -> whether predictions are open (the task has a challenge)
+        self.closed_tasks = closed_tasks
         self.max_payload_bytes = max_payload_bytes
 
     def process(self, sub: Submission) -> Iterator[Any]:
@@ -362,6 +365,9 @@ class AdmitFn(beam.DoFn):
         if m.kind in TABLE_KINDS and m.task not in self.task_names:
             known = ", ".join(sorted(self.task_names)) or "none"
             raise _Reject(R.UNKNOWN_TASK, f"{m.payload}: task '{m.task}' is not a known task (known: {known})")
+        if m.kind in TABLE_KINDS and m.task in self.closed_tasks:
+            raise _Reject(R.TASK_CLOSED, f"{m.payload}: task '{m.task}' is closed by governance (setting "
+                                         f"task.{m.task}.open = false); it takes no new submissions")
         allowed = ROLE_KINDS.get(role, ())
         if m.kind not in allowed:
             raise _Reject(R.KIND_NOT_ALLOWED, f"{m.payload}: kind '{m.kind}' is not allowed for role '{role}' "
@@ -592,7 +598,7 @@ class Admit(beam.PTransform):
         super().__init__()
         self.fn = AdmitFn(drop, dict(registry.accounts),
                           {name: bool(getattr(t, "challenge", None)) for name, t in registry.tasks.items()},
-                          max_payload_bytes)
+                          max_payload_bytes, frozenset(registry.closed_tasks))
 
     def expand(self, pcoll):
         return pcoll | "Check" >> beam.ParDo(self.fn).with_outputs(REJECTED, WAITING, main="ok")

@@ -19,7 +19,14 @@ COMMIT_REQUIRED = "commit_required"
 REVEAL_MISMATCH = "reveal_mismatch"
 INSUFFICIENT_FUNDS = "insufficient_funds"  # a stake, unstake or transfer request for more than the balance holds
 UNKNOWN_RECIPIENT = "unknown_recipient"    # a transfer to a key the ledger does not know
+TASK_CLOSED = "task_closed"                # a dataset or predictions for a task governance closed
+NOT_GOVERNED = "not_governed"              # a proposal for a setting that is not on the governed list
+OUT_OF_RANGE = "out_of_range"              # a proposal for a value outside its setting's range
+NOT_STAKED = "not_staked"                  # a proposal from a key that is not a staked validator; a vote without stake
+UNKNOWN_PROPOSAL = "unknown_proposal"      # a vote on a proposal id that does not exist
+PROPOSAL_CLOSED = "proposal_closed"        # a vote on a proposal already tallied
 
 ALL_REASONS = (UNREADABLE, NOT_REGULAR, INCOMPLETE, BAD_SIGNATURE, UNKNOWN_KEY, UNKNOWN_TASK, KIND_NOT_ALLOWED,
                TOO_LARGE, DIGEST_MISMATCH, REPLAYED_NONCE, SCHEMA_MISMATCH, QUALITY_FAILED, WRONG_EPOCH,
-               COMMIT_REQUIRED, REVEAL_MISMATCH, INSUFFICIENT_FUNDS, UNKNOWN_RECIPIENT)
+               COMMIT_REQUIRED, REVEAL_MISMATCH, INSUFFICIENT_FUNDS, UNKNOWN_RECIPIENT, TASK_CLOSED,
+               NOT_GOVERNED, OUT_OF_RANGE, NOT_STAKED, UNKNOWN_PROPOSAL, PROPOSAL_CLOSED)

@@ -3,9 +3,13 @@
 A request is a small JSON payload, signed and nonce-checked like any submission:
 - `{"action": "stake", "amount_units": N}`: liquid → staked; counts for consensus from the next epoch;
 - `{"action": "unstake", "amount_units": N}`: staked → unbonding at once, liquid after the cooldown;
-- `{"action": "transfer", "amount_units": N, "to": "<recipient public key>"}`: liquid → the recipient's liquid.
-Ingest checks the shape here; whether the balance allows it is decided when it is recorded (ledger/requests.py),
-in arrival order, inside the transaction that records it.
+- `{"action": "transfer", "amount_units": N, "to": "<recipient public key>"}`: liquid → the recipient's liquid;
+- `{"action": "auto_stake", "enabled": true|false}`: a contributor's rewards land in its stake from then on (or not);
+- `{"action": "propose", "setting": S, "value": "<JSON value>"}`: a change of a governed setting (a staked validator);
+- `{"action": "vote", "proposal_id": N, "vote": "yes"|"no"}`: a say on an open proposal, weighed by stake.
+Ingest checks the shape here; whether the balance allows it, and whether a setting is governed and the value in
+its range, is decided when it is recorded (ledger/requests.py, ledger/governance.py), in arrival order, inside the
+transaction that records it.
 """
 
 from __future__ import annotations
@@ -17,18 +21,34 @@ import pyarrow as pa
 
 from pipelines.reasons import SCHEMA_MISMATCH
 
-ACTIONS = ("stake", "unstake", "transfer")
+MONEY_ACTIONS = ("stake", "unstake", "transfer")
+ACTIONS = (*MONEY_ACTIONS, "auto_stake", "propose", "vote")
 MAX_AMOUNT_UNITS = 2**63 - 1  # amounts are stored as BIGINT
+MAX_PROPOSAL_ID = 2**63 - 1
+MAX_SETTING_CHARS = 128
+MAX_VALUE_CHARS = 256
 PUBLIC_KEY_HEX_CHARS = 64
+VOTES = ("yes", "no")
+
+# The fields each action carries, beside `action` (all required).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "stake": ("amount_units",), "unstake": ("amount_units",), "transfer": ("amount_units", "to"),
+    "auto_stake": ("enabled",), "propose": ("setting", "value"), "vote": ("proposal_id", "vote"),
+}
 
 REQUEST_SCHEMA = pa.schema([
     ("action", pa.string()),
     ("amount_units", pa.int64()),
     ("to", pa.string()),  # transfer: the recipient's public key
+    ("enabled", pa.bool_()),  # auto_stake
+    ("setting", pa.string()),  # propose
+    ("value", pa.string()),  # propose: the value as JSON text
+    ("proposal_id", pa.int64()),  # vote
+    ("vote", pa.string()),  # vote: yes | no
 ])
 
 
-class RequestRejected(Exception):
+class RequestRejected(ValueError):
     """A request payload broke a rule; `reason` is the quarantine reason code."""
 
     def __init__(self, reason: str, detail: str):
@@ -36,9 +56,10 @@ class RequestRejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def request_payload(action: str, amount_units: int, to: str | None = None) -> bytes:
-    """The payload `tributary stake|unstake|transfer` signs (checked here first, so the sender hears at once)."""
-    doc = {"action": action, "amount_units": amount_units, **({"to": to} if to is not None else {})}
+def request_payload(action: str, **fields: object) -> bytes:
+    """The payload `tributary stake|unstake|transfer|auto-stake|propose|vote` signs (checked here first, so the
+    sender hears at once)."""
+    doc = {"action": action, **{k: v for k, v in fields.items() if v is not None}}
     data = json.dumps(doc, sort_keys=True).encode()
     parse_request(data, f"{action}.json")
     return data
@@ -57,14 +78,43 @@ def parse_request(data: bytes, name: str) -> pa.Table:
     if not isinstance(doc, dict) or doc.get("action") not in ACTIONS:
         raise bad(f"field 'action': must be one of {', '.join(ACTIONS)}")
     action = doc["action"]
-    allowed = {"action", "amount_units"} | ({"to"} if action == "transfer" else set())
-    extra = sorted(set(doc) - allowed)
+    extra = sorted(set(doc) - {"action", *FIELDS[action]})
     if extra:
         raise bad(f"unexpected field(s) {', '.join(extra)} for action '{action}'")
-    amount = doc.get("amount_units")
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_AMOUNT_UNITS:
-        raise bad(f"field 'amount_units': must be a whole number of base units in [1, {MAX_AMOUNT_UNITS}]")
-    to = doc.get("to")
-    if action == "transfer" and not (isinstance(to, str) and re.fullmatch(f"[0-9a-f]{{{PUBLIC_KEY_HEX_CHARS}}}", to)):
-        raise bad(f"field 'to': must be the recipient's public key, {PUBLIC_KEY_HEX_CHARS} lower-case hex digits")
-    return pa.table({"action": [action], "amount_units": [amount], "to": [to]}, schema=REQUEST_SCHEMA)
+    missing = [f for f in FIELDS[action] if f not in doc]
+    if missing:
+        raise bad(f"field '{missing[0]}': required for action '{action}'")
+    row: dict[str, object] = {name: None for name in REQUEST_SCHEMA.names}
+    row["action"] = action
+    if "amount_units" in doc:
+        amount = doc["amount_units"]
+        if not _whole(amount) or not 0 < amount <= MAX_AMOUNT_UNITS:
+            raise bad(f"field 'amount_units': must be a whole number of base units in [1, {MAX_AMOUNT_UNITS}]")
+        row["amount_units"] = amount
+    if "to" in doc:
+        to = doc["to"]
+        if not (isinstance(to, str) and re.fullmatch(f"[0-9a-f]{{{PUBLIC_KEY_HEX_CHARS}}}", to)):
+            raise bad(f"field 'to': must be the recipient's public key, {PUBLIC_KEY_HEX_CHARS} lower-case hex digits")
+        row["to"] = to
+    if "enabled" in doc:
+        if not isinstance(doc["enabled"], bool):
+            raise bad("field 'enabled': must be true or false")
+        row["enabled"] = doc["enabled"]
+    if "setting" in doc:
+        setting, value = doc["setting"], doc["value"]
+        if not (isinstance(setting, str) and 0 < len(setting) <= MAX_SETTING_CHARS):
+            raise bad(f"field 'setting': must be a setting's name, 1 to {MAX_SETTING_CHARS} characters")
+        if not (isinstance(value, str) and 0 < len(value) <= MAX_VALUE_CHARS):
+            raise bad(f"field 'value': must be the value as JSON text, 1 to {MAX_VALUE_CHARS} characters")
+        row["setting"], row["value"] = setting, value
+    if "proposal_id" in doc:
+        if not _whole(doc["proposal_id"]) or not 0 < doc["proposal_id"] <= MAX_PROPOSAL_ID:
+            raise bad("field 'proposal_id': must be a proposal's id, a whole number from 1")
+        if doc["vote"] not in VOTES:
+            raise bad("field 'vote': must be yes or no")
+        row["proposal_id"], row["vote"] = doc["proposal_id"], doc["vote"]
+    return pa.Table.from_pylist([row], schema=REQUEST_SCHEMA)
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

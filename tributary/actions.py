@@ -27,17 +27,31 @@ def keygen(home: Home, name: str) -> str:
     return keys.public_hex(keys.generate(home.paths.keys, name))
 
 
-def register(home: Home, name: str, role: str) -> Account:
-    """Register the key NAME under a role, in the open epoch."""
+def register(home: Home, name: str, role: str, *, fee_from: str | None = None) -> Account:
+    """Register the key NAME under a role, in the open epoch. When `registration_fee_units` (governed) is above 0,
+    the fee is burned from the liquid balance of `fee_from` (an existing account: a sponsor, or the operator's
+    `owner`), in the same transaction: a key that costs nothing to register costs nothing to multiply."""
     from ledger import accounts
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
+    from ledger.money import units_to_tokens
 
     from tributary.lock import epoch_lock
+    from tributary.parameters import settings_at
 
     public = keys.public_hex(keys.load(home.paths.keys, name))
     with epoch_lock(home, f"register {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
-        return accounts.register(con, public, name, role, current_epoch(con))
+        epoch = current_epoch(con)
+        fee = settings_at(home, epoch, con).registration_fee_units
+        if fee > 0 and accounts.find(con, public) is None:
+            if fee_from is None:
+                raise TributaryError(f"registering costs {units_to_tokens(fee)} tokens (registration_fee_units), "
+                                     "burned; pass --fee-from ACCOUNT, an account whose liquid balance pays it")
+            payer = accounts.get(con, fee_from)
+            account = accounts.register(con, public, name, role, epoch)
+            accounts.burn_fee(con, payer.account_id, account.account_id, fee, epoch)
+            return account
+        return accounts.register(con, public, name, role, epoch)
 
 
 def submit(home: Home, file: Path, *, key: str, task: str | None, kind: str = "dataset") -> tuple[Path, Manifest]:
@@ -105,16 +119,19 @@ def reveal(home: Home, *, key: str) -> list[int]:
     return revealed
 
 
-def request(home: Home, action: str, tokens: str, *, key: str, to: str | None = None) -> tuple[Path, int]:
-    """Sign and drop a stake, unstake or transfer request of KEY's own tokens; ingest applies it when it lands.
+def request(home: Home, action: str, tokens: str | None = None, *, key: str, to: str | None = None,
+            **fields: object) -> tuple[Path, int | None]:
+    """Sign and drop a request of KEY's (stake, unstake, transfer of its own tokens; auto_stake; propose; vote);
+    ingest applies it when it lands.
 
     `to` (transfer) is an account name, id or public key; it is resolved to a public key now, from the ledger
-    (read-only). Returns (dropped file, units)."""
+    (read-only). `fields` are the action's other fields (enabled; setting, value; proposal_id, vote).
+    Returns (dropped manifest, units or None)."""
     import tempfile
 
     from pipelines.requests import request_payload
 
-    units = tokens_to_units(tokens)
+    units = tokens_to_units(tokens) if tokens is not None else None
     recipient = None
     if action == "transfer":
         from ledger import accounts
@@ -125,7 +142,10 @@ def request(home: Home, action: str, tokens: str, *, key: str, to: str | None = 
         if account.public_key is None:
             raise TributaryError(f"{to!r} is a system account; tokens can only be sent to a registered key")
         recipient = account.public_key
-    data = request_payload(action, units, recipient)
+    try:
+        data = request_payload(action, amount_units=units, to=recipient, **fields)
+    except ValueError as e:  # RequestRejected: the same rule ingest would apply, said now
+        raise TributaryError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
         payload = Path(tmp) / f"{key}-{action}-{stamp}.json"

@@ -77,12 +77,14 @@ def keygen(name: str, home: HomeOpt = None) -> None:
 def register(
     name: str,
     role: Annotated[str, typer.Option(help="contributor (sends data) or validator (stakes and sends weights).")],
+    fee_from: Annotated[Optional[str], typer.Option(help="The account whose liquid tokens pay the registration "
+                                                         "fee, when registration_fee_units is above 0.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Register the key NAME in the ledger as a contributor or validator."""
+    """Register the key NAME in the ledger as a contributor or validator (an operator command)."""
     from tributary import actions
 
-    account = actions.register(_home(home), name, role)
+    account = actions.register(_home(home), name, role, fee_from=fee_from)
     console.print(f"registered {name} as {account.role}: account {account.account_id} (epoch {account.registered_epoch})")
 
 
@@ -182,15 +184,17 @@ def reveal(
 
 
 
-def _request(action: str, amount: str, key: str, home: Optional[Path], to: Optional[str] = None) -> None:
+def _request(action: str, amount: Optional[str], key: str, home: Optional[Path], to: Optional[str] = None,
+             **fields: object) -> None:
     from ledger.money import units_to_tokens
     from tributary import actions
     from tributary.home import existing_home
 
-    path, units = actions.request(existing_home(home or _global_home), action, amount, key=key, to=to)
-    console.print(f"{key}: signed {action} of {units_to_tokens(units)} tokens{f' to {to}' if to else ''} as "
-                  f"{path.name}; it applies when the next ingest lands it (see `tributary sql \"SELECT * FROM "
-                  f"requests\"`)", highlight=False)
+    path, units = actions.request(existing_home(home or _global_home), action, amount, key=key, to=to, **fields)
+    what = f"{action} of {units_to_tokens(units)} tokens" if units is not None else \
+        f"{action} {' '.join(f'{k}={v}' for k, v in fields.items())}"
+    console.print(f"{key}: signed {what}{f' to {to}' if to else ''} as {path.name}; it applies when the next "
+                  f"ingest lands it (see `tributary sql \"SELECT * FROM requests\"`)", highlight=False)
 
 
 def _own_account(name: str, key: str) -> None:
@@ -234,6 +238,42 @@ def transfer(
 ) -> None:
     """Signed request: send liquid tokens to another registered account."""
     _request("transfer", amount, key, home, to=to)
+
+@app.command("auto-stake")
+def auto_stake(
+    choice: Annotated[str, typer.Argument(help="on: your rewards land in your stake; off: in your liquid balance.")],
+    key: Annotated[str, typer.Option(help="The contributor's key that signs.")],
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: a contributor's rewards compound into its stake from the next settlement on (or stop)."""
+    if choice not in ("on", "off"):
+        raise typer.BadParameter(f"must be on or off, got {choice!r}")
+    _request("auto_stake", None, key, home, enabled=choice == "on")
+
+
+@app.command()
+def propose(
+    setting: Annotated[str, typer.Argument(help="A governed setting (README: Governance by stake), e.g. kappa or "
+                                                "task.digits.open.")],
+    value: Annotated[str, typer.Argument(help="Its new value as JSON: 0.4, 2000000000000, false.")],
+    key: Annotated[str, typer.Option(help="A staked validator's key that signs.")],
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: propose a governed setting's value; tallied by stake when this epoch settles."""
+    _request("propose", None, key, home, setting=setting, value=value)
+
+
+@app.command()
+def vote(
+    proposal_id: int,
+    choice: Annotated[str, typer.Argument(help="yes or no.")],
+    key: Annotated[str, typer.Option(help="A staked key that signs.")],
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: vote on a proposal of the open epoch; the latest vote of each key counts."""
+    if choice not in ("yes", "no"):
+        raise typer.BadParameter(f"must be yes or no, got {choice!r}")
+    _request("vote", None, key, home, proposal_id=proposal_id, vote=choice)
 
 
 @app.command()

@@ -47,7 +47,7 @@ class Settings:
     house_name: str = "house"
     # Staking, fees and governance (issue 10; README "Staking and governance").
     unstake_cooldown_epochs: int = 2  # unstaked tokens stay unbonding until this many more epochs have settled
-    registration_fee_units: int = 0  # burned from a new account's first earnings, so sybil keys are not free
+    registration_fee_units: int = 0  # burned from a sponsor's liquid at registration, so sybil keys are not free
     governance_pass_share: float = 0.5  # a proposal passes when yes-stake exceeds this share of the active stake
     lock_wait_seconds: float = 300.0  # how long a writer waits for the home's epoch lock before naming its holder
 

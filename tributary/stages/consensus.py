@@ -18,7 +18,9 @@ def house_weights_for(home: Home, scores: EpochScores) -> dict[str, float]:
     """The house validator's weights: data values and model scores mixed by the documented rule."""
     from rewards.house import mixed_house_weights
 
-    return mixed_house_weights(scores.values, scores.model_scores, home.settings.prediction_share)
+    from tributary.parameters import settings_at
+
+    return mixed_house_weights(scores.values, scores.model_scores, settings_at(home, scores.epoch).prediction_share)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
     from rewards.backend import get_xp
     from rewards.consensus import YumaParams, validator_permits, yuma_epoch
 
-    s = home.settings
+    from tributary.parameters import settings_at
+
+    s = settings_at(home, vw.epoch)  # κ and the bonds' moving average are governed
     params = YumaParams(
         kappa=s.kappa, bonds_penalty=s.bonds_penalty, bonds_moving_average=s.bonds_moving_average,
         yuma_version=s.yuma_version, liquid_alpha_enabled=s.liquid_alpha_enabled, alpha_low=s.alpha_low,

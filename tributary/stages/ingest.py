@@ -19,6 +19,7 @@ from pipelines.errors import IngestError
 from tributary import failpoints
 from tributary.home import Home, utcnow
 from tributary.lock import epoch_lock
+from tributary.parameters import closed_tasks, settings_at
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def _ingest(home: Home) -> IngestSummary:
             commit_reveal=home.settings.commit_reveal,
             reveal_epochs=home.settings.reveal_epochs,
             commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
+            closed_tasks=closed_tasks(home, epoch, list(tasks), con),
         )
     failpoints.reach("ingest.sighted")
     _clear_staging(home)
@@ -100,7 +102,8 @@ def _ingest(home: Home) -> IngestSummary:
                               "run ingest again")
         advance(con, epoch, "ingesting")
         # Requests move tokens in this same transaction; one the balance cannot cover is quarantined instead.
-        refused = apply_requests(con, epoch, requests, cooldown_epochs=home.settings.unstake_cooldown_epochs)
+        refused = apply_requests(con, epoch, requests, tasks=list(tasks),
+                                 cooldown_epochs=settings_at(home, epoch, con).unstake_cooldown_epochs)
         accepted = [a for a in result.accepted if a.submission_id not in refused]
         rejected = [*result.rejected, *(_refused(a, *refused[a.submission_id]) for a in result.accepted
                                         if a.submission_id in refused)]
@@ -128,8 +131,12 @@ def _ingest(home: Home) -> IngestSummary:
 
 def _request_of(home: Home, a) -> Request:
     """An accepted request's landed row, as the ledger applies it."""
-    row = pq.read_table(home.path_of(a.lake_path), columns=["action", "amount_units", "to"]).to_pylist()[0]
-    return Request(a.submission_id, a.account_id, a.arrival, a.file, row["action"], int(row["amount_units"]), row["to"])
+    from pipelines.requests import REQUEST_SCHEMA
+
+    table = pq.read_table(home.path_of(a.lake_path))
+    row = {name: table.column(name)[0].as_py() if name in table.column_names else None for name in REQUEST_SCHEMA.names}
+    return Request(a.submission_id, a.account_id, a.arrival, a.file, row["action"], row["amount_units"], row["to"],
+                   row["enabled"], row["setting"], row["value"], row["proposal_id"], row["vote"])
 
 
 def _refused(a, reason: str, detail: str):

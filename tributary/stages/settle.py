@@ -19,15 +19,26 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     from rewards.backend import to_numpy
     from rewards.emission import emission_shares
 
+    from ledger.governance import tally
+    from quality.task import load_tasks
+    from tributary.parameters import parameters_at, settings_at
+
     vw, r = outcome.weights, outcome.result
+    governed = settings_at(home, vw.epoch)  # the values in force for this epoch (proposals passed before it)
     incentive, dividends = to_numpy(r.incentive), to_numpy(r.dividends)
     consensus, trust, active_stake = to_numpy(r.consensus), to_numpy(r.validator_trust), to_numpy(r.active_stake)
-    shares = emission_shares(incentive, dividends, active_stake, owner_cut=home.settings.owner_cut)
+    shares = emission_shares(incentive, dividends, active_stake, owner_cut=governed.owner_cut)
     house_w = house_weights_for(home, scores)
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        auto_stake = accounts.auto_staking(con)
+        releases = tuple(due_releases(con, vw.epoch))
+        tallies = tally(con, vw.epoch, governed.governance_pass_share)
+        parameters = parameters_at(home, vw.epoch, sorted(load_tasks(home.paths.tasks)), con)
     lines = [RewardLine(account_id="owner", role="owner", share=float(shares.owner), kind="owner_cut")]
     for j, miner in enumerate(vw.miners):
         lines.append(RewardLine(
             account_id=miner, role="contributor", share=float(shares.miners[j]), kind="incentive",
+            bucket="staked" if miner in auto_stake else "liquid",
             value=float(scores.values.get(miner, 0.0)), weight=float(house_w.get(miner, 0.0)),
             model_score=float(scores.model_scores.get(miner, 0.0)),
             consensus=float(consensus[j]), incentive=float(incentive[j]), dividends=0.0,
@@ -54,18 +65,21 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         "active": vw.active.tolist(),
         "bonds_prev": outcome.bonds_prev.tolist(),
         "params": outcome.params,
-        "emission": home.settings.epoch_emission_units,
-        "owner_cut": home.settings.owner_cut,
+        "emission": governed.epoch_emission_units,
+        "owner_cut": governed.owner_cut,
+        "releases": [list(r) for r in releases],
+        "auto_stake": sorted(m for m in vw.miners if m in auto_stake),
+        "tallies": [[t.proposal_id, t.status, t.yes_stake, t.no_stake, t.active_stake] for t in tallies],
+        "parameters": [list(p) for p in parameters],
     }
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        releases = tuple(due_releases(con, vw.epoch))
-    inputs["releases"] = [list(r) for r in releases]
     return Settlement(
         epoch=vw.epoch,
         releases=releases,
+        tallies=tallies,
+        parameters=parameters,
         inputs_digest=digest(inputs),
         reports=weight_copy_report(home, vw, norm_w),
-        emission=home.settings.epoch_emission_units,
+        emission=governed.epoch_emission_units,
         lines=tuple(lines),
         bonds=tuple((v, m, float(bonds[i, j])) for i, v in enumerate(vw.validators)
                     for j, m in enumerate(vw.miners) if bonds[i, j] > 0),
