@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import duckdb
 
 from ledger import balances
-from ledger.market import HOUSE_ACCOUNT_KEY
-from ledger.digest import GENESIS_HASH, chain_hash
+from ledger.digest import GENESIS_HASH, chain_hash, digest_text
 from ledger.epochs import settled_epochs
 from ledger.results import results_digest
-from ledger.schema import EMISSION_ACCOUNT, EPOCH_STATES
+from ledger.schema import EMISSION_ACCOUNT
 from ledger.settlement import PAYOUT_KINDS
-from ledger.transfers import stakes_at_epoch_start
 
-GENESIS_EPOCH = 0  # a market home settles epoch 0 at genesis (tributary/home.py)
+
+VALUE_TOLERANCE = 0.0  # values are stored as the same float64 the document holds: exact
 
 
 @dataclass
@@ -39,6 +39,7 @@ def audit(con: duckdb.DuckDBPyConnection) -> AuditReport:
     _check_epochs(con, report)
     _check_values(con, report)
     _check_stakes(con, report)
+    _check_inputs(con, report)
     return report
 
 
@@ -161,64 +162,54 @@ def _check_balances(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None
             report.problems.append(f"account {account_id}: balance_totals holds {row} but no transfer moves it")
 
 
-def _check_epoch_sequence(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    """Epochs are numbered without gaps from genesis (0, on a ledger a market home set up), and only the last one,
-    the open epoch, is unsettled: settling an epoch opens the next in the same transaction."""
-    rows = con.execute("SELECT epoch, settled_at IS NOT NULL FROM epochs ORDER BY epoch").fetchall()
-    if not rows:
-        return
-    has_genesis = con.execute("SELECT 1 FROM market WHERE key = ?", [HOUSE_ACCOUNT_KEY]).fetchone() is not None
-    first = rows[0][0]
-    if has_genesis and first != GENESIS_EPOCH:
-        report.problems.append(f"epoch {first}: the first epoch is {first}, not genesis {GENESIS_EPOCH} "
-                               f"(epochs {GENESIS_EPOCH}..{first - 1} are missing)")
-    for (prev, _), (epoch, _) in zip(rows, rows[1:]):
-        if epoch != prev + 1:
-            report.problems.append(f"epoch {epoch}: follows epoch {prev} (epochs {prev + 1}..{epoch - 1} are missing)")
-    for epoch, settled in rows[:-1]:
-        if not settled:
-            report.problems.append(f"epoch {epoch}: unsettled, but a later epoch exists (only the last may be open)")
-    last, last_settled = rows[-1]
-    if last_settled:
-        report.problems.append(f"epoch {last}: settled, but no epoch {last + 1} was opened after it")
+
+def _check_inputs(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """Recompute each epoch's inputs digest from the inputs document the ledger keeps (epoch_inputs), then check the
+    document against the tables: the emission, the stakes consensus weighed, the values paid for, the unbonding
+    released, the proposals tallied and the parameters in force. Epochs settled before migration 7 kept no document
+    (inputs_version NULL) and are checked by the hash chain only."""
+    rows = con.execute("SELECT e.epoch, e.inputs_digest, e.emission, e.inputs_version, i.document FROM epochs e "
+                       "LEFT JOIN epoch_inputs i USING (epoch) WHERE e.settled_at IS NOT NULL ORDER BY e.epoch").fetchall()
+    for epoch, inputs_digest, emission, version, document in rows:
+        if version is None:
+            continue
+        if document is None:
+            report.problems.append(f"epoch {epoch}: inputs_version {version}, but its inputs document is missing")
+            continue
+        if digest_text(document) != inputs_digest:
+            report.problems.append(f"epoch {epoch}: its inputs document digests to {digest_text(document)}, but "
+                                   f"{inputs_digest} was settled (epoch_inputs was changed)")
+            continue
+        for problem in _inputs_disagree(con, epoch, emission, json.loads(document)):
+            report.problems.append(f"epoch {epoch}: the inputs document {problem}")
 
 
-def _check_epoch_states(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    """An epoch's state is 'settled' exactly when it has a settled_at."""
-    rows = con.execute("SELECT epoch, state, settled_at FROM epochs ORDER BY epoch").fetchall()
-    for epoch, state, settled_at in rows:
-        if state not in EPOCH_STATES:
-            report.problems.append(f"epoch {epoch}: state {state!r} is not one of {', '.join(EPOCH_STATES)}")
-        elif settled_at is not None and state != "settled":
-            report.problems.append(f"epoch {epoch}: settled at {settled_at}, but its state is {state!r}")
-        elif settled_at is None and state == "settled":
-            report.problems.append(f"epoch {epoch}: state is 'settled', but it has no settled_at")
-
-
-def _check_contribution_values(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    """Settlement values every accepted or duplicate submission of the epoch; a NULL value was erased or skipped."""
-    rows = con.execute(
-        "SELECT c.epoch, c.submission_id, c.account_id, c.status FROM contributions c "
-        "JOIN epochs e ON e.epoch = c.epoch WHERE e.settled_at IS NOT NULL "
-        "AND c.status IN ('accepted', 'duplicate') AND c.value IS NULL ORDER BY c.epoch, c.submission_id"
-    ).fetchall()
-    for epoch, submission_id, account_id, status in rows:
-        report.problems.append(f"epoch {epoch}: {status} contribution {submission_id} of account {account_id} "
-                               "has no value, though its epoch is settled")
-
-
-def _check_validator_stakes(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    """Each validator's rewards.stake is the units it had staked when the epoch started (transfers of earlier
-    epochs): the stake consensus weighed it by."""
-    rows = con.execute(
-        "SELECT r.epoch, r.account_id, r.stake FROM rewards r JOIN epochs e ON e.epoch = r.epoch "
-        "WHERE r.role = 'validator' AND e.settled_at IS NOT NULL ORDER BY r.epoch, r.account_id"
-    ).fetchall()
-    starts: dict[int, dict[str, int]] = {}
-    for epoch, account_id, stake in rows:
-        if epoch not in starts:
-            starts[epoch] = stakes_at_epoch_start(con, epoch)
-        expected = starts[epoch].get(account_id, 0)
-        if int(stake or 0) != expected:  # NULL: recorded without a stake, i.e. none
-            report.problems.append(f"epoch {epoch}: account {account_id} has rewards.stake {stake}, but it had "
-                                   f"{expected} units staked at the epoch's start")
+def _inputs_disagree(con: duckdb.DuckDBPyConnection, epoch: int, emission: int, doc: dict) -> list[str]:
+    out = []
+    if doc.get("epoch") != epoch or doc.get("emission") != emission:
+        out.append(f"names epoch {doc.get('epoch')} and emission {doc.get('emission')}, the epochs table {epoch} "
+                   f"and {emission}")
+    stake_of = dict(zip(doc.get("validators", []), doc.get("stake", [])))
+    for account_id, stake in con.execute("SELECT account_id, stake FROM rewards WHERE epoch = ? AND role = "
+                                         "'validator'", [epoch]).fetchall():
+        if stake is not None and stake_of.get(account_id) != stake:
+            out.append(f"weighs validator {account_id} by {stake_of.get(account_id)} units, rewards.stake says {stake}")
+    values = dict(doc.get("values", []))
+    for account_id, value in con.execute("SELECT account_id, value FROM rewards WHERE epoch = ? AND role = "
+                                         "'contributor'", [epoch]).fetchall():
+        if value is not None and abs(values.get(account_id, 0.0) - value) > VALUE_TOLERANCE:
+            out.append(f"values contributor {account_id} at {values.get(account_id, 0.0)}, rewards.value says {value}")
+    released = sorted([a, int(u)] for a, u in con.execute(
+        "SELECT credit_account, amount FROM transfers WHERE epoch = ? AND kind = 'release'", [epoch]).fetchall())
+    if sorted(doc.get("releases", [])) != released:
+        out.append(f"releases {doc.get('releases', [])} from unbonding, the transfers {released}")
+    tallied = sorted([int(p), st, int(y), int(n), int(a)] for p, st, y, n, a in con.execute(
+        "SELECT proposal_id, status, yes_stake, no_stake, active_stake FROM proposals WHERE epoch = ? "
+        "AND status <> 'open'", [epoch]).fetchall())
+    if sorted(doc.get("tallies", [])) != tallied:
+        out.append(f"tallies {doc.get('tallies', [])}, the proposals table {tallied}")
+    params = sorted([s, v, p] for s, v, p in con.execute(
+        "SELECT setting, value, proposal_id FROM epoch_parameters WHERE epoch = ?", [epoch]).fetchall())
+    if sorted(doc.get("parameters", []), key=str) != sorted(params, key=str):
+        out.append(f"has parameters {doc.get('parameters', [])}, epoch_parameters {params}")
+    return out

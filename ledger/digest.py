@@ -19,6 +19,11 @@ def digest(obj: Any) -> str:
     return hashlib.blake2b(canonical_json(obj), digest_size=32).hexdigest()
 
 
+def digest_text(document: str) -> str:
+    """BLAKE2b-256 hex of a canonical JSON document kept as text: equals digest(json.loads(document))."""
+    return hashlib.blake2b(document.encode(), digest_size=32).hexdigest()
+
+
 def chain_hash(prev_hash: str, epoch: int, inputs_digest: str, results_digest: str) -> str:
     """The epoch's link in the hash chain: commits to its inputs, its results and the previous link."""
     return digest({"prev": prev_hash, "epoch": epoch, "inputs": inputs_digest, "results": results_digest})

@@ -252,6 +252,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (epoch, setting)
     );
     """,
+    # 7: each settled epoch keeps the inputs document its inputs_digest hashes, so audit can recompute the digest
+    # and check the document against the tables it produced (inputs_version 1).
+    """
+    CREATE TABLE epoch_inputs (epoch BIGINT PRIMARY KEY, document VARCHAR NOT NULL);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ledger.balances import apply_transfers
 from ledger.db import transaction
-from ledger.digest import GENESIS_HASH, chain_hash
+from ledger.digest import GENESIS_HASH, chain_hash, digest_text
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import EpochOrderError, SettlementConflict
 from ledger.governance import Tally, record_tallies
@@ -22,6 +22,7 @@ from ledger.schema import EMISSION_ACCOUNT
 from ledger.unbonding import RELEASE_KIND
 
 PAYOUT_KINDS = ("incentive", "dividend", "owner_cut")
+INPUTS_VERSION = 1  # epochs.inputs_version: the epoch's inputs document is in epoch_inputs
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Settlement:
     releases: tuple[tuple[str, int], ...] = ()  # (account, units) leaving unbonding for liquid at this settlement
     tallies: tuple[Tally, ...] = ()  # the proposals made in this epoch, counted
     parameters: tuple[tuple[str, str, int | None], ...] = ()  # governed settings in force: (setting, JSON, proposal)
-    inputs_version: int | None = None  # reserved: a digest that can be recomputed from the ledger (not yet)
+    inputs_document: str | None = None  # the canonical JSON inputs_digest hashes, kept in epoch_inputs for audit
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
     if s.epoch != open_now:
         raise EpochOrderError(f"epoch {s.epoch} cannot settle: epoch {open_now} is the open one, and epochs settle in order")
 
+    if s.inputs_document is not None:
+        assert digest_text(s.inputs_document) == s.inputs_digest, "the inputs document must hash to inputs_digest"
     amounts_list = largest_remainder([line.share for line in s.lines], s.emission) if s.lines else []
     if not s.lines:
         assert s.emission == 0, "an epoch with no reward lines cannot mint emission"
@@ -191,6 +194,8 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
                             f"value = u.value, duplicate_of = u.duplicate_of FROM {view} u "
                             "WHERE contributions.submission_id = u.submission_id")
         record_tallies(con, s.tallies)
+        if s.inputs_document is not None:
+            con.execute("INSERT INTO epoch_inputs VALUES (?, ?)", [s.epoch, s.inputs_document])
         _insert(con, "epoch_parameters", {
             "epoch": (pa.int64(), [s.epoch] * len(s.parameters)),
             "setting": (pa.string(), [p[0] for p in s.parameters]),
@@ -203,7 +208,8 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         con.execute(
             "UPDATE epochs SET ends_at = ?, settled_at = ?, inputs_digest = ?, results_digest = ?, prev_hash = ?, "
             "hash = ?, emission = ?, state = 'settled', inputs_version = ? WHERE epoch = ?",
-            [now, now, s.inputs_digest, results, prev, link, s.emission, s.inputs_version, s.epoch],
+            [now, now, s.inputs_digest, results, prev, link, s.emission,
+             INPUTS_VERSION if s.inputs_document is not None else None, s.epoch],
         )
         open_epoch(con, s.epoch + 1, now)
     return SettleOutcome(s.epoch, True, link, {line.account_id: a for line, a in zip(s.lines, amounts_list)})

@@ -6,7 +6,7 @@ import numpy as np
 
 from ledger import accounts
 from ledger.db import open_ledger
-from ledger.digest import digest
+from ledger.digest import canonical_json, digest_text
 from ledger.unbonding import due_releases
 from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
 from tributary.home import Home, utcnow
@@ -72,12 +72,14 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         "tallies": [[t.proposal_id, t.status, t.yes_stake, t.no_stake, t.active_stake] for t in tallies],
         "parameters": [list(p) for p in parameters],
     }
+    document = canonical_json(inputs).decode()
     return Settlement(
         epoch=vw.epoch,
         releases=releases,
+        inputs_document=document,
         tallies=tallies,
         parameters=parameters,
-        inputs_digest=digest(inputs),
+        inputs_digest=digest_text(document),
         reports=weight_copy_report(home, vw, norm_w),
         emission=governed.epoch_emission_units,
         lines=tuple(lines),
