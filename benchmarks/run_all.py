@@ -9,7 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # One script per headline figure; helpers they run in other venvs (e.g. *_pydvl.py) are not listed.
-BENCHMARKS = ("consensus.py", "valuation.py", "lake_value.py", "duplicates.py", "submit.py", "ingest.py", "simulate.py")
+BENCHMARKS = ("consensus.py", "valuation.py", "lake_value.py", "duplicates.py", "submit.py", "ingest.py", "simulate.py",
+              "ledger_scale.py")
 
 
 def main() -> int:

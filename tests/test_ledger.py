@@ -6,6 +6,8 @@ from datetime import datetime
 
 import duckdb
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import accounts, transfers
 from ledger.audit import audit
@@ -31,6 +33,24 @@ def test_largest_remainder_sums_exactly_and_is_deterministic():
         largest_remainder([0.0, 0.0], 5)
     with pytest.raises(ValueError):
         largest_remainder([-0.1, 1.1], 5)
+
+
+def _largest_remainder_by_fractions(shares: list[float], total: int) -> list[int]:
+    """The definition, spelled out with Fractions: the oracle the integer implementation must equal exactly."""
+    from fractions import Fraction
+
+    fracs = [Fraction(s) for s in shares]
+    quotas = [f * total / sum(fracs) for f in fracs]
+    amounts = [int(q) for q in quotas]
+    for i in sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - amounts[i]), i))[:total - sum(amounts)]:
+        amounts[i] += 1
+    return amounts
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e6, allow_subnormal=True), min_size=1, max_size=40)
+       .filter(lambda xs: sum(xs) > 0), st.integers(min_value=0, max_value=10**21))
+def test_largest_remainder_equals_the_fraction_definition(shares: list[float], total: int) -> None:
+    assert largest_remainder(shares, total) == _largest_remainder_by_fractions(shares, total)
 
 
 def test_token_conversion_is_exact():

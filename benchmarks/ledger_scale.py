@@ -1,0 +1,177 @@
+"""The ledger at scale: settling one epoch that pays 1M accounts, and users' views after 1,000 epochs.
+
+    .venv/bin/python benchmarks/ledger_scale.py [--accounts 1000000] [--epochs 1000] [--view-accounts 10000] [--quick]
+
+1. Settle: `ledger.settlement.settle_epoch` writing one epoch that pays `--accounts` contributors (reward rows,
+   payout transfers, kept balances, the results digest and the chain link, in one transaction), against a bare DuckDB
+   INSERT of the same transfer rows from Arrow into a table of the same schema, side by side in this run
+   (target: ratio <= 3).
+2. Views: `balances` for one account and `leaderboard` for one epoch on a ledger holding `--epochs` settled epochs
+   of `--view-accounts` accounts each, against the same query on a ledger holding one such epoch (target: each
+   ratio <= 2). The big ledger's rows are written in bulk (they are the shape settlement writes); each query is the
+   best of 5.
+Scratch ledgers live under .bench/ and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ledger import accounts  # noqa: E402
+from ledger.db import transaction  # noqa: E402
+from ledger.schema import migrate  # noqa: E402
+from ledger.epochs import open_epoch  # noqa: E402
+from ledger.settlement import RewardLine, Settlement, settle_epoch  # noqa: E402
+
+WORK = ROOT / ".bench" / "ledger_scale"
+NOW = datetime(2026, 12, 1, tzinfo=timezone.utc).replace(tzinfo=None)
+EMISSION_UNITS = 1_000_000 * 10**9
+
+
+def fresh_ledger(path: Path):
+    """A migrated ledger with epoch 0 settled and epoch 1 open, as a new home has."""
+    import duckdb
+
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    migrate(con)
+    with transaction(con):
+        accounts.ensure_system_accounts(con)
+        open_epoch(con, 0, NOW)
+    settle_epoch(con, Settlement(epoch=0, inputs_digest="0" * 64, emission=0), now=NOW)
+    return con
+
+
+def payout_settlement(n: int, epoch: int = 1) -> Settlement:
+    rng = np.random.default_rng(0)
+    shares = rng.random(n)
+    shares /= shares.sum()
+    lines = tuple(RewardLine(account_id=f"acct{i:010d}", role="contributor", share=float(shares[i]), kind="incentive",
+                             value=float(shares[i]), consensus=float(shares[i]), incentive=float(shares[i]))
+                  for i in range(n))
+    return Settlement(epoch=epoch, inputs_digest="1" * 64, emission=EMISSION_UNITS, lines=lines)
+
+
+def bench_settle(n: int) -> tuple[float, float]:
+    import duckdb
+
+    s = payout_settlement(n)
+    con = fresh_ledger(WORK / "settle.duckdb")
+    start = time.perf_counter()
+    settle_epoch(con, s, now=NOW)
+    settle_s = time.perf_counter() - start
+    con.close()
+
+    rows = pa.table({
+        "id": pa.array(np.arange(1, n + 1, dtype=np.int64)), "epoch": pa.array(np.ones(n, dtype=np.int64)),
+        "debit_account": pa.array(["emission"] * n), "debit_bucket": pa.array(["liquid"] * n),
+        "credit_account": pa.array([ln.account_id for ln in s.lines]), "credit_bucket": pa.array(["liquid"] * n),
+        "amount": pa.array(np.full(n, 1000, dtype=np.int64)), "kind": pa.array(["incentive"] * n),
+        "memo": pa.array(["epoch 1 incentive"] * n),
+    })
+    path = WORK / "bare.duckdb"
+    path.unlink(missing_ok=True)
+    bare = duckdb.connect(str(path))
+    bare.execute("CREATE TABLE transfers (id BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, debit_account VARCHAR NOT "
+                 "NULL, debit_bucket VARCHAR NOT NULL, credit_account VARCHAR NOT NULL, credit_bucket VARCHAR NOT "
+                 "NULL, amount BIGINT NOT NULL CHECK (amount > 0), kind VARCHAR NOT NULL, memo VARCHAR NOT NULL)")
+    bare.register("rows", rows)
+    start = time.perf_counter()
+    bare.execute("BEGIN")
+    bare.execute("INSERT INTO transfers SELECT * FROM rows")
+    bare.execute("COMMIT")
+    bare_s = time.perf_counter() - start
+    bare.close()
+    return settle_s, bare_s
+
+
+def views_ledger(path: Path, epochs: int, n: int):
+    """A ledger holding `epochs` settled epochs of `n` accounts each: reward rows, payout transfers, kept balances."""
+    con = fresh_ledger(path)
+    ids = pa.array([f"acct{i:010d}" for i in range(n)])
+    with transaction(con):
+        con.execute("DELETE FROM epochs WHERE epoch >= 1")  # written below, settled, with the open one after them
+        con.register("ids", pa.table({"account_id": ids}))
+        con.execute("INSERT INTO accounts (account_id, public_key, name, role, registered_epoch) "
+                    "SELECT account_id, account_id, account_id, 'contributor', 1 FROM ids")
+        for first in range(1, epochs + 1, 100):  # 100 epochs per statement: the rows sit in epoch order, as settled
+            last = min(first + 99, epochs)
+            con.execute(f"""
+                INSERT INTO rewards (epoch, account_id, role, value, consensus, incentive, dividends, amount)
+                SELECT e, account_id, 'contributor', random(), random(), random(), 0.0, CAST(1 + random() * 1e9 AS BIGINT)
+                FROM range({first}, {last + 1}) t(e), ids ORDER BY e
+            """)
+            con.execute(f"""
+                INSERT INTO transfers
+                SELECT (SELECT COALESCE(max(id), 0) FROM transfers) + row_number() OVER (), e, 'emission', 'liquid',
+                       account_id, 'liquid', 1000, 'incentive', 'epoch ' || e || ' incentive'
+                FROM range({first}, {last + 1}) t(e), ids ORDER BY e
+            """)
+            con.execute(f"INSERT INTO epochs (epoch, starts_at, ends_at, settled_at, state, emission) "
+                        f"SELECT e, now(), now(), now(), 'settled', 0 FROM range({first}, {last + 1}) t(e)")
+        con.execute(f"INSERT INTO epochs (epoch, starts_at, state) VALUES ({epochs + 1}, now(), 'open')")
+        con.execute(f"INSERT INTO balance_totals SELECT account_id, {epochs} * 1000, 0, 0 FROM ids")
+    con.execute("CHECKPOINT")
+    return con
+
+
+def best_of(con, sql: str, params: list, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        con.execute(sql, params).fetchall()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_views(epochs: int, n: int) -> dict[str, tuple[float, float]]:
+    queries = {
+        "balances (one account)": ("SELECT * FROM balances WHERE account_id = ?", ["acct0000000042"]),
+        "leaderboard (one epoch)": ("SELECT * FROM leaderboard WHERE epoch = ? ORDER BY rank LIMIT 100", [None]),
+    }
+    out: dict[str, list[float]] = {name: [] for name in queries}
+    for label, count in (("one", 1), ("many", epochs)):
+        con = views_ledger(WORK / f"views-{label}.duckdb", count, n)
+        for name, (sql, params) in queries.items():
+            p = [count // 2 or 1] if params == [None] else params
+            out[name].append(best_of(con, sql, p))
+        con.close()
+    return {name: (v[1], v[0]) for name, v in out.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--accounts", type=int, default=1_000_000)
+    ap.add_argument("--epochs", type=int, default=1_000)
+    ap.add_argument("--view-accounts", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="100k accounts, 100 epochs: a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.accounts, args.epochs = 100_000, 100
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    try:
+        settle_s, bare_s = bench_settle(args.accounts)
+        print(f"settle one epoch paying {args.accounts:,} accounts: {settle_s:.2f} s; bare Arrow INSERT of the same "
+              f"transfer rows: {bare_s:.2f} s; ratio {settle_s / bare_s:.1f}x (target <= 3x)")
+        for name, (many, one) in bench_views(args.epochs, args.view_accounts).items():
+            print(f"{name} after {args.epochs:,} epochs x {args.view_accounts:,} accounts: {many * 1e3:.2f} ms; on one "
+                  f"epoch: {one * 1e3:.2f} ms; ratio {many / one:.2f}x (target <= 2x)")
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
