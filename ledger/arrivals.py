@@ -66,9 +66,19 @@ def _live(con: duckdb.DuckDBPyConnection) -> list[Arrival]:
 
 def decide(con: duckdb.DuckDBPyConnection, decisions: Iterable[tuple[int, str, str, int]]) -> None:
     """(arrival, submission_id, destination, epoch) for each name a decision covers; a decided name stays decided."""
-    for arrival, submission_id, destination, epoch in decisions:
-        con.execute("UPDATE arrivals SET submission_id = ?, destination = ?, decided_epoch = ? "
-                    "WHERE arrival = ? AND submission_id IS NULL", [submission_id, destination, epoch, arrival])
+    import pyarrow as pa
+
+    from ledger.db import arrow_table, registered
+
+    rows = list(decisions)
+    if not rows:
+        return
+    data = arrow_table({name: (t, [r[i] for r in rows]) for i, (name, t) in enumerate((
+        ("arrival", pa.int64()), ("submission_id", pa.string()), ("destination", pa.string()), ("epoch", pa.int64())))})
+    with registered(con, "_decisions", data) as view:  # one statement, from Arrow
+        con.execute(f"UPDATE arrivals SET submission_id = d.submission_id, destination = d.destination, "
+                    f"decided_epoch = d.epoch FROM {view} d WHERE arrivals.arrival = d.arrival "
+                    "AND arrivals.submission_id IS NULL")
 
 
 def pending_moves(con: duckdb.DuckDBPyConnection) -> list[Arrival]:
@@ -78,5 +88,13 @@ def pending_moves(con: duckdb.DuckDBPyConnection) -> list[Arrival]:
 
 def left(con: duckdb.DuckDBPyConnection, arrivals: Iterable[int], *, now: datetime) -> None:
     """Mark names as gone from drop/."""
-    for n in arrivals:
-        con.execute("UPDATE arrivals SET left_at = ? WHERE arrival = ? AND left_at IS NULL", [now, n])
+    import pyarrow as pa
+
+    from ledger.db import arrow_table, registered
+
+    gone = list(arrivals)
+    if not gone:
+        return
+    with registered(con, "_gone", arrow_table({"arrival": (pa.int64(), gone)})) as view:
+        con.execute(f"UPDATE arrivals SET left_at = ? FROM {view} g WHERE arrivals.arrival = g.arrival "
+                    "AND arrivals.left_at IS NULL", [now])

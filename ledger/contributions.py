@@ -31,31 +31,40 @@ class ContributionRecord:
 
 _COLUMNS = ("submission_id, epoch, account_id, task, kind, rows, status, reason, digest, public_key, nonce, file, "
             "received_at, lake_path, arrival, verified, suspicious")
+_SELECTED = _COLUMNS.replace("received_at", "CAST(received_at AS TIMESTAMP)")  # ISO text, cast as binding it would
 
 
 def record(con: duckdb.DuckDBPyConnection, records: list[ContributionRecord]) -> int:
-    """Insert ingest outcomes (and a quarantine row for each reject); a submission id already recorded is skipped.
+    """Insert ingest outcomes (and a quarantine row for each reject) in one statement per table, from Arrow; a
+    submission id already recorded is skipped.
 
     Ids are unique per decision (docs/PROTOCOL.md §4), so a skip only happens when an interrupted run is redone.
     """
-    written = 0
-    for r in records:
-        if con.execute("SELECT 1 FROM contributions WHERE submission_id = ?", [r.submission_id]).fetchone():
-            continue
-        con.execute(
-            f"INSERT INTO contributions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [r.submission_id, r.epoch, r.account_id, r.task, r.kind, r.rows, r.status, r.reason, r.digest,
-             r.public_key, r.nonce, r.file, r.received_at, r.lake_path, r.arrival, r.verified, r.suspicious],
-        )
-        if r.status == "quarantined":
-            con.execute(
-                "INSERT INTO quarantine (submission_id, epoch, account_id, file, reason, detail, received_at, arrival) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [r.submission_id, r.epoch, r.account_id, r.file, r.reason, r.detail or r.reason, r.received_at,
-                 r.arrival],
-            )
-        written += 1
-    return written
+    import pyarrow as pa
+
+    from ledger.db import arrow_table, registered
+
+    if not records:
+        return 0
+    ids = [r.submission_id for r in records]
+    with registered(con, "_record_ids", arrow_table({"submission_id": (pa.string(), ids)})) as view:
+        done = {i for (i,) in con.execute(f"SELECT submission_id FROM contributions JOIN {view} USING (submission_id)"
+                                          ).fetchall()}
+    new = [r for r in records if r.submission_id not in done]
+    if not new:
+        return 0
+    text, big, flag = pa.string(), pa.int64(), pa.bool_()
+    columns = {name: (t, [getattr(r, name) for r in new]) for name, t in (
+        ("submission_id", text), ("epoch", big), ("account_id", text), ("task", text), ("kind", text), ("rows", big),
+        ("status", text), ("reason", text), ("digest", text), ("public_key", text), ("nonce", big), ("file", text),
+        ("received_at", text), ("lake_path", text), ("arrival", big), ("verified", flag), ("suspicious", text),
+        ("detail", text))}
+    with registered(con, "_record_rows", arrow_table(columns)) as view:
+        con.execute(f"INSERT INTO contributions ({_COLUMNS}) SELECT {_SELECTED} FROM {view}")
+        con.execute("INSERT INTO quarantine (submission_id, epoch, account_id, file, reason, detail, received_at, "
+                    "arrival) SELECT submission_id, epoch, account_id, file, reason, COALESCE(detail, reason), "
+                    f"CAST(received_at AS TIMESTAMP), arrival FROM {view} WHERE status = 'quarantined'")
+    return len(new)
 
 
 def last_nonces(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -82,3 +82,40 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def arrow_table(columns: dict[str, tuple["pa.DataType", list]]) -> "pa.Table":
+    """Columns given as name: (Arrow type, values), as one Arrow table (pyarrow is imported only by writers)."""
+    import pyarrow as pa
+
+    return pa.table({name: pa.array(values, type=t) for name, (t, values) in columns.items()})
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, view: str, data: "pa.Table") -> Iterator[str]:
+    """`data` as a view for one statement. If that statement fails inside the transaction, unregistering raises a
+    TransactionException; the statement's own error must surface, so that one is not raised over it (the view is
+    replaced on the next register)."""
+    # DuckDB 2 refuses to register while an earlier execute() has rows left unread (a fetchone() leaves them):
+    # run that result to its end first; it changes nothing.
+    complete = getattr(con, "complete", None)
+    if complete is not None:
+        complete()
+    con.register(view, data)
+    try:
+        yield view
+    finally:
+        try:
+            con.unregister(view)
+        except duckdb.TransactionException:
+            pass
+
+
+def insert_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, tuple["pa.DataType", list]]) -> None:
+    """INSERT the rows given column by column (name: (Arrow type, values)) in one statement; nothing if empty."""
+    data = arrow_table(columns)
+    if data.num_rows == 0:
+        return
+    names = ", ".join(data.column_names)
+    with registered(con, f"_insert_{table}", data) as view:
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger.balances import apply_transfers
-from ledger.db import transaction
+from ledger.db import arrow_table, insert_columns, registered, transaction
 from ledger.digest import GENESIS_HASH, chain_hash, digest_text
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import EpochOrderError, SettlementConflict
@@ -79,35 +77,6 @@ class SettleOutcome:
     amounts: dict[str, int]
 
 
-def _arrow(columns: dict[str, tuple[pa.DataType, list]]) -> pa.Table:
-    return pa.table({name: pa.array(values, type=t) for name, (t, values) in columns.items()})
-
-
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, view: str, data: pa.Table) -> Iterator[str]:
-    """`data` as a view for one statement. If that statement fails inside the transaction, unregistering raises a
-    TransactionException; the statement's own error must surface, so that one is not raised over it (the view is
-    replaced on the next register)."""
-    con.register(view, data)
-    try:
-        yield view
-    finally:
-        try:
-            con.unregister(view)
-        except duckdb.TransactionException:
-            pass
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, tuple[pa.DataType, list]]) -> None:
-    """INSERT the rows given column by column (name: (Arrow type, values)) in one statement; nothing if empty."""
-    data = _arrow(columns)
-    if data.num_rows == 0:
-        return
-    names = ", ".join(data.column_names)
-    with _registered(con, f"_settle_{table}", data) as view:
-        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")
-
-
 def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime) -> SettleOutcome:
     """Write an epoch's settlement in one transaction and open the next epoch.
 
@@ -131,7 +100,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
     with transaction(con):
         # Each table is written in one statement from Arrow: row-at-a-time statements were most of a settlement's time.
         lines = list(zip(s.lines, amounts_list))
-        _insert(con, "rewards", {
+        insert_columns(con, "rewards", {
             "epoch": (pa.int64(), [s.epoch] * len(lines)),
             "account_id": (pa.string(), [ln.account_id for ln, _ in lines]),
             "role": (pa.string(), [ln.role for ln, _ in lines]),
@@ -144,7 +113,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         })
         payouts = [(ln, a) for ln, a in lines if a]
         ((first_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
-        _insert(con, "transfers", {  # minted from emission (no balance to check): ids consecutive in line order
+        insert_columns(con, "transfers", {  # minted from emission (no balance to check): ids consecutive in line order
             "id": (pa.int64(), list(range(first_id, first_id + len(payouts)))),
             "epoch": (pa.int64(), [s.epoch] * len(payouts)),
             "debit_account": (pa.string(), [EMISSION_ACCOUNT] * len(payouts)),
@@ -159,7 +128,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             apply_transfers(con, "transfers WHERE id >= ?", [first_id])
         if s.releases:  # unbonding that has served its cooldown becomes liquid, one transfer per account
             ((next_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
-            _insert(con, "transfers", {
+            insert_columns(con, "transfers", {
                 "id": (pa.int64(), list(range(next_id, next_id + len(s.releases)))),
                 "epoch": (pa.int64(), [s.epoch] * len(s.releases)),
                 "debit_account": (pa.string(), [a for a, _ in s.releases]),
@@ -172,31 +141,31 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             })
             apply_transfers(con, "transfers WHERE id >= ?", [next_id])
         for name, rows, last in (("bonds", s.bonds, "bond"), ("weights", s.weights, "weight")):
-            _insert(con, name, {"epoch": (pa.int64(), [s.epoch] * len(rows)),
+            insert_columns(con, name, {"epoch": (pa.int64(), [s.epoch] * len(rows)),
                                 "validator": (pa.string(), [r[0] for r in rows]),
                                 "miner": (pa.string(), [r[1] for r in rows]), last: (pa.float64(), [r[2] for r in rows])})
-        _insert(con, "validator_reports", {
+        insert_columns(con, "validator_reports", {
             "epoch": (pa.int64(), [s.epoch] * len(s.reports)),
             "validator": (pa.string(), [r[0] for r in s.reports]),
             "similarity_to_consensus": (pa.float64(), [r[1] for r in s.reports]),
             "similarity_to_own_history": (pa.float64(), [r[2] for r in s.reports]),
         })
         if s.contributions:
-            updates = _arrow({
+            updates = arrow_table({
                 "submission_id": (pa.string(), [c.submission_id for c in s.contributions]),
                 "status": (pa.string(), [c.status for c in s.contributions]),
                 "duplicate_rows": (pa.int64(), [c.duplicate_rows for c in s.contributions]),
                 "value": (pa.float64(), [c.value for c in s.contributions]),
                 "duplicate_of": (pa.list_(pa.string()), [list(c.duplicate_of) or None for c in s.contributions]),
             })
-            with _registered(con, "_settle_updates", updates) as view:
+            with registered(con, "_settle_updates", updates) as view:
                 con.execute("UPDATE contributions SET status = u.status, duplicate_rows = u.duplicate_rows, "
                             f"value = u.value, duplicate_of = u.duplicate_of FROM {view} u "
                             "WHERE contributions.submission_id = u.submission_id")
         record_tallies(con, s.tallies)
         if s.inputs_document is not None:
             con.execute("INSERT INTO epoch_inputs VALUES (?, ?)", [s.epoch, s.inputs_document])
-        _insert(con, "epoch_parameters", {
+        insert_columns(con, "epoch_parameters", {
             "epoch": (pa.int64(), [s.epoch] * len(s.parameters)),
             "setting": (pa.string(), [p[0] for p in s.parameters]),
             "value": (pa.string(), [p[1] for p in s.parameters]),

@@ -128,11 +128,10 @@ def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
 
 
 def _previous_bonds(home: Home, vw: ValidatorWeights) -> np.ndarray:
+    from ledger.history import previous_bonds
+
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        rows = con.execute(
-            "SELECT validator, miner, bond FROM bonds WHERE epoch = (SELECT max(epoch) FROM bonds WHERE epoch < ?)",
-            [vw.epoch],
-        ).fetchall()
+        rows = previous_bonds(con, vw.epoch)
     row = {v: i for i, v in enumerate(vw.validators)}
     col = {m: j for j, m in enumerate(vw.miners)}
     bonds = np.zeros((len(vw.validators), len(vw.miners)))

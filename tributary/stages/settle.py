@@ -95,14 +95,11 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
 def weight_copy_report(home: Home, vw: ValidatorWeights, norm_w: np.ndarray) -> tuple:
     """Per validator that weighed in: cosine similarity of its weights to the last public consensus, and to its own
     weights of the last epoch it weighed in. A copier tracks the first more closely than the second."""
+    from ledger.history import last_own_weights, last_public_consensus
+
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        last = con.execute("SELECT max(epoch) FROM rewards WHERE epoch < ?", [vw.epoch]).fetchone()[0]
-        consensus = dict(con.execute("SELECT account_id, consensus FROM rewards WHERE epoch = ? AND role = 'contributor'",
-                                     [last]).fetchall()) if last is not None else {}
-        history = con.execute(
-            "SELECT validator, miner, weight FROM weights w WHERE epoch = "
-            "(SELECT max(epoch) FROM weights x WHERE x.validator = w.validator AND x.epoch < ?)", [vw.epoch]
-        ).fetchall()
+        consensus = last_public_consensus(con, vw.epoch)
+        history = last_own_weights(con, vw.epoch)
     col = {m: j for j, m in enumerate(vw.miners)}
     public = np.array([consensus.get(m) or 0.0 for m in vw.miners])
     own: dict[str, np.ndarray] = {}
