@@ -18,6 +18,7 @@ from ledger.audit import audit
 from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch
 from tests.conftest import digits_table
+from tests.processes import finish_or_kill
 from tributary.failpoints import FAILPOINT_ENV
 from tributary.home import open_home
 from tributary.lock import EpochBusy, epoch_lock, lock_holder
@@ -35,16 +36,9 @@ def _close(home: Path, env: dict | None = None, epoch: int | None = None) -> sub
 
 
 def _finish(proc: subprocess.Popen, kill_after: float | None = None) -> int:
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=600)
-    text = err.decode()
-    assert proc.returncode in (0, -signal.SIGKILL), text[-2000:]
+    code, text = finish_or_kill(proc, kill_after)
     assert "Traceback" not in text, text[-2000:]
-    return proc.returncode
+    return code
 
 
 def _state(home: Path) -> dict:

@@ -16,6 +16,7 @@ import pytest
 from ledger.audit import audit
 from ledger.db import open_ledger
 from tests.conftest import digits_table
+from tests.processes import finish_or_kill
 from tributary.failpoints import FAILPOINT_ENV
 from tributary.home import open_home
 
@@ -27,14 +28,7 @@ POINTS = ("ingest.sighted", "ingest.decided", "ingest.recorded", "ingest.moved_o
 def _run(home: Path, env: dict | None = None, kill_after: float | None = None) -> int:
     proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home)], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
-    return proc.returncode
+    return finish_or_kill(proc, kill_after, timeout=300)[0]
 
 
 def _state(home: Path) -> dict:

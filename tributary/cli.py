@@ -205,28 +205,26 @@ def _own_account(name: str, key: str) -> None:
                              "supported")
 
 
-@app.command()
-def stake(
-    name: str,
-    amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
-    key: Annotated[str, typer.Option(help="The key that signs: NAME's own key.")],
-    home: HomeOpt = None,
-) -> None:
-    """Signed request: move liquid tokens of NAME to its stake; stake counts from the epoch after it lands."""
-    _own_account(name, key)
-    _request("stake", amount, key, home)
+def _own_tokens_command(action: str, doc: str) -> None:
+    """Register `tributary stake|unstake NAME AMOUNT --key NAME`: a signed request about the signer's own stake."""
+
+    def command(
+        name: str,
+        amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
+        key: Annotated[str, typer.Option(help="The key that signs: NAME's own key.")],
+        home: HomeOpt = None,
+    ) -> None:
+        _own_account(name, key)
+        _request(action, amount, key, home)
+
+    command.__doc__ = doc
+    app.command(action)(command)
 
 
-@app.command()
-def unstake(
-    name: str,
-    amount: Annotated[str, typer.Argument(help="Tokens, e.g. 100 or 12.5.")],
-    key: Annotated[str, typer.Option(help="The key that signs: NAME's own key.")],
-    home: HomeOpt = None,
-) -> None:
-    """Signed request: unstake tokens of NAME; they leave stake at once and are liquid after the cooldown."""
-    _own_account(name, key)
-    _request("unstake", amount, key, home)
+_own_tokens_command("stake", "Signed request: move liquid tokens of NAME to its stake; stake counts from the epoch "
+                             "after it lands.")
+_own_tokens_command("unstake", "Signed request: unstake tokens of NAME; they leave stake at once and are liquid "
+                               "after the cooldown.")
 
 
 @app.command()
@@ -238,6 +236,7 @@ def transfer(
 ) -> None:
     """Signed request: send liquid tokens to another registered account."""
     _request("transfer", amount, key, home, to=to)
+
 
 @app.command("auto-stake")
 def auto_stake(
