@@ -16,6 +16,7 @@ import duckdb
 
 from ledger.errors import LedgerError
 from ledger.money import UNITS_PER_TOKEN
+from ledger.transfers import stakes_at_epoch_start
 
 MAX_EMISSION_UNITS = 1_000_000 * UNITS_PER_TOKEN  # per epoch: far above any sane emission, far below BIGINT
 MAX_REGISTRATION_FEE_UNITS = 1_000_000 * UNITS_PER_TOKEN
@@ -125,21 +126,13 @@ class Tally:
 
 def stakes_at_start(con: duckdb.DuckDBPyConnection, epoch: int) -> dict[str, int]:
     """Every account's staked units at `epoch`'s start (transfers of earlier epochs): its say in that epoch."""
-    rows = con.execute(
-        """
-        WITH moves AS (
-            SELECT credit_account AS account_id, amount FROM transfers WHERE credit_bucket = 'staked' AND epoch < ?
-            UNION ALL
-            SELECT debit_account, -amount FROM transfers WHERE debit_bucket = 'staked' AND epoch < ?
-        )
-        SELECT account_id, CAST(SUM(amount) AS BIGINT) FROM moves GROUP BY account_id HAVING SUM(amount) > 0
-        """, [epoch, epoch]).fetchall()
-    return {a: int(u) for a, u in rows}
+    return stakes_at_epoch_start(con, epoch, role=None)
 
 
 def propose(con: duckdb.DuckDBPyConnection, *, epoch: int, submission_id: str, proposer: str, role: str,
-            setting: str, value: str, arrival: int, tasks: Collection[str]) -> int:
-    """Record a proposal (and the proposer's own yes vote); returns its id. GovernanceError if it breaks a rule."""
+            setting: str, value: str, arrival: int, tasks: Collection[str]) -> tuple[int, str]:
+    """Record a proposal (and the proposer's own yes vote); returns its id and its value as canonical JSON.
+    GovernanceError if it breaks a rule."""
     canonical = check_proposal(setting, value, tasks)
     if role != "validator" or stakes_at_start(con, epoch).get(proposer, 0) <= 0:
         raise GovernanceError(NOT_STAKED, f"only a validator with stake at epoch {epoch}'s start may propose; "
@@ -148,7 +141,7 @@ def propose(con: duckdb.DuckDBPyConnection, *, epoch: int, submission_id: str, p
     con.execute("INSERT INTO proposals (proposal_id, epoch, setting, value, proposer, submission_id, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'open')", [proposal_id, epoch, setting, canonical, proposer, submission_id])
     con.execute("INSERT INTO votes VALUES (?, ?, ?, ?, 'yes', ?)", [submission_id, proposal_id, epoch, proposer, arrival])
-    return proposal_id
+    return proposal_id, canonical
 
 
 def vote(con: duckdb.DuckDBPyConnection, *, epoch: int, submission_id: str, voter: str, proposal_id: int,

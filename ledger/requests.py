@@ -98,9 +98,9 @@ def _apply(con: duckdb.DuckDBPyConnection, epoch: int, r: Request, role: str, co
         con.execute("UPDATE accounts SET auto_stake = ? WHERE account_id = ?", [bool(r.enabled), r.account_id])
         return _Applied(value="true" if r.enabled else "false")
     if r.action == "propose":
-        pid = governance.propose(con, epoch=epoch, submission_id=r.submission_id, proposer=r.account_id, role=role,
-                                 setting=r.setting or "", value=r.value or "", arrival=r.arrival, tasks=tasks)
-        value = con.execute("SELECT value FROM proposals WHERE proposal_id = ?", [pid]).fetchone()[0]
+        pid, value = governance.propose(con, epoch=epoch, submission_id=r.submission_id, proposer=r.account_id,
+                                        role=role, setting=r.setting or "", value=r.value or "", arrival=r.arrival,
+                                        tasks=tasks)
         return _Applied(proposal_id=pid, value=value)
     if r.action == "vote":
         governance.vote(con, epoch=epoch, submission_id=r.submission_id, voter=r.account_id,

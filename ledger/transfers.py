@@ -65,11 +65,11 @@ def balance(con: duckdb.DuckDBPyConnection, account_id: str, bucket: str = "liqu
     return int(value)
 
 
-def stakes_at_epoch_start(con: duckdb.DuckDBPyConnection, epoch: int, role: str = "validator") -> dict[str, int]:
-    """Staked units of each account of a role from transfers of epochs before `epoch`.
+def stakes_at_epoch_start(con: duckdb.DuckDBPyConnection, epoch: int, role: str | None = "validator") -> dict[str, int]:
+    """Staked units of each account of a role (None: every account) from transfers of epochs before `epoch`.
 
     For validators this is what gives them a say in `epoch`; for contributors, what weights their predictions in
-    the meta-model.
+    the meta-model; over every account, each one's vote in governance.
     """
     rows = con.execute(
         """
@@ -79,9 +79,9 @@ def stakes_at_epoch_start(con: duckdb.DuckDBPyConnection, epoch: int, role: str 
             SELECT debit_account, -amount FROM transfers WHERE debit_bucket = 'staked' AND epoch < ?
         )
         SELECT a.account_id, CAST(SUM(m.amount) AS BIGINT) FROM moves m JOIN accounts a USING (account_id)
-        WHERE a.role = ? GROUP BY a.account_id HAVING SUM(m.amount) > 0 ORDER BY a.account_id
+        WHERE ? IS NULL OR a.role = ? GROUP BY a.account_id HAVING SUM(m.amount) > 0 ORDER BY a.account_id
         """,
-        [epoch, epoch, role],
+        [epoch, epoch, role, role],
     ).fetchall()
     return {account_id: int(units) for account_id, units in rows}
 

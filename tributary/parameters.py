@@ -20,9 +20,12 @@ from tributary.settings import Settings
 
 def settings_at(home: Home, epoch: int, con: duckdb.DuckDBPyConnection | None = None) -> Settings:
     """home.settings with each governed setting replaced by the value a passed proposal put in force at `epoch`."""
-    overrides = _in_force(home, epoch, con)
+    return _overridden(home.settings, _in_force(home, epoch, con))
+
+
+def _overridden(settings: Settings, overrides: dict[str, tuple[str, int]]) -> Settings:
     fields = {k: json.loads(v) for k, (v, _) in overrides.items() if k in governance.GOVERNED}
-    return replace(home.settings, **fields) if fields else home.settings
+    return replace(settings, **fields) if fields else settings
 
 
 def closed_tasks(home: Home, epoch: int, tasks: list[str], con: duckdb.DuckDBPyConnection | None = None) -> frozenset[str]:
@@ -36,7 +39,7 @@ def parameters_at(home: Home, epoch: int, tasks: list[str],
     """(setting, JSON value, proposal id or None for settings.toml) of every governed setting in force at `epoch`:
     what the `parameters` view shows and settlement records."""
     overrides = _in_force(home, epoch, con)
-    s = settings_at(home, epoch, con)
+    s = _overridden(home.settings, overrides)
     rows = [(name, json.dumps(getattr(s, name)), overrides.get(name, (None, None))[1]) for name in governance.GOVERNED]
     for t in sorted(tasks):
         value, pid = overrides.get(f"task.{t}.open", ("true", None))
