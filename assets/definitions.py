@@ -1,4 +1,4 @@
-"""The whole Dagster graph of Tributary: epoch assets, the GX check, the drop sensor and the settlement schedule."""
+"""The whole Dagster graph of Tributary: epoch assets and checks, the drop and ledger sensors, the schedule."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import dagster as dg
 
 from assets.epoch_assets import EPOCH_ASSETS, EPOCH_CHECKS
 from assets.resources import TributaryHome
-from assets.sensors import drop_folder_sensor, ingest_job, settle_job, settlement_schedule
+from assets.sensors import drop_folder_sensor, ingest_job, ledger_sync, settle_job, settlement_schedule
 
 defs = dg.Definitions(
     assets=EPOCH_ASSETS,
     asset_checks=EPOCH_CHECKS,
     jobs=[ingest_job, settle_job],
-    sensors=[drop_folder_sensor],
+    sensors=[drop_folder_sensor, ledger_sync],
     schedules=[settlement_schedule],
     resources={"tributary": TributaryHome()},
 )

@@ -1,52 +1,75 @@
-"""The epoch's assets: thin wrappers over tributary.epoch, with the metadata an operator wants to see."""
+"""The epoch's assets: thin wrappers over tributary.epoch, one ledger epoch per partition.
+
+A run for partition N acts on ledger epoch N alone: it ingests into N only while N is open, pins N before scoring
+it, and settles N once. Run again for a settled epoch, every asset is a no-op that reports the settled result (the
+same digests); an epoch that has not begun fails the run with the rule, so nothing can mint an epoch the ledger did
+not open. Every asset is in the `tributary_epoch` pool (one epoch writer at a time) and the stages hold the home's
+epoch lock, as the CLI does.
+"""
 
 
 import warnings
-from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
-from assets.partitions import EPOCH_PARTITIONS
+from assets.metadata import consensus_metadata, ingest_metadata, markdown_table, settlement_metadata, values_metadata
+from assets.partitions import EPOCH_PARTITIONS, epoch_of, partition_key
 from assets.resources import TributaryHome
+from ledger.db import open_ledger
+from ledger.epoch_report import ContributorLine, EpochReport, epoch_report, value_history
+from ledger.errors import EpochOrderError
 from ledger.money import units_to_tokens
 from tributary import epoch as stages
+from tributary.home import Home
 
 GROUP = "epoch"
+POOL = "tributary_epoch"
 
 
-def _markdown_table(header: list[str], rows: list[list]) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+def _report(home: Home, epoch: int) -> EpochReport:
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        return epoch_report(con, epoch)
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+def _state(home: Home, epoch: int) -> str:
+    try:
+        return stages.epoch_status(home, epoch)
+    except EpochOrderError as e:  # a partition for an epoch the ledger has not opened: fail with the rule
+        raise dg.Failure(str(e)) from None
+
+
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def contributions(context: dg.AssetExecutionContext, tributary: TributaryHome) -> stages.IngestSummary:
-    """Signed submissions from drop/, verified and landed in the lake by the Beam ingest pipeline."""
-    summary = stages.ingest(tributary.open())
+    """Signed submissions from drop/, verified and landed in the lake by the Beam ingest pipeline (open epoch only)."""
+    home, epoch = tributary.open(), epoch_of(context)
+    if _state(home, epoch) == "settled":
+        summary = stages.IngestSummary(epoch, 0, 0, {}, 0)  # settled: nothing lands in it any more
+    else:
+        summary = stages.ingest(home, epoch)
     context.add_output_metadata({
-        "ledger_epoch": summary.epoch,
-        "accepted": summary.accepted,
-        "quarantined": summary.quarantined,
-        "rows": summary.rows,
-        "quarantine_reasons": _markdown_table(["reason", "count"], sorted(summary.reasons.items())),
+        **ingest_metadata(_report(home, epoch), summary.data_docs),
+        "landed_by_this_run": summary.accepted,
         "waiting": summary.waiting,
         "suspicious": summary.suspicious,
-        **({"data_docs": dg.MetadataValue.md("\n".join(f"- [{Path(d).parent.name}](file://{d})"
-                                                          for d in summary.data_docs))}
-           if summary.data_docs else {}),
     })
     return summary
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def validated_contributions(context: dg.AssetExecutionContext, tributary: TributaryHome,
                             contributions: stages.IngestSummary) -> stages.LakeSnapshot:
-    """The epoch's accepted dataset submissions in the lake, each of which passed its task's GX suite at ingest."""
-    snapshot = stages.lake_snapshot(tributary.open(), contributions.epoch)
+    """The epoch pinned (nothing more lands in it) and its accepted submissions and stakes read once: what the GX
+    check validates is exactly what is scored and settled."""
+    home, epoch = tributary.open(), epoch_of(context)
+    if _state(home, epoch) != "settled":
+        stages.pin(home, epoch)
+    snapshot = stages.lake_snapshot(home, epoch)
     context.add_output_metadata({
         "ledger_epoch": snapshot.epoch,
         "submissions": len(snapshot.submissions),
+        "predictions": len(snapshot.predictions),
+        "weight_files": len(snapshot.weights),
         "rows": sum(s.rows for s in snapshot.submissions),
         "tasks": ", ".join(sorted({s.task for s in snapshot.submissions})) or "none",
     })
@@ -62,34 +85,61 @@ with warnings.catch_warnings():
     @dg.asset_check(asset=validated_contributions, blocking=True, partitions_def=EPOCH_PARTITIONS,
                     description="Every landed submission passes its task's GX suite.")
     def lake_passes_quality_suites(tributary: TributaryHome, validated_contributions: stages.LakeSnapshot) -> dg.AssetCheckResult:
-        """Re-run the Great Expectations suites on what landed: the lake must hold only data that passes."""
+        """Re-run the Great Expectations suites on what landed: the lake must hold only data that passes.
+
+        A failure blocks scoring and settlement; `tributary exclude SUBMISSION_ID --reason TEXT` is the way out."""
         reports = stages.revalidate(tributary.open(), validated_contributions)
         failed = [(sid, r.summary()) for sid, r in reports if not r.success]
+        tasks = {s.submission_id: s.task for s in validated_contributions.submissions}
+        per_task: dict[str, list[int]] = {}
+        for sid, r in reports:
+            per_task.setdefault(tasks.get(sid, "?"), [0, 0])[0 if r.success else 1] += 1
         return dg.AssetCheckResult(
             passed=not failed,
             metadata={
                 "submissions_checked": len(reports),
                 "expectations_run": sum(len(r.lines) for _, r in reports),
-                "failures": _markdown_table(["submission", "failed expectations"], failed),
+                "per_task": markdown_table(["task", "passed", "failed"],
+                                           [[t, p, f] for t, (p, f) in sorted(per_task.items())]),
+                "failures": markdown_table(["submission", "failed expectations"], failed),
+                **({"way_out": dg.MetadataValue.md(
+                    "Exclude a failing submission, then launch the partition again:\n\n"
+                    + "\n".join(f"`tributary exclude {sid} --reason \"...\"`" for sid, _ in failed))} if failed else {}),
             },
         )
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+def _contributor_lines(home: Home, scores: stages.EpochScores) -> list[ContributorLine]:
+    names = stages.account_names(home)
+    per: dict[str, list] = {}
+    for s in scores.submissions:
+        line = per.setdefault(s.account_id, [0, 0, 0, 0.0])
+        line[0] += 1
+        line[1] += s.rows
+        line[2] += s.duplicate_rows
+        line[3] += s.value
+    return sorted((ContributorLine(a, names.get(a, a), *v) for a, v in per.items()), key=lambda c: (-c.value, c.account_id))
+
+
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryHome,
-                        validated_contributions: stages.LakeSnapshot) -> stages.EpochScores:
-    """Exact KNN-Shapley value of every new row, marginal to the whole lake; duplicates of any earlier row earn 0."""
-    scores = stages.score(tributary.open(), validated_contributions.epoch)
-    top = sorted(scores.values.items(), key=lambda kv: -kv[1])[:10]
+                        validated_contributions: stages.LakeSnapshot) -> Optional[stages.EpochScores]:
+    """Exact KNN-Shapley value of every new row, marginal to the whole lake; duplicates of any earlier row earn 0.
+
+    None for a settled epoch: its values are in the ledger and are reported from there, never recomputed."""
+    home, epoch = tributary.open(), validated_contributions.epoch
+    if _state(home, epoch) == "settled":
+        context.add_output_metadata({**values_metadata(_report(home, epoch)), "settled_already": True})
+        return None
+    scores = stages.score(home, epoch, validated_contributions)
+    lines = _contributor_lines(home, scores)
     copies = [[s.submission_id[:16], s.account_id, str(s.duplicate_rows), ", ".join(d[:16] for d in s.duplicate_of)]
               for s in scores.submissions if s.duplicate_of]
     context.add_output_metadata({
-        "ledger_epoch": scores.epoch,
-        "submissions": len(scores.submissions),
-        "duplicate_rows": sum(s.duplicate_rows for s in scores.submissions),
-        "top_contributors": _markdown_table(["account", "value"], [[a, f"{v:.6f}"] for a, v in top]),
-        "duplicates": _markdown_table(["submission", "account", "duplicate rows", "copies"], copies[:20]),
-        "valuation_pools": _markdown_table(
+        **values_metadata(EpochReport(epoch, "scored", 0, 0, {}, 0, tuple(lines), (), (), None, 0, None, None, None)),
+        "settled_already": False,
+        "duplicates": markdown_table(["submission", "account", "duplicate rows", "copies"], copies[:20]),
+        "valuation_pools": markdown_table(
             ["task", "lake rows", "new rows", "pool rows", "left out (MAX_POOL_ROWS)"],
             [[t, str(p["prior_rows"]), str(p["new_rows"]), str(p["pool_rows"]), str(p["left_out"])]
              for t, p in sorted(scores.pools.items())]),
@@ -97,12 +147,18 @@ def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryH
     return scores
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def validator_weights(context: dg.AssetExecutionContext, tributary: TributaryHome,
-                      contribution_values: stages.EpochScores) -> stages.ValidatorWeights:
+                      validated_contributions: stages.LakeSnapshot,
+                      contribution_values: Optional[stages.EpochScores]) -> Optional[stages.ValidatorWeights]:
     """The house validator's weights from the values, beside each staked validator's signed weight file."""
-    vw = stages.validator_weights(tributary.open(), contribution_values)
+    if contribution_values is None:
+        context.add_output_metadata({"ledger_epoch": validated_contributions.epoch, "settled_already": True})
+        return None
+    vw = stages.validator_weights(tributary.open(), contribution_values, validated_contributions)
     context.add_output_metadata({
+        "ledger_epoch": vw.epoch,
+        "settled_already": False,
         "validators": len(vw.validators),
         "active_validators": int(vw.active.sum()),
         "miners": len(vw.miners),
@@ -110,49 +166,95 @@ def validator_weights(context: dg.AssetExecutionContext, tributary: TributaryHom
     return vw
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def consensus(context: dg.AssetExecutionContext, tributary: TributaryHome,
-              validator_weights: stages.ValidatorWeights) -> stages.ConsensusOutcome:
+              validated_contributions: stages.LakeSnapshot,
+              validator_weights: Optional[stages.ValidatorWeights]) -> Optional[stages.ConsensusOutcome]:
     """Yuma Consensus: stake-weighted median, clipping, bonds and dividends."""
-    outcome = stages.run_consensus(tributary.open(), validator_weights)
-    r = outcome.result
+    home, epoch = tributary.open(), validated_contributions.epoch
+    if validator_weights is None:
+        context.add_output_metadata({**consensus_metadata(_report(home, epoch)), "settled_already": True})
+        return None
+    outcome = stages.run_consensus(home, validator_weights)
+    r, names = outcome.result, stages.account_names(home)
     context.add_output_metadata({
-        "validator_trust": _markdown_table(
+        "ledger_epoch": epoch,
+        "settled_already": False,
+        "validator_trust": markdown_table(
             ["validator", "stake (tokens)", "trust", "dividends"],
-            [[v, units_to_tokens(int(validator_weights.stake[i])), f"{r.validator_trust[i]:.4f}", f"{r.dividends[i]:.4f}"]
-             for i, v in enumerate(validator_weights.validators)],
-        ),
+            [[names.get(v, v), units_to_tokens(int(validator_weights.stake_units[i])), f"{r.validator_trust[i]:.4f}",
+              f"{r.dividends[i]:.4f}"] for i, v in enumerate(validator_weights.validators)]),
     })
     return outcome
 
 
-@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP)
+@dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def epoch_settlement(context: dg.AssetExecutionContext, tributary: TributaryHome,
-                     contribution_values: stages.EpochScores, consensus: stages.ConsensusOutcome) -> dg.MaterializeResult:
-    """Rewards and payouts written to the DuckDB ledger in one transaction; the epoch joins the hash chain."""
+                     validated_contributions: stages.LakeSnapshot,
+                     contribution_values: Optional[stages.EpochScores],
+                     consensus: Optional[stages.ConsensusOutcome]) -> dg.MaterializeResult:
+    """Rewards and payouts written to the DuckDB ledger in one transaction; the epoch joins the hash chain.
+
+    Settles the partition's epoch once; run again it reports the settled result. The next epoch becomes a partition."""
+    home, epoch = tributary.open(), validated_contributions.epoch
+    settled_now = False
+    if consensus is not None:
+        assert contribution_values is not None
+        outcome = stages.settle(home, stages.build_settlement(home, contribution_values, consensus))
+        settled_now = outcome.settled
+    instance = context.instance
+    if not instance.has_dynamic_partition(EPOCH_PARTITIONS.name, partition_key(epoch + 1)):
+        instance.add_dynamic_partitions(EPOCH_PARTITIONS.name, [partition_key(epoch + 1)])
+    return dg.MaterializeResult(metadata=settled_epoch_metadata(home, epoch, settled_now))
+
+
+def settled_epoch_metadata(home: Home, epoch: int, settled_now: bool) -> dict:
+    """epoch_settlement's metadata for a settled epoch, from the ledger (used by runs and the ledger sync alike)."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        report, history = epoch_report(con, epoch), value_history(con, epoch)
+    return settlement_metadata(report, history, home.root / "reports" / f"epoch={epoch}", settled_now)
+
+
+def _settled_report(context, tributary: TributaryHome) -> tuple[Home, EpochReport]:
     home = tributary.open()
-    settlement = stages.build_settlement(home, contribution_values, consensus)
-    outcome = stages.settle(home, settlement)
-    paid = sorted(((a, n) for a, n in outcome.amounts.items() if n), key=lambda kv: -kv[1])
-    top = paid[0][1] if paid else 1
-    names = stages.account_names(home)
-    chart = [[names.get(a, a), units_to_tokens(n), "█" * max(1, round(30 * n / top))] for a, n in paid]
-    return dg.MaterializeResult(metadata={
-        "ledger_epoch": outcome.epoch,
-        "settled_now": outcome.settled,
-        "chain_hash": outcome.hash,
-        "emission_tokens": units_to_tokens(settlement.emission),
-        "rewards": _markdown_table(["account", "tokens", ""], chart),
-        "weight_copy_report": _markdown_table(
-            ["validator", "similarity to last consensus", "similarity to own history"],
-            [[names.get(v, v), _fmt(c), _fmt(h)] for v, c, h in settlement.reports],
-        ),
-    })
+    return home, _report(home, epoch_of(context))
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+
+    @dg.asset_check(asset=epoch_settlement, blocking=True, partitions_def=EPOCH_PARTITIONS,
+                    description="After settlement the whole ledger audits clean: hash chain, balances, payouts.")
+    def ledger_invariants_hold(context: dg.AssetCheckExecutionContext, tributary: TributaryHome) -> dg.AssetCheckResult:
+        """`tributary audit` over the ledger: every link recomputes, every transfer balances, no negative balance."""
+        from ledger.audit import audit
+
+        home = tributary.open()
+        with open_ledger(home.paths.ledger, read_only=True) as con:
+            report = audit(con)
+        return dg.AssetCheckResult(passed=report.ok, metadata={
+            "epochs_checked": report.epochs_checked, "transfers_checked": report.transfers_checked,
+            "problems": markdown_table(["problem"], [[p] for p in report.problems[:50]])})
+
+    @dg.asset_check(asset=epoch_settlement, blocking=True, partitions_def=EPOCH_PARTITIONS,
+                    description="The epoch paid its emission exactly: rewards and minted transfers both sum to it.")
+    def emission_paid_exactly(context: dg.AssetCheckExecutionContext, tributary: TributaryHome) -> dg.AssetCheckResult:
+        """Sum of the epoch's rewards and of its payout transfers from `emission`, each equal to the emission."""
+        from ledger.schema import EMISSION_ACCOUNT
+        from ledger.settlement import PAYOUT_KINDS
+
+        home, report = _settled_report(context, tributary)
+        with open_ledger(home.paths.ledger, read_only=True) as con:
+            ((minted,),) = con.execute(
+                f"SELECT COALESCE(sum(amount), 0) FROM transfers WHERE epoch = ? AND debit_account = ? "
+                f"AND kind IN ({', '.join('?' * len(PAYOUT_KINDS))})",
+                [report.epoch, EMISSION_ACCOUNT, *PAYOUT_KINDS]).fetchall()
+        emission = report.emission_units
+        return dg.AssetCheckResult(
+            passed=report.settled and emission is not None and report.paid_units == emission == int(minted),
+            metadata={"emission_units": emission if emission is not None else -1, "rewards_units": report.paid_units,
+                      "minted_units": int(minted), "epoch_state": report.state})
 
 
 EPOCH_ASSETS = [contributions, validated_contributions, contribution_values, validator_weights, consensus, epoch_settlement]
-EPOCH_CHECKS = [lake_passes_quality_suites]
+EPOCH_CHECKS = [lake_passes_quality_suites, ledger_invariants_hold, emission_paid_exactly]

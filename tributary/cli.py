@@ -432,12 +432,50 @@ def audit(home: HomeOpt = None) -> None:
 
 
 @app.command()
+def exclude(
+    submission_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the submission's quarantine row.")],
+    home: HomeOpt = None,
+) -> None:
+    """Quarantine an accepted submission of an unsettled epoch as operator_excluded (nothing is deleted).
+
+    The way out of a failing blocking check: exclude the submission, then run the epoch (or its partition) again."""
+    from tributary.epoch import exclude as run_exclude
+
+    epoch = run_exclude(_existing_home(home), submission_id, reason)
+    console.print(f"submission {submission_id} of epoch {epoch} is quarantined as operator_excluded; "
+                  "run the epoch again to settle it without this submission", highlight=False)
+
+
+@app.command()
 def export(out: Path, home: HomeOpt = None) -> None:
     """Export every ledger table as Parquet, plus a DuckDB file the DuckDB CLI can open."""
     from ledger.queries import export as run_export
 
     for path in run_export(_existing_home(home).paths.ledger, out):
         console.print(str(path))
+
+
+def _sync_dagster(h, env: dict) -> None:
+    """Mirror the ledger into the home's Dagster instance before the UI starts: its first page shows every epoch."""
+    import os
+
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        import dagster as dg
+
+        from assets.sync import sync_ledger
+
+        with dg.DagsterInstance.get() as instance:
+            result = sync_ledger(instance, h)
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    console.print(f"Dagster instance {env['DAGSTER_HOME']}: {len(result.partitions_added)} epoch partition(s) "
+                  f"added, {len(result.epochs_reported)} settled epoch(s) reported from the ledger", highlight=False)
 
 
 @app.command()
@@ -455,6 +493,7 @@ def ui(
     # A workspace file pins the code location's name: sensor cursors and schedule state are kept per name.
     workspace = h.paths.dagster / "workspace.yaml"
     workspace.write_text(WORKSPACE_YAML)
+    _sync_dagster(h, env)
     # Started from a script, SIGINT may be inherited as ignored, which makes dagster dev unstoppable.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

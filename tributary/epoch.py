@@ -41,10 +41,11 @@ def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
         if close:
             pin(home, summary.epoch)
             failpoints.reach("epoch.scored")
-        scores = score(home, summary.epoch)
+        snapshot = lake_snapshot(home, summary.epoch)  # read once: what is scored is what is settled
+        scores = score(home, summary.epoch, snapshot)
         if not close:
             return EpochRun(summary, scores, None, None)
-        vw = validator_weights(home, scores)
+        vw = validator_weights(home, scores, snapshot)
         settlement = build_settlement(home, scores, run_consensus(home, vw))
         outcome = settle(home, settlement)
         failpoints.reach("epoch.settled")
@@ -56,8 +57,35 @@ def pin(home: Home, epoch: int) -> None:
     from ledger.db import open_ledger, transaction
     from ledger.epochs import advance
 
-    with open_ledger(home.paths.ledger) as con, transaction(con):
+    with epoch_lock(home, "pin"), open_ledger(home.paths.ledger) as con, transaction(con):
         advance(con, epoch, "scored")
+
+
+def exclude(home: Home, submission_id: str, reason: str) -> int:
+    """`tributary exclude`: quarantine an accepted submission of an unsettled epoch as `operator_excluded` (the way
+    out of a failing blocking check); returns its epoch. Nothing is deleted. Under the epoch lock."""
+    from ledger.db import open_ledger, transaction
+    from ledger.exclusions import exclude as exclude_submission
+
+    with epoch_lock(home, "exclude"), open_ledger(home.paths.ledger) as con, transaction(con):
+        return exclude_submission(con, submission_id, reason)
+
+
+def epoch_status(home: Home, epoch: int) -> str:
+    """The state of one epoch for a driver that names it (a Dagster partition): open | ingesting | scored | settled.
+
+    An epoch that has not begun raises EpochOrderError: no driver may create an epoch the clock did not open."""
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch, epoch_state
+    from ledger.errors import EpochOrderError
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        open_now = current_epoch(con)
+        if epoch > open_now or epoch < 1:
+            raise EpochOrderError(f"epoch {epoch} has not begun: epoch {open_now} is the open one (epochs open when "
+                                  "the one before settles)" if epoch > open_now else
+                                  f"epoch {epoch} is genesis or not an epoch: epochs that settle start at 1")
+        return epoch_state(con, epoch)
 
 
 def epoch_is_due(home: Home) -> tuple[bool, str]:

@@ -11,7 +11,20 @@ from tributary.errors import TributaryError
 from tributary.settings import HomePaths, Settings, resolve_home
 
 GENESIS_EPOCH = 0
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# The home's Dagster instance: no telemetry, and one epoch writer at a time. Every epoch asset is in the
+# `tributary_epoch` pool (one op at a time across runs) and the epoch jobs carry the `tributary/epoch_writer` tag
+# (one such run at a time); the home's epoch lock stays the last word for the CLI and Dagster alike.
+DAGSTER_YAML = """telemetry:
+  enabled: false
+concurrency:
+  runs:
+    tag_concurrency_limits:
+      - key: tributary/epoch_writer
+        limit: 1
+  pools:
+    default_limit: 1
+"""
+OLD_DAGSTER_YAMLS = ("telemetry:\n  enabled: false\n",)  # written by earlier versions: upgraded in place
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ def open_home(home: str | Path | None = None) -> Home:
     for folder in paths.folders():
         folder.mkdir(parents=True, exist_ok=True)
     dagster_yaml = paths.dagster / "dagster.yaml"
-    if not dagster_yaml.exists():
+    if not dagster_yaml.exists() or dagster_yaml.read_text() in OLD_DAGSTER_YAMLS:
         dagster_yaml.write_text(DAGSTER_YAML)
     _ensure_genesis(paths, settings)
     return Home(paths, settings)

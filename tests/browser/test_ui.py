@@ -7,6 +7,7 @@ GraphQL and sees its materialization in the UI. Always stops the server: SIGINT 
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -36,7 +37,6 @@ RUN_TIMEOUT_SECONDS = 120
 UI_TIMEOUT_MS = 30_000
 ASSETS = ("contributions", "validated_contributions", "contribution_values", "validator_weights", "consensus",
           "epoch_settlement")
-PARTITION = "2026-11-25-12:00"
 
 
 def _package_manager_busy() -> bool:
@@ -121,29 +121,71 @@ def _repository(base: str) -> dict:
     return repo
 
 
-def _launch_settle_run(base: str, repo: dict) -> str:
-    """Launch settle_epoch for one partition over GraphQL (in-process executor) and wait for it; returns its status."""
+def _wait_for_runs(base: str, partition: str | None = None) -> list[dict]:
+    """Wait until no run is queued or in progress; return the runs (of one partition, if given) as {status, tags}."""
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        runs = _graphql(base, "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
+                        )["runsOrError"]["results"]
+        mine = [r for r in runs if partition is None
+                or {"key": "dagster/partition", "value": partition} in r["tags"]]
+        if mine and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            return mine
+        time.sleep(1)
+    pytest.fail(f"runs still in progress after {RUN_TIMEOUT_SECONDS} s")
+
+
+def _launch_run(base: str, repo: dict, partition: str) -> None:
+    """Launch settle_epoch for one partition over GraphQL (as a re-launch or a retry would)."""
     launched = _graphql(base, """
         mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
           __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }""", {"p": {
         "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
                      "jobName": "settle_epoch"},
-        "runConfigData": {"execution": {"config": {"in_process": {}}}},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
     }})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+
+
+def _launch_backfill(base: str, partitions: list[str]) -> str:
+    launched = _graphql(base, """
+        mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+          __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } } }""", {"p": {
+        "assetSelection": [{"path": [name]} for name in ASSETS], "partitionNames": partitions}})[
+        "launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def _wait_for_backfill(base: str, backfill_id: str, partitions: int) -> list[str]:
+    """Wait until the backfill has launched a run per partition and every run has finished; their statuses."""
+    deadline = time.monotonic() + 3 * RUN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        status = _graphql(base, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                          {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return status
-        time.sleep(1)
-    return "TIMED_OUT"
+        runs = _graphql(base, "{ runsOrError { ... on Runs { results { status tags { key value } } } } }"
+                        )["runsOrError"]["results"]
+        mine = [r["status"] for r in runs if {"key": "dagster/backfill", "value": backfill_id} in r["tags"]]
+        if len(mine) == partitions and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in mine):
+            return mine
+        time.sleep(2)
+    pytest.fail(f"backfill {backfill_id} did not finish within {3 * RUN_TIMEOUT_SECONDS} s")
 
 
-def test_dagster_ui_shows_the_market(market, tmp_path):
+def _ledger(market) -> tuple[list[int], int]:
+    with open_ledger(market.home.paths.ledger, read_only=True) as con:
+        minted = con.execute("SELECT COALESCE(sum(amount), 0) FROM rewards").fetchone()[0]
+        return [e.epoch for e in settled_epochs(con)], minted
+
+
+def _sql(market, query: str) -> str:
+    cli = Path(sys.executable).with_name("tributary")
+    done = subprocess.run([str(cli), "--home", str(market.home.root), "sql", query], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_dagster_ui_runs_the_market(market, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     from tributary.epoch import run_epoch
@@ -153,7 +195,10 @@ def test_dagster_ui_shows_the_market(market, tmp_path):
 
     chromium = _chromium()
     market.submit("alice", digits_table(300, 360), "alice.parquet")
-    assert run_epoch(market.home, close=True).outcome.settled  # one settled epoch before the UI starts
+    assert run_epoch(market.home, close=True).outcome.settled  # epoch 1 settled from the CLI before the UI starts
+    emission = market.home.settings.epoch_emission_units
+    shots = Path(os.environ.get("TRIBUTARY_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -173,37 +218,73 @@ def test_dagster_ui_shows_the_market(market, tmp_path):
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 # A fresh instance greets with a "Join the Dagster community" dialog over the page: skip it.
                 page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                         lambda: page.get_by_role("button", name="Skip").click())
+                                         lambda: page.get_by_role("button", name="Skip").click(), no_wait_after=True)
 
                 page.goto(f"{base}/assets")  # the catalog lists every asset once the code location has loaded
                 for name in ASSETS:
                     visible(page.locator(f'a[href="/assets/{name}"]').first)
+                try:  # dismissed once here, so it never sits over the launch dialog
+                    page.get_by_role("button", name="Skip").click(timeout=10_000)
+                except PlaywrightTimeout:
+                    pass
 
                 page.goto(f"{base}/automation")
-                visible(page.get_by_text("drop_folder_sensor", exact=True).first)
-                visible(page.get_by_text("settle_closed_epoch", exact=True).first)
+                for name in ("drop_folder_sensor", "ledger_sync", "settle_closed_epoch"):
+                    visible(page.get_by_text(name, exact=True).first)
 
+                # The epoch the CLI settled is already there, with the metadata a UI run attaches.
                 page.goto(f"{base}/assets/epoch_settlement")
                 visible(page.get_by_text("Rewards and payouts written to the DuckDB ledger").first)
-                visible(page.get_by_text("Never materialized").first)
-
-                repo = _repository(base)
-                assert _launch_settle_run(base, repo) == "SUCCESS", _log_tail(log)
-                page.goto(f"{base}/assets/epoch_settlement?partition={PARTITION}")
                 visible(page.get_by_text("chain_hash").first)
-                visible(page.get_by_text("emission_tokens").first)
-                page.screenshot(path=str(tmp_path / "epoch_settlement.png"), full_page=True)
+                visible(page.get_by_text("reward_distribution").first)
+                expect(page.get_by_text("Never materialized")).to_have_count(0)
 
-                page.goto(f"{base}/locations/{repo['location']['name']}/asset-groups/epoch")  # the lineage graph
+                # Materialize the open epoch (partition 2) by clicking, as an operator would.
+                # From the epoch's asset graph: "Materialize all" runs the whole epoch, upstream included.
+                page.goto(f"{base}/locations/tributary/asset-groups/epoch")
                 visible(page.get_by_text("epoch_settlement").first)
-                page.screenshot(path=str(tmp_path / "asset_graph.png"), full_page=True)
+                page.screenshot(path=str(shots / "asset_graph.png"))
+                materialize_all = page.get_by_role("button", name="Materialize all…")
+                expect(materialize_all).to_be_enabled(timeout=UI_TIMEOUT_MS)
+                try:
+                    materialize_all.click()
+                finally:
+                    page.screenshot(path=str(shots / "after_click.png"))
+                dialog = page.get_by_role("dialog")
+                visible(dialog.get_by_text(re.compile(r"^Launch runs to materialize")))
+                # "Missing" selects the partitions never materialized: only the open epoch, since the ledger sync
+                # reported the CLI's epoch 1.
+                dialog.get_by_role("button", name="Missing", exact=True).click()
+                try:
+                    visible(dialog.get_by_text("1 partition", exact=True))
+                finally:
+                    page.screenshot(path=str(shots / "launch_dialog.png"))
+                dialog.get_by_role("button", name=re.compile(r"^Launch")).click()
+                runs = _wait_for_runs(base, "2")
+                assert [r["status"] for r in runs] == ["SUCCESS"], _log_tail(log)
+                page.goto(f"{base}/runs/{runs[0]['runId']}")
+                visible(page.get_by_text("epoch_settlement").first)
+                page.screenshot(path=str(shots / "epoch_run.png"))
+                page.goto(f"{base}/assets/epoch_settlement?partition=2")
+                visible(page.get_by_text("emission_tokens").first)
+                page.screenshot(path=str(shots / "epoch_metadata.png"), full_page=True)
+
             finally:
                 browser.close()
+        assert _ledger(market) == ([0, 1, 2], 2 * emission)
+        assert "2" in _sql(market, "SELECT max(epoch) AS settled FROM epochs WHERE state = 'settled'")
+
+        # A re-launch of a settled partition, then a backfill over settled and open ones: only epoch 3 (open) settles.
+        repo = _repository(base)
+        _launch_run(base, repo, "1")
+        assert [r["status"] for r in _wait_for_runs(base, "1")] == ["SUCCESS"]
+        assert _ledger(market) == ([0, 1, 2], 2 * emission)
+        assert _wait_for_backfill(base, _launch_backfill(base, ["1", "2", "3"]), 3) == ["SUCCESS"] * 3
+        assert _ledger(market) == ([0, 1, 2, 3], 3 * emission)
     finally:
         _stop(proc)
     assert proc.returncode is not None
-    assert (tmp_path / "asset_graph.png").stat().st_size > 0
+    assert (shots / "asset_graph.png").stat().st_size > 0
     with open_ledger(market.home.paths.ledger, read_only=True) as con:  # the server is gone, so is its lock
-        assert [e.epoch for e in settled_epochs(con)][:3] == [0, 1, 2]  # the UI's run settled the next epoch
         report = audit(con)
         assert report.ok, report.problems

@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.lake import read_lake_file
-from ledger import accounts, contributions, market, transfers
+from ledger import accounts, market
 from ledger.db import open_ledger
 from tributary.home import Home
+from tributary.stages.ingest import LakeSnapshot, lake_snapshot
 from tributary.stages.scoring import EpochScores
 
 
@@ -35,13 +36,16 @@ class ValidatorWeights:
     stake_units: tuple[int, ...] = ()  # V staked units at the epoch's start, exact: what the books hold
 
 
-def validator_weights(home: Home, scores: EpochScores) -> ValidatorWeights:
-    """The house's weights from the measured values, plus each external validator's latest signed weight file."""
+def validator_weights(home: Home, scores: EpochScores, snapshot: LakeSnapshot | None = None) -> ValidatorWeights:
+    """The house's weights from the measured values, plus each external validator's latest signed weight file.
+
+    The weight files and stakes are the snapshot's (read once for the epoch); without one they are read now."""
     epoch = scores.epoch
+    snapshot = snapshot or lake_snapshot(home, epoch)
+    assert snapshot.epoch == epoch, "the snapshot must be of the epoch being weighed"
+    stakes, weight_subs = dict(snapshot.validator_stakes), snapshot.weights
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        stakes = transfers.stakes_at_epoch_start(con, epoch)
         all_accounts = accounts.all_accounts(con)
-        weight_subs = contributions.accepted(con, epoch, "weights")
         house = market.house_account_id(con)  # by the id stored at genesis: names are mutable
     miners = tuple(a.account_id for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch)
     validators = tuple(sorted(set(stakes) | {house}))

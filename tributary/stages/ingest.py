@@ -14,6 +14,7 @@ from ledger.contributions import AcceptedSubmission, ContributionRecord
 from ledger.requests import Request, apply_requests
 from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch, epoch_state
+from ledger.errors import EpochOrderError
 from quality.task import Task, load_tasks
 from pipelines.errors import IngestError
 from tributary import failpoints
@@ -34,13 +35,20 @@ class IngestSummary:
     data_docs: tuple[str, ...] = ()  # the epoch's Great Expectations Data Docs (index.html per kind and task)
 
 
-def ingest(home: Home) -> IngestSummary:
+def ingest(home: Home, epoch: int | None = None) -> IngestSummary:
     """Ingest drop/ into the open epoch: stamp arrivals, decide with the Beam pipeline, record, then move files.
 
     Every step is idempotent: a run killed at any point and run again ends as if it had never been interrupted.
-    Held under the home's epoch lock: ingest is the epoch's one writer while it runs.
+    Held under the home's epoch lock: ingest is the epoch's one writer while it runs. With `epoch`, that epoch must be
+    the open one (a Dagster partition names the epoch it writes): anything else raises EpochOrderError.
     """
     with epoch_lock(home, "ingest"):
+        if epoch is not None:
+            with open_ledger(home.paths.ledger, read_only=True) as con:
+                open_now = current_epoch(con)
+            if open_now != epoch:
+                raise EpochOrderError(f"epoch {epoch} is not the open epoch (epoch {open_now} is): ingest lands "
+                                      "submissions in the open epoch only")
         return _ingest(home)
 
 
@@ -223,16 +231,28 @@ def _relative(path: str, root: Path) -> str:
 
 @dataclass(frozen=True)
 class LakeSnapshot:
-    """The epoch's accepted dataset submissions as they sit in the lake."""
+    """What an epoch's settlement is computed from, read once: its accepted submissions as they sit in the lake
+    (each kind in arrival order) and every account's stake at its start. The blocking quality check validates
+    exactly this set, and scoring and consensus take it as their input instead of asking the ledger again."""
 
     epoch: int
-    submissions: tuple[AcceptedSubmission, ...]
+    submissions: tuple[AcceptedSubmission, ...]  # datasets
+    predictions: tuple[AcceptedSubmission, ...] = ()
+    weights: tuple[AcceptedSubmission, ...] = ()
+    validator_stakes: tuple[tuple[str, int], ...] = ()  # (account_id, staked units at the epoch's start)
+    contributor_stakes: tuple[tuple[str, int], ...] = ()  # the same for contributors: weights their predictions
 
 
 def lake_snapshot(home: Home, epoch: int) -> LakeSnapshot:
-    """List the epoch's landed dataset submissions, in arrival order."""
+    """The epoch's landed submissions and the stakes at its start, in one read of the ledger."""
+    from ledger import transfers
+
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        return LakeSnapshot(epoch, tuple(contributions.accepted(con, epoch, "dataset")))
+        return LakeSnapshot(epoch, tuple(contributions.accepted(con, epoch, "dataset")),
+                            tuple(contributions.accepted(con, epoch, "predictions")),
+                            tuple(contributions.accepted(con, epoch, "weights")),
+                            tuple(sorted(transfers.stakes_at_epoch_start(con, epoch).items())),
+                            tuple(sorted(transfers.stakes_at_epoch_start(con, epoch, role="contributor").items())))
 
 
 def revalidate(home: Home, snapshot: LakeSnapshot) -> list[tuple[str, object]]:

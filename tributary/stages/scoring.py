@@ -11,13 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.lake import ROW_HASH_COLUMN, read_lake_file
-from ledger import accounts, contributions, transfers
+from ledger import accounts, contributions
 from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
 from quality.task import Task, check_holdout, load_tasks
 from rewards.marginal import RowValues, value_new_rows
 from tributary.home import Home
+from tributary.stages.ingest import LakeSnapshot, lake_snapshot
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,20 @@ def value_task_rows(rows: TaskRows, test: pa.Table, *, xp: str | None = None) ->
     )
 
 
-def score(home: Home, epoch: int | None = None) -> EpochScores:
+def score(home: Home, epoch: int | None = None, snapshot: LakeSnapshot | None = None) -> EpochScores:
     """Value every accepted dataset row of the epoch marginally to the whole lake (rewards.marginal).
 
     A row equal to, or within the task's near-duplicate tolerance of, any earlier row (an earlier epoch or an
     earlier arrival this epoch, whoever sent it) is a duplicate: it earns nothing and names the submission it copies.
+    With a snapshot, exactly its submissions are scored (what the quality check validated); without, they are read.
     """
     paths = home.paths
-    with open_ledger(paths.ledger, read_only=True) as con:
-        epoch = current_epoch(con) if epoch is None else epoch
-        subs = contributions.accepted(con, epoch, "dataset")
+    if snapshot is None:
+        with open_ledger(paths.ledger, read_only=True) as con:
+            epoch = current_epoch(con) if epoch is None else epoch
+        snapshot = lake_snapshot(home, epoch)
+    assert epoch is None or epoch == snapshot.epoch, "the snapshot must be of the epoch being scored"
+    epoch, subs = snapshot.epoch, list(snapshot.submissions)
     tasks = load_tasks(paths.tasks)
     scores: list[SubmissionScore] = []
     values: dict[str, float] = {}
@@ -103,7 +108,7 @@ def score(home: Home, epoch: int | None = None) -> EpochScores:
             scores.append(sub_score)
             values[sub_score.account_id] = values.get(sub_score.account_id, 0.0) + sub_score.value
         inputs.extend([s.submission_id, s.account_id, task_name, s.lake_path] for s in rows.submissions)
-    model_scores, prediction_scores = score_predictions(home, epoch, tasks)
+    model_scores, prediction_scores = score_predictions(home, epoch, tasks, snapshot)
     scores.extend(prediction_scores)
     inputs.extend([s.submission_id, s.account_id, s.task, "predictions"] for s in prediction_scores)
     return EpochScores(epoch, tuple(scores), values, {"submissions": inputs}, model_scores, pools)
@@ -150,7 +155,8 @@ def _per_submission(rows: TaskRows, result: RowValues) -> list[SubmissionScore]:
     return out
 
 
-def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[dict[str, float], list[SubmissionScore]]:
+def score_predictions(home: Home, epoch: int, tasks: dict[str, Task],
+                      snapshot: LakeSnapshot | None = None) -> tuple[dict[str, float], list[SubmissionScore]]:
     """Score the epoch's predictions on each task's challenge against the hidden labels (rewards.model_scores).
 
     A contributor's latest predictions for a task in the epoch count; earlier ones score 0. The meta-model weighs
@@ -158,9 +164,8 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task]) -> tuple[d
     """
     from rewards.model_scores import score_models
 
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        subs = contributions.accepted(con, epoch, "predictions")
-        stakes = transfers.stakes_at_epoch_start(con, epoch, role="contributor")
+    snapshot = snapshot or lake_snapshot(home, epoch)
+    subs, stakes = snapshot.predictions, dict(snapshot.contributor_stakes)
     totals: dict[str, float] = {}
     out: list[SubmissionScore] = []
     for task_name in sorted({s.task for s in subs}):
