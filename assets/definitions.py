@@ -15,4 +15,7 @@ defs = dg.Definitions(
     sensors=[drop_folder_sensor, ledger_sync],
     schedules=[settlement_schedule],
     resources={"tributary": TributaryHome()},
+    # Epoch steps run one after another under one lock, so a step per process buys no parallelism, only a start-up
+    # (Dagster, Beam and GX imports) per step: one process per run.
+    executor=dg.in_process_executor,
 )

@@ -47,6 +47,7 @@ class EpochState:
     epoch: int  # the epoch being run
     bonds: Any = None  # bonds stored by the previous epoch (ChainEpochResult.bonds); None: none yet
     validator_permit: Any = None  # permits stored by the previous epoch; None: this epoch's top-k, as if unchanged
+    # (then the stored bond rows of validators without one are taken as cleared, as the previous epoch stored them)
     last_epoch: int | None = None  # last epoch that ran (None: epoch - 1); miners registered after it lose bonds
     validator_uids: Any = None  # uid of each row (None: 0..V-1)
     miner_uids: Any = None  # uid of each column (None: V..V+M-1, so no validator weighs itself)
@@ -201,7 +202,8 @@ def chain_epoch(state: EpochState, params: YumaParams, *, xp: Any = None) -> Cha
     stake = raw / raw.sum() if raw.sum() > 0 else raw
     # Step 3: new permits from this stake; this epoch masks with the previous ones (the owner's always holds).
     new_permit = validator_permits(stake, int(p.max_allowed_validators), v_uids, owner_row)
-    if state.validator_permit is None:
+    permits_unchanged = state.validator_permit is None
+    if permits_unchanged:
         permit = new_permit.copy()
     else:
         permit = _vector("validator_permit", state.validator_permit, n_val, bool)
@@ -239,6 +241,10 @@ def chain_epoch(state: EpochState, params: YumaParams, *, xp: Any = None) -> Cha
         if fresh.size:
             b_prev = xp.array(b_prev, copy=True)
             b_prev[:, xp.asarray(fresh)] = 0.0
+        if permits_unchanged and not permit.all():
+            # The previous epoch stored these permits too, and cleared the bond rows of those it denied (below).
+            b_prev = xp.array(b_prev, copy=True)
+            b_prev[xp.asarray(np.flatnonzero(~permit))] = 0.0
 
     s = xp.asarray(active_stake)
     if n_val and n_min:

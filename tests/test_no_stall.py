@@ -350,8 +350,8 @@ def test_a_nan_value_fails_the_run_loudly_and_the_epoch_settles_once_fixed(marke
     market.submit("alice", digits_table(300, 360), "a1.parquet")
     real_score = epoch_mod.score
 
-    def nan_score(h, epoch=None):
-        s = real_score(h, epoch)
+    def nan_score(h, epoch=None, snapshot=None):
+        s = real_score(h, epoch, snapshot)
         return type(s)(s.epoch, s.submissions, {k: math.nan for k in s.values}, s.inputs, s.model_scores)
 
     monkeypatch.setattr(epoch_mod, "score", nan_score)

@@ -6,16 +6,10 @@ GraphQL and sees its materialization in the UI. Always stops the server: SIGINT 
 
 from __future__ import annotations
 
-import json
-import re
 import os
-import signal
-import socket
+import re
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +18,7 @@ from ledger.audit import audit
 from ledger.db import open_ledger
 from ledger.epochs import settled_epochs
 from tests.conftest import digits_table
+from tests.dagster_server import RUN_TIMEOUT_SECONDS, FINISHED, UiServer, log_tail, running_ui, tributary
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,9 +26,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 CHROMIUM_INSTALL_WAIT_SECONDS = 300
-SERVER_START_TIMEOUT_SECONDS = 120
-SERVER_STOP_TIMEOUT_SECONDS = 30
-RUN_TIMEOUT_SECONDS = 120
 UI_TIMEOUT_MS = 30_000
 ASSETS = ("contributions", "validated_contributions", "contribution_values", "validator_weights", "consensus",
           "epoch_settlement")
@@ -57,87 +49,10 @@ def _chromium() -> str:
     return str(CHROMIUM)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read()
-
-
-def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = json.load(r)
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def _log_tail(log: Path, n: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
-
-
-def _wait_until_serving(proc: subprocess.Popen, base: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"`tributary ui` exited with {proc.returncode} before serving:\n{_log_tail(log)}")
-        try:
-            info = json.loads(_get(f"{base}/server_info"))
-            assert info["dagster_webserver_version"]
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-            time.sleep(1)
-    pytest.fail(f"the Dagster webserver did not answer /server_info within {SERVER_START_TIMEOUT_SECONDS} s:\n"
-                f"{_log_tail(log)}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT to the whole process group (dagster dev, code server, webserver, daemon), then SIGKILL what is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=SERVER_STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the children, should any outlive dagster dev
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-def _repository(base: str) -> dict:
-    """The one repository the webserver serves: {name, location: {name}}."""
-    repos = _graphql(base, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
-    (repo,) = repos["repositoriesOrError"]["nodes"]
-    assert repo["location"]["name"] == "tributary"  # pinned by the workspace file: sensor state is kept per name
-    return repo
-
-
-def _wait_for_runs(base: str, partition: str | None = None) -> list[dict]:
-    """Wait until no run is queued or in progress; return the runs (of one partition, if given) as {status, tags}."""
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        runs = _graphql(base, "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
-                        )["runsOrError"]["results"]
-        mine = [r for r in runs if partition is None
-                or {"key": "dagster/partition", "value": partition} in r["tags"]]
-        if mine and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
-            return mine
-        time.sleep(1)
-    pytest.fail(f"runs still in progress after {RUN_TIMEOUT_SECONDS} s")
-
-
-def _launch_run(base: str, repo: dict, partition: str) -> None:
+def _launch_run(ui: UiServer, partition: str) -> None:
     """Launch settle_epoch for one partition over GraphQL (as a re-launch or a retry would)."""
-    launched = _graphql(base, """
+    repo = ui.repository()
+    launched = ui.graphql("""
         mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
           __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } } }""", {"p": {
         "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
@@ -147,8 +62,8 @@ def _launch_run(base: str, repo: dict, partition: str) -> None:
     assert launched["__typename"] == "LaunchRunSuccess", launched
 
 
-def _launch_backfill(base: str, partitions: list[str]) -> str:
-    launched = _graphql(base, """
+def _launch_backfill(ui: UiServer, partitions: list[str]) -> str:
+    launched = ui.graphql("""
         mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
           __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } } }""", {"p": {
         "assetSelection": [{"path": [name]} for name in ASSETS], "partitionNames": partitions}})[
@@ -157,31 +72,19 @@ def _launch_backfill(base: str, partitions: list[str]) -> str:
     return launched["backfillId"]
 
 
-def _wait_for_backfill(base: str, backfill_id: str, partitions: int) -> list[str]:
+def _wait_for_backfill(ui: UiServer, backfill_id: str, partitions: int) -> list[str]:
     """Wait until the backfill has launched a run per partition and every run has finished; their statuses."""
-    deadline = time.monotonic() + 3 * RUN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        runs = _graphql(base, "{ runsOrError { ... on Runs { results { status tags { key value } } } } }"
-                        )["runsOrError"]["results"]
-        mine = [r["status"] for r in runs if {"key": "dagster/backfill", "value": backfill_id} in r["tags"]]
-        if len(mine) == partitions and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in mine):
-            return mine
-        time.sleep(2)
-    pytest.fail(f"backfill {backfill_id} did not finish within {3 * RUN_TIMEOUT_SECONDS} s")
+    def finished() -> list[str]:
+        mine = [r["status"] for r in ui.runs() if r["tags"].get("dagster/backfill") == backfill_id]
+        return mine if len(mine) == partitions and all(s in FINISHED for s in mine) else []
+
+    return ui.wait_for(f"backfill {backfill_id} of {partitions} partitions", finished)
 
 
 def _ledger(market) -> tuple[list[int], int]:
     with open_ledger(market.home.paths.ledger, read_only=True) as con:
         minted = con.execute("SELECT COALESCE(sum(amount), 0) FROM rewards").fetchone()[0]
         return [e.epoch for e in settled_epochs(con)], minted
-
-
-def _sql(market, query: str) -> str:
-    cli = Path(sys.executable).with_name("tributary")
-    done = subprocess.run([str(cli), "--home", str(market.home.root), "sql", query], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_dagster_ui_runs_the_market(market, tmp_path):
@@ -200,17 +103,8 @@ def test_dagster_ui_runs_the_market(market, tmp_path):
     shots = Path(os.environ.get("TRIBUTARY_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "ui.log"
-    cli = Path(sys.executable).with_name("tributary")
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "tributary.cli"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*command, "--home", str(market.home.root), "ui", "--port", str(port)],
-                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
-        _wait_until_serving(proc, base, log)
+    with running_ui(market.home.root, tmp_path) as ui:
+        base = ui.base
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
@@ -260,8 +154,8 @@ def test_dagster_ui_runs_the_market(market, tmp_path):
                 finally:
                     page.screenshot(path=str(shots / "launch_dialog.png"))
                 dialog.get_by_role("button", name=re.compile(r"^Launch")).click()
-                runs = _wait_for_runs(base, "2")
-                assert [r["status"] for r in runs] == ["SUCCESS"], _log_tail(log)
+                runs = ui.wait_for_runs("2")
+                assert [r["status"] for r in runs] == ["SUCCESS"], log_tail(ui.log)
                 page.goto(f"{base}/runs/{runs[0]['runId']}")
                 visible(page.get_by_text("epoch_settlement").first)
                 page.screenshot(path=str(shots / "epoch_run.png"))
@@ -272,18 +166,15 @@ def test_dagster_ui_runs_the_market(market, tmp_path):
             finally:
                 browser.close()
         assert _ledger(market) == ([0, 1, 2], 2 * emission)
-        assert "2" in _sql(market, "SELECT max(epoch) AS settled FROM epochs WHERE state = 'settled'")
+        assert "2" in tributary(market.home.root, "sql",
+                                "SELECT max(epoch) AS settled FROM epochs WHERE state = 'settled'")
 
         # A re-launch of a settled partition, then a backfill over settled and open ones: only epoch 3 (open) settles.
-        repo = _repository(base)
-        _launch_run(base, repo, "1")
-        assert [r["status"] for r in _wait_for_runs(base, "1")] == ["SUCCESS"]
+        _launch_run(ui, "1")
+        assert [r["status"] for r in ui.wait_for_runs("1")] == ["SUCCESS"]
         assert _ledger(market) == ([0, 1, 2], 2 * emission)
-        assert _wait_for_backfill(base, _launch_backfill(base, ["1", "2", "3"]), 3) == ["SUCCESS"] * 3
+        assert _wait_for_backfill(ui, _launch_backfill(ui, ["1", "2", "3"]), 3) == ["SUCCESS"] * 3
         assert _ledger(market) == ([0, 1, 2, 3], 3 * emission)
-    finally:
-        _stop(proc)
-    assert proc.returncode is not None
     assert (shots / "asset_graph.png").stat().st_size > 0
     with open_ledger(market.home.paths.ledger, read_only=True) as con:  # the server is gone, so is its lock
         report = audit(con)

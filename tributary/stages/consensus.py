@@ -10,6 +10,7 @@ import pyarrow as pa
 from pipelines.lake import read_lake_file
 from ledger import accounts, market
 from ledger.db import open_ledger
+from rewards.yuma_chain import ChainEpochResult, EpochState
 from tributary.home import Home
 from tributary.stages.ingest import LakeSnapshot, lake_snapshot
 from tributary.stages.scoring import EpochScores
@@ -34,6 +35,7 @@ class ValidatorWeights:
     active: np.ndarray  # V bool: submitted weights this epoch (the house always does)
     house: str
     stake_units: tuple[int, ...] = ()  # V staked units at the epoch's start, exact: what the books hold
+    miner_registered: tuple[int, ...] = ()  # M epochs in which each contributor registered
 
 
 def validator_weights(home: Home, scores: EpochScores, snapshot: LakeSnapshot | None = None) -> ValidatorWeights:
@@ -47,7 +49,8 @@ def validator_weights(home: Home, scores: EpochScores, snapshot: LakeSnapshot | 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         all_accounts = accounts.all_accounts(con)
         house = market.house_account_id(con)  # by the id stored at genesis: names are mutable
-    miners = tuple(a.account_id for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch)
+    contributors = [a for a in all_accounts if a.role == "contributor" and a.registered_epoch <= epoch]
+    miners = tuple(a.account_id for a in contributors)
     validators = tuple(sorted(set(stakes) | {house}))
     by_key = {a.public_key: a.account_id for a in all_accounts if a.public_key}
     col = {m: j for j, m in enumerate(miners)}
@@ -88,7 +91,8 @@ def validator_weights(home: Home, scores: EpochScores, snapshot: LakeSnapshot | 
     w[:, ~eligible] = 0.0
     stake_units = tuple(int(stakes.get(v, 0)) for v in validators)
     stake = np.array([float(u) for u in stake_units])
-    return ValidatorWeights(epoch, validators, miners, w, stake, active, house, stake_units)
+    return ValidatorWeights(epoch, validators, miners, w, stake, active, house, stake_units,
+                            tuple(a.registered_epoch for a in contributors))
 
 
 def eligible_miners(scores: EpochScores) -> frozenset[str]:
@@ -99,36 +103,46 @@ def eligible_miners(scores: EpochScores) -> frozenset[str]:
 @dataclass(frozen=True)
 class ConsensusOutcome:
     weights: ValidatorWeights
-    result: object  # rewards.consensus.YumaResult
+    result: ChainEpochResult
     bonds_prev: np.ndarray
     params: dict
 
 
 def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
-    """Yuma Consensus over the validators that weighed in this epoch, carrying bonds from the last epoch."""
+    """Yuma Consensus as the chain runs an epoch (`rewards.yuma_chain.chain_epoch`): permits, activity, weight masks
+    and bond hygiene are the chain's rules, applied there; this stage only states the market's epoch in its terms."""
     from rewards.backend import get_xp
-    from rewards.consensus import YumaParams, validator_permits, yuma_epoch
+    from rewards.consensus import YumaParams, chain_epoch
 
     from tributary.parameters import settings_at
 
-    s = settings_at(home, vw.epoch)  # κ and the bonds' moving average are governed
+    s = settings_at(home, vw.epoch)  # κ, the bonds' moving average and the owner's cut are governed
     params = YumaParams(
         kappa=s.kappa, bonds_penalty=s.bonds_penalty, bonds_moving_average=s.bonds_moving_average,
         yuma_version=s.yuma_version, liquid_alpha_enabled=s.liquid_alpha_enabled, alpha_low=s.alpha_low,
         alpha_high=s.alpha_high, alpha_sigmoid_steepness=s.alpha_sigmoid_steepness,
         max_allowed_validators=s.max_allowed_validators, storage=s.yuma_storage, sparse_bonds=s.sparse_bonds,
+        owner_cut=s.owner_cut,
     )
     bonds_prev = _previous_bonds(home, vw)
-    # Only the top max_allowed_validators stakes hold a permit (the chain's tie rule; the house always does). A
-    # validator without a permit, or that did not weigh in this epoch, is inactive (yuma.md §1.3-1.4): no stake and
-    # no weight row, so it can neither sway the median nor buy Yuma 3 bonds; its bond row is cleared.
-    permit = validator_permits(vw.stake, s.max_allowed_validators, owner_row=vw.validators.index(vw.house))
-    bonds_prev[~permit] = 0.0
-    active = vw.active & (vw.stake > 0) & permit
-    active_stake = np.where(active, vw.stake, 0.0)
-    weights = np.where(active[:, None], vw.weights, 0.0)
-    result = yuma_epoch(weights, active_stake, bonds_prev, params, xp=get_xp(s.array_backend))
+    result = chain_epoch(market_epoch_state(vw, bonds_prev), params, xp=get_xp(s.array_backend))
     return ConsensusOutcome(vw, result, bonds_prev, params.__dict__.copy())
+
+
+def market_epoch_state(vw: ValidatorWeights, bonds_prev: np.ndarray) -> EpochState:
+    """The market's epoch as the chain's `EpochState`.
+
+    - Weights are read when the epoch closes, after every registration in it (last_update = epoch + 0.5), so a
+      contributor registered in this epoch is weighed; a validator that sent no weights this epoch has none
+      (last_update = -inf: inactive).
+    - Stake is the stake at the epoch's start; it counts from the epoch after it landed, which is the chain's own
+      one-epoch lag, so the permits are this epoch's top-k (validator_permit None).
+    - The house is the subnet owner: always permitted, exempt from the stake threshold.
+    """
+    last_update = np.where(vw.active, vw.epoch + 0.5, -np.inf)
+    registered = np.array(vw.miner_registered, dtype=np.float64) if vw.miner_registered else np.zeros(len(vw.miners))
+    return EpochState(weights=vw.weights, stake=vw.stake, last_update=last_update, registered_at=registered,
+                      epoch=vw.epoch, bonds=bonds_prev, owner_uid=vw.validators.index(vw.house))
 
 
 def _previous_bonds(home: Home, vw: ValidatorWeights) -> np.ndarray:

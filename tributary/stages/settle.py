@@ -17,7 +17,6 @@ from tributary.stages.scoring import EpochScores
 def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome) -> Settlement:
     """Turn consensus into reward lines whose shares sum to one, and digest every input that produced them."""
     from rewards.backend import to_numpy
-    from rewards.emission import emission_shares
 
     from ledger.governance import tally
     from quality.task import load_tasks
@@ -27,7 +26,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     governed = settings_at(home, vw.epoch)  # the values in force for this epoch (proposals passed before it)
     incentive, dividends = to_numpy(r.incentive), to_numpy(r.dividends)
     consensus, trust, active_stake = to_numpy(r.consensus), to_numpy(r.validator_trust), to_numpy(r.active_stake)
-    shares = emission_shares(incentive, dividends, active_stake, owner_cut=governed.owner_cut)
+    shares = r.emission  # owner / miners / validators, split by the chain's rule with the governed owner_cut
     house_w = house_weights_for(home, scores)
     with open_ledger(home.paths.ledger, read_only=True) as con:
         auto_stake = accounts.auto_staking(con)
