@@ -91,16 +91,20 @@ def arrow_table(columns: dict[str, tuple["pa.DataType", list]]) -> "pa.Table":
     return pa.table({name: pa.array(values, type=t) for name, (t, values) in columns.items()})
 
 
+def complete_pending(con: duckdb.DuckDBPyConnection) -> None:
+    """Run an earlier execute()'s result to its end (it changes nothing): DuckDB 2 refuses register() and sql()
+    while one has rows left unread, which a fetchone() leaves."""
+    complete = getattr(con, "complete", None)
+    if complete is not None:
+        complete()
+
+
 @contextmanager
 def registered(con: duckdb.DuckDBPyConnection, view: str, data: "pa.Table") -> Iterator[str]:
     """`data` as a view for one statement. If that statement fails inside the transaction, unregistering raises a
     TransactionException; the statement's own error must surface, so that one is not raised over it (the view is
     replaced on the next register)."""
-    # DuckDB 2 refuses to register while an earlier execute() has rows left unread (a fetchone() leaves them):
-    # run that result to its end first; it changes nothing.
-    complete = getattr(con, "complete", None)
-    if complete is not None:
-        complete()
+    complete_pending(con)
     con.register(view, data)
     try:
         yield view

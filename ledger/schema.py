@@ -257,6 +257,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE epoch_inputs (epoch BIGINT PRIMARY KEY, document VARCHAR NOT NULL);
     """,
+    # 8: the results digest's version per epoch (NULL: 1, canonical JSON of rows; 2: Arrow columns, ledger/results.py).
+    "ALTER TABLE epochs ADD COLUMN results_version INTEGER;",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,7 @@ from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import EpochOrderError, SettlementConflict
 from ledger.governance import Tally, record_tallies
 from ledger.money import largest_remainder
-from ledger.results import results_digest
+from ledger.results import RESULTS_VERSION, results_digest
 from ledger.schema import EMISSION_ACCOUNT
 from ledger.unbonding import RELEASE_KIND
 
@@ -172,13 +172,13 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             "proposal_id": (pa.int64(), [p[2] for p in s.parameters]),
         })
         prev = last_hash(con, s.epoch) or GENESIS_HASH
-        results = results_digest(con, s.epoch)
+        results = results_digest(con, s.epoch, RESULTS_VERSION)
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)
         con.execute(
             "UPDATE epochs SET ends_at = ?, settled_at = ?, inputs_digest = ?, results_digest = ?, prev_hash = ?, "
-            "hash = ?, emission = ?, state = 'settled', inputs_version = ? WHERE epoch = ?",
+            "hash = ?, emission = ?, state = 'settled', inputs_version = ?, results_version = ? WHERE epoch = ?",
             [now, now, s.inputs_digest, results, prev, link, s.emission,
-             INPUTS_VERSION if s.inputs_document is not None else None, s.epoch],
+             INPUTS_VERSION if s.inputs_document is not None else None, RESULTS_VERSION, s.epoch],
         )
         open_epoch(con, s.epoch + 1, now)
     return SettleOutcome(s.epoch, True, link, {line.account_id: a for line, a in zip(s.lines, amounts_list)})
