@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ledger.balances import apply_transfers
 from ledger.db import arrow_table, insert_columns, registered, transaction
@@ -99,32 +101,21 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         assert s.emission == 0, "an epoch with no reward lines cannot mint emission"
     with transaction(con):
         # Each table is written in one statement from Arrow: row-at-a-time statements were most of a settlement's time.
-        lines = list(zip(s.lines, amounts_list))
-        insert_columns(con, "rewards", {
-            "epoch": (pa.int64(), [s.epoch] * len(lines)),
-            "account_id": (pa.string(), [ln.account_id for ln, _ in lines]),
-            "role": (pa.string(), [ln.role for ln, _ in lines]),
-            **{name: (pa.float64(), [getattr(ln, name) for ln, _ in lines])
-               for name in ("value", "weight", "consensus", "incentive", "dividends")},
-            "amount": (pa.int64(), [a for _, a in lines]),
-            "stake": (pa.int64(), [ln.stake for ln, _ in lines]),
-            "validator_trust": (pa.float64(), [ln.validator_trust for ln, _ in lines]),
-            "model_score": (pa.float64(), [ln.model_score for ln, _ in lines]),
-        })
-        payouts = [(ln, a) for ln, a in lines if a]
+        # The lines are read into columns once; payouts are the rows of that table with an amount.
+        line_table = _line_columns(s.lines, amounts_list)
+        with registered(con, "_settle_lines", line_table) as view:
+            con.execute(f"INSERT INTO rewards (epoch, {', '.join(REWARD_COLUMNS)}, amount) "
+                        f"SELECT ?, {', '.join(REWARD_COLUMNS)}, amount FROM {view}", [s.epoch])
+        payouts = line_table.filter(pc.greater(line_table.column("amount"), 0))
         ((first_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
-        insert_columns(con, "transfers", {  # minted from emission (no balance to check): ids consecutive in line order
-            "id": (pa.int64(), list(range(first_id, first_id + len(payouts)))),
-            "epoch": (pa.int64(), [s.epoch] * len(payouts)),
-            "debit_account": (pa.string(), [EMISSION_ACCOUNT] * len(payouts)),
-            "debit_bucket": (pa.string(), ["liquid"] * len(payouts)),
-            "credit_account": (pa.string(), [ln.account_id for ln, _ in payouts]),
-            "credit_bucket": (pa.string(), [ln.bucket for ln, _ in payouts]),
-            "amount": (pa.int64(), [a for _, a in payouts]),
-            "kind": (pa.string(), [ln.kind for ln, _ in payouts]),
-            "memo": (pa.string(), [f"epoch {s.epoch} {ln.kind}" for ln, _ in payouts]),
-        })
-        if payouts:
+        # Minted from emission (no balance to check): ids consecutive in line order.
+        payouts = payouts.append_column("id", pa.array(np.arange(first_id, first_id + payouts.num_rows, dtype=np.int64)))
+        if payouts.num_rows:
+            with registered(con, "_settle_payouts", payouts) as view:
+                con.execute("INSERT INTO transfers (id, epoch, debit_account, debit_bucket, credit_account, "
+                            "credit_bucket, amount, kind, memo) "
+                            f"SELECT id, ?, ?, 'liquid', account_id, bucket, amount, kind, 'epoch ' || ? || ' ' || kind "
+                            f"FROM {view}", [s.epoch, EMISSION_ACCOUNT, str(s.epoch)])
             apply_transfers(con, "transfers WHERE id >= ?", [first_id])
         if s.releases:  # unbonding that has served its cooldown becomes liquid, one transfer per account
             ((next_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
@@ -181,4 +172,19 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
              INPUTS_VERSION if s.inputs_document is not None else None, RESULTS_VERSION, s.epoch],
         )
         open_epoch(con, s.epoch + 1, now)
-    return SettleOutcome(s.epoch, True, link, {line.account_id: a for line, a in zip(s.lines, amounts_list)})
+    return SettleOutcome(s.epoch, True, link, dict(zip(line_table.column("account_id").to_pylist(), amounts_list)))
+
+
+REWARD_COLUMNS = ("account_id", "role", "value", "weight", "consensus", "incentive", "dividends", "stake",
+                  "validator_trust", "model_score")
+_LINE_TYPES = {"account_id": pa.string(), "role": pa.string(), "kind": pa.string(), "bucket": pa.string(),
+               "value": pa.float64(), "weight": pa.float64(), "consensus": pa.float64(), "incentive": pa.float64(),
+               "dividends": pa.float64(), "stake": pa.int64(), "validator_trust": pa.float64(),
+               "model_score": pa.float64()}
+
+
+def _line_columns(lines: tuple[RewardLine, ...], amounts: list[int]) -> pa.Table:
+    """The reward lines as one Arrow table: a column per field, plus `amount`."""
+    # A comprehension per field is ~2.5x faster than transposing tuples at a million lines.
+    columns = {name: pa.array([getattr(ln, name) for ln in lines], type=t) for name, t in _LINE_TYPES.items()}
+    return pa.table({**columns, "amount": pa.array(amounts, type=pa.int64())})
