@@ -28,6 +28,10 @@ def units_to_tokens(units: int) -> str:
     return f"{sign}{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else f"{sign}{whole}"
 
 
+FAST_SPLIT_MIN_SHARES = 2048  # below this the integer loop is as fast; above it, the vectorized split
+_MAX_FAST_TOTAL = 2**62  # floors are summed in int64 on the vectorized path
+
+
 def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
     """Split `total` units in proportion to non-negative `shares`, summing exactly to `total`.
 
@@ -35,11 +39,20 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
     so the result is deterministic. All-zero shares give all zeros (and then `total` must be 0).
 
     Exact in integers: every float is m / 2^k, so scaled to the common denominator 2^K each share is an integer
-    n_i, its quota n_i * total / sum(n) and its remainder (n_i * total) mod sum(n), all compared without rounding
-    (and ~20x faster than Fractions at a million shares).
+    n_i, its quota n_i * total / sum(n) and its remainder (n_i * total) mod sum(n), all compared without rounding.
+    From FAST_SPLIT_MIN_SHARES shares on, the same result is reached vectorized (`_split_vectorized`).
     """
     if total < 0:
         raise ValueError("total must be non-negative")
+    if len(shares) >= FAST_SPLIT_MIN_SHARES and total < _MAX_FAST_TOTAL:
+        amounts = _split_vectorized(shares, total)
+        if amounts is not None:
+            return amounts
+    return _split_exact(shares, total)
+
+
+def _split_exact(shares: Sequence[float], total: int) -> list[int]:
+    """The split in Python integers, one share at a time (the definition; ~20x faster than Fractions)."""
     ratios = [float(s).as_integer_ratio() for s in shares]  # exact; the denominator is a power of two
     if any(num < 0 for num, _ in ratios):
         raise ValueError("shares must be non-negative")
@@ -61,3 +74,79 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
         amounts[i] += 1
     assert sum(amounts) == total, "largest remainder must conserve the total"
     return amounts
+
+
+def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
+    """The same split as `_split_exact`, with NumPy: quotas in extended precision with a proven error bound, and
+    exact integers only where that bound leaves a floor, or the remainders' cut, in doubt. None: not applicable
+    (a negative or non-finite share, all-zero shares, an overflow): the exact loop decides and raises.
+
+    Each share is m_i * 2^k_i (m_i < 2^53). With K = min k_i, n_i = m_i << (k_i - K) and W = sum n_i exactly (summed
+    per exponent). q~_i = s_i * total / W~ in long double has relative error under 8 eps, so the floor is exact
+    wherever [q~ - d, q~ + d] holds no integer. Remainders closer than 2 D (D the largest d) to the cut are ranked
+    by their exact integer remainders (n_i * total) mod W, so the chosen set is exactly the definition's.
+    """
+    import numpy as np
+
+    s = np.asarray(shares, dtype=np.float64)
+    if s.ndim != 1 or not np.all(np.isfinite(s)) or np.any(s < 0) or not np.any(s > 0):
+        return None
+    if total == 0:
+        return [0] * s.size
+    frac, exp = np.frexp(s)
+    mant = (frac * 2.0**53).astype(np.int64)  # exact: a float's significand has 53 bits
+    k = exp.astype(np.int64) - 53
+    nonzero = mant > 0
+    k_min = int(k[nonzero].min())
+
+    def scaled(i: int) -> int:
+        return int(mant[i]) << int(k[i] - k_min) if mant[i] else 0
+
+    weight = 0
+    for kk in np.unique(k[nonzero]):  # exact sum, grouped by exponent: 26-bit halves cannot overflow int64
+        m = mant[nonzero & (k == kk)]
+        weight += ((int(np.sum(m >> 26)) << 26) + int(np.sum(m & ((1 << 26) - 1)))) << int(kk - k_min)
+
+    ld = np.longdouble
+    eps = float(np.finfo(ld).eps)
+    top_shift = max(weight.bit_length() - 63, 0)
+    weight_ld = np.ldexp(ld(weight >> top_shift), top_shift + k_min)  # W * 2^K, relative error <= eps
+    if not np.isfinite(weight_ld) or weight_ld <= 0:
+        return None
+    total_ld = ld(total >> 31) * ld(2**31) + ld(total & (2**31 - 1))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        quota = s.astype(ld) * total_ld / weight_ld
+    if not np.all(np.isfinite(quota)):
+        return None
+    slack = 8 * eps * quota + 8 * eps  # |quota - exact quota| <= slack
+    floors = np.floor(quota)
+    part = quota - floors  # exact: the fraction's bits
+    doubtful = np.flatnonzero((part <= slack) | (part >= 1 - slack))  # an integer within the slack: exact floor
+    amounts = floors.astype(np.int64)
+    remainder = part.astype(np.float64)
+    exact_rem: dict[int, int] = {}
+    for i in doubtful.tolist():
+        q, r = divmod(scaled(i) * total, weight)
+        amounts[i] = q
+        exact_rem[i] = r
+        remainder[i] = r / weight
+    leftover = total - int(amounts.sum())
+    assert 0 <= leftover <= s.size, "the floors of the quotas leave fewer units than shares"
+    if leftover:
+        bound = 2 * float(slack.max()) + 2**-40  # D, plus the rounding of the remainders to float64
+        cut = -np.partition(-remainder, leftover - 1)[leftover - 1]  # the leftover-th largest remainder
+        surely_in = np.flatnonzero(remainder > cut + 2 * bound)
+        band = np.flatnonzero(np.abs(remainder - cut) <= 2 * bound)
+        assert surely_in.size <= leftover, "the vectorized split's error bound does not hold"
+
+        def exact_remainder(i: int) -> int:
+            if i not in exact_rem:
+                exact_rem[i] = (scaled(i) * total) % weight
+            return exact_rem[i]
+
+        chosen = sorted(band.tolist(), key=lambda i: (-exact_remainder(i), i))[: leftover - surely_in.size]
+        amounts[surely_in] += 1
+        amounts[np.array(chosen, dtype=np.int64)] += 1
+    out = amounts.tolist()
+    assert sum(out) == total, "largest remainder must conserve the total"
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import duckdb
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,6 +52,35 @@ def _largest_remainder_by_fractions(shares: list[float], total: int) -> list[int
        .filter(lambda xs: sum(xs) > 0), st.integers(min_value=0, max_value=10**21))
 def test_largest_remainder_equals_the_fraction_definition(shares: list[float], total: int) -> None:
     assert largest_remainder(shares, total) == _largest_remainder_by_fractions(shares, total)
+
+
+_SHARES = st.one_of(
+    st.floats(min_value=0.0, max_value=1e6, allow_subnormal=True),
+    st.sampled_from([0.0, 0.1, 0.2, 1 / 3, 0.5, 1.0, 5e-324, 1e-300, 1e300]),  # ties, and shares far apart
+)
+
+
+@given(st.lists(_SHARES, min_size=1, max_size=60).filter(lambda xs: sum(xs) > 0),
+       st.one_of(st.integers(min_value=0, max_value=2**62 - 1), st.sampled_from([1, 7, 10**15, 2**62 - 1])))
+def test_the_vectorized_split_equals_the_exact_one(shares: list[float], total: int) -> None:
+    from ledger.money import _split_exact, _split_vectorized
+
+    fast = _split_vectorized(shares, total)
+    assert fast is None or fast == _split_exact(shares, total)
+    if all(x < 1e300 for x in shares):
+        assert fast is not None  # on this machine's long double, ordinary shares take the vectorized path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_large_split_is_the_exact_split(seed: int) -> None:
+    from ledger.money import FAST_SPLIT_MIN_SHARES, _split_exact
+
+    rng = np.random.default_rng(seed)
+    shares = np.concatenate([rng.random(30_000), rng.pareto(1.5, 20_000), np.full(5_000, 0.25), np.zeros(100)])
+    shares = rng.permutation(shares).tolist()
+    assert len(shares) >= FAST_SPLIT_MIN_SHARES
+    for total in (10**15, 1_000_003, len(shares) // 3):
+        assert largest_remainder(shares, total) == _split_exact(shares, total)
 
 
 def test_token_conversion_is_exact():
