@@ -32,7 +32,7 @@ from ledger import accounts  # noqa: E402
 from ledger.db import transaction  # noqa: E402
 from ledger.schema import migrate  # noqa: E402
 from ledger.epochs import open_epoch  # noqa: E402
-from ledger.settlement import RewardLine, Settlement, settle_epoch  # noqa: E402
+from ledger.settlement import LINE_SCHEMA, Settlement, settle_epoch  # noqa: E402
 
 # pyarrow imports pandas the first time it converts Python objects (~1.5 s): a cost of the process, paid before the
 # timed settlement as the baseline's table is built before its timed insert.
@@ -61,9 +61,14 @@ def payout_settlement(n: int, epoch: int = 1) -> Settlement:
     rng = np.random.default_rng(0)
     shares = rng.random(n)
     shares /= shares.sum()
-    lines = tuple(RewardLine(account_id=f"acct{i:010d}", role="contributor", share=float(shares[i]), kind="incentive",
-                             value=float(shares[i]), consensus=float(shares[i]), incentive=float(shares[i]))
-                  for i in range(n))
+    # The reward lines as Arrow columns (LINE_SCHEMA), as a caller settling at this scale passes them.
+    lines = pa.table({
+        "account_id": pa.array([f"acct{i:010d}" for i in range(n)]), "role": pa.array(["contributor"] * n),
+        "share": shares, "kind": pa.array(["incentive"] * n), "bucket": pa.array(["liquid"] * n),
+        "value": shares, "consensus": shares, "incentive": shares,
+        **{name: pa.nulls(n, pa.float64()) for name in ("weight", "dividends", "validator_trust", "model_score")},
+        "stake": pa.nulls(n, pa.int64()),
+    }).select(LINE_SCHEMA.names).cast(LINE_SCHEMA)
     return Settlement(epoch=epoch, inputs_digest="1" * 64, emission=EMISSION_UNITS, lines=lines)
 
 
@@ -95,7 +100,7 @@ def bench_settle(n: int) -> tuple[float, float, float]:
     rows = pa.table({
         "id": pa.array(np.arange(1, n + 1, dtype=np.int64)), "epoch": pa.array(np.ones(n, dtype=np.int64)),
         "debit_account": pa.array(["emission"] * n), "debit_bucket": pa.array(["liquid"] * n),
-        "credit_account": pa.array([ln.account_id for ln in s.lines]), "credit_bucket": pa.array(["liquid"] * n),
+        "credit_account": s.lines.column("account_id"), "credit_bucket": pa.array(["liquid"] * n),
         "amount": pa.array(np.full(n, 1000, dtype=np.int64)), "kind": pa.array(["incentive"] * n),
         "memo": pa.array(["epoch 1 incentive"] * n),
     })
@@ -121,8 +126,8 @@ def bench_writes_floor(s: Settlement, transfers: pa.Table) -> float:
     any settlement of this schema costs at least."""
     from ledger.balances import apply_transfers
 
-    n = len(s.lines)
-    shares = np.array([ln.share for ln in s.lines])
+    n = s.lines.num_rows
+    shares = s.lines.column("share")
     rewards = pa.table({
         "epoch": pa.array(np.ones(n, dtype=np.int64)), "account_id": transfers.column("credit_account"),
         "role": pa.array(["contributor"] * n), "value": shares, "weight": pa.nulls(n, pa.float64()),

@@ -142,6 +142,25 @@ def test_resettling_same_inputs_is_a_noop_and_other_inputs_conflict(con):
     assert "d1" in str(e.value) and "other" in str(e.value)
 
 
+def test_reward_lines_as_one_arrow_table_settle_exactly_as_tuples(con, tmp_path):
+    from ledger.settlement import reward_lines
+
+    tuples = settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    with open_ledger(tmp_path / "columns.duckdb") as other:
+        with transaction(other):
+            accounts.ensure_system_accounts(other)
+            open_epoch(other, 1, NOW)
+            for key, name, role in ((KEY_A, "alice", "contributor"), (KEY_B, "bob", "contributor"),
+                                    (KEY_V, "val", "validator")):
+                accounts.register(other, key, name, role, 1)
+            transfers.grant(other, accounts.account_id_for(KEY_V), 100, 1)
+        s = _settlement(1, "d1")
+        columns = settle_epoch(other, Settlement(s.epoch, s.inputs_digest, s.emission, reward_lines(s.lines),
+                                                 bonds=s.bonds), now=NOW)
+        assert audit(other).ok, audit(other).problems
+    assert (columns.hash, columns.amounts) == (tuples.hash, tuples.amounts)
+
+
 def test_epochs_settle_in_order(con):
     with pytest.raises(EpochOrderError):
         settle_epoch(con, _settlement(2, "d2"), now=NOW)
