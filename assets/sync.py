@@ -27,6 +27,12 @@ class SyncResult:
     epochs_reported: tuple[int, ...]
 
 
+def sync_home_instance(home: Home) -> SyncResult:
+    """`sync_ledger` into the home's own instance (`<home>/dagster`), as `tributary ui` does before it starts."""
+    with dg.DagsterInstance.from_config(str(home.paths.dagster)) as instance:
+        return sync_ledger(instance, home)
+
+
 def sync_ledger(instance: dg.DagsterInstance, home: Home) -> SyncResult:
     """Add a partition per opened epoch and report the settled epochs the instance has not seen (idempotent)."""
     from assets.epoch_assets import settled_epoch_metadata

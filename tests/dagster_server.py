@@ -84,14 +84,12 @@ class UiServer:
 
     def wait_for_runs(self, partition: str | None = None) -> list[dict]:
         """Wait until some run (of one partition, if given) exists and none is queued or in progress; those runs."""
-        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        def finished() -> list[dict]:
             runs = self.runs()
             mine = [r for r in runs if partition is None or r["tags"].get("dagster/partition") == partition]
-            if mine and all(r["status"] in FINISHED for r in runs):
-                return mine
-            time.sleep(1)
-        pytest.fail(f"runs still in progress after {RUN_TIMEOUT_SECONDS} s:\n{log_tail(self.log)}")
+            return mine if all(r["status"] in FINISHED for r in runs) else []
+
+        return self.wait_for("runs still in progress", finished, interval_seconds=1)
 
     def wait_for(self, what: str, found, interval_seconds: float = 2):
         """Poll `found()` until it returns something truthy (and return that), failing with `what` at the deadline."""

@@ -456,25 +456,12 @@ def export(out: Path, home: HomeOpt = None) -> None:
         console.print(str(path))
 
 
-def _sync_dagster(h, env: dict) -> None:
+def _sync_dagster(h) -> None:
     """Mirror the ledger into the home's Dagster instance before the UI starts: its first page shows every epoch."""
-    import os
+    from assets.sync import sync_home_instance
 
-    saved = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
-    try:
-        import dagster as dg
-
-        from assets.sync import sync_ledger
-
-        with dg.DagsterInstance.get() as instance:
-            result = sync_ledger(instance, h)
-    finally:
-        if saved is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = saved
-    console.print(f"Dagster instance {env['DAGSTER_HOME']}: {len(result.partitions_added)} epoch partition(s) "
+    result = sync_home_instance(h)
+    console.print(f"Dagster instance {h.paths.dagster}: {len(result.partitions_added)} epoch partition(s) "
                   f"added, {len(result.epochs_reported)} settled epoch(s) reported from the ledger", highlight=False)
 
 
@@ -493,7 +480,7 @@ def ui(
     # A workspace file pins the code location's name: sensor cursors and schedule state are kept per name.
     workspace = h.paths.dagster / "workspace.yaml"
     workspace.write_text(WORKSPACE_YAML)
-    _sync_dagster(h, env)
+    _sync_dagster(h)
     # Started from a script, SIGINT may be inherited as ignored, which makes dagster dev unstoppable.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -18,7 +18,7 @@ from ledger.audit import audit
 from ledger.db import open_ledger
 from ledger.epochs import settled_epochs
 from tests.conftest import digits_table
-from tests.dagster_server import RUN_TIMEOUT_SECONDS, FINISHED, UiServer, log_tail, running_ui, tributary
+from tests.dagster_server import FINISHED, UiServer, log_tail, running_ui, tributary
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
