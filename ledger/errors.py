@@ -36,3 +36,7 @@ class AmountError(LedgerError, ValueError):
 
 class LedgerBusy(LedgerError):
     """Another process holds the ledger's write lock."""
+
+
+class DuplicateRewardLine(LedgerError, ValueError):
+    """A settlement's reward lines name one account twice: an account's part of an epoch is one line."""

@@ -47,8 +47,22 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
     if len(shares) >= FAST_SPLIT_MIN_SHARES and total < _MAX_FAST_TOTAL:
         amounts = _split_vectorized(shares, total)
         if amounts is not None:
-            return amounts
+            return amounts.tolist()
     return _split_exact(shares, total)
+
+
+def largest_remainder_array(shares, total: int):
+    """`largest_remainder` as an int64 NumPy array, for callers that write the amounts as a column (a million Python
+    ints cost a tenth of a second to make and another to convert back)."""
+    import numpy as np
+
+    if total < 0:
+        raise ValueError("total must be non-negative")
+    if len(shares) >= FAST_SPLIT_MIN_SHARES and total < _MAX_FAST_TOTAL:
+        amounts = _split_vectorized(shares, total)
+        if amounts is not None:
+            return amounts
+    return np.array(_split_exact(shares, total), dtype=np.int64)
 
 
 def _split_exact(shares: Sequence[float], total: int) -> list[int]:
@@ -76,13 +90,14 @@ def _split_exact(shares: Sequence[float], total: int) -> list[int]:
     return amounts
 
 
-def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
+def _split_vectorized(shares: Sequence[float], total: int):
     """The same split as `_split_exact`, with NumPy: quotas in extended precision with a proven error bound, and
     exact integers only where that bound leaves a floor, or the remainders' cut, in doubt. None: not applicable
     (a negative or non-finite share, all-zero shares, an overflow): the exact loop decides and raises.
 
     Each share is m_i * 2^k_i (m_i < 2^53). With K = min k_i, n_i = m_i << (k_i - K) and W = sum n_i exactly (summed
-    per exponent). q~_i = s_i * total / W~ in long double has relative error under 8 eps, so the floor is exact
+    per exponent). q~_i = s_i * total / W~ in float64 (or long double, where float64 would leave more than
+    FAST_SPLIT_DOUBT_LIMIT rows in doubt) has relative error under 8 eps, so the floor is exact
     wherever [q~ - d, q~ + d] holds no integer. Remainders closer than 2 D (D the largest d) to the cut are ranked
     by their exact integer remainders (n_i * total) mod W, so the chosen set is exactly the definition's.
     """
@@ -92,7 +107,7 @@ def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
     if s.ndim != 1 or not np.all(np.isfinite(s)) or np.any(s < 0) or not np.any(s > 0):
         return None
     if total == 0:
-        return [0] * s.size
+        return np.zeros(s.size, dtype=np.int64)
     frac, exp = np.frexp(s)
     mant = (frac * 2.0**53).astype(np.int64)  # exact: a float's significand has 53 bits
     k = exp.astype(np.int64) - 53
@@ -102,12 +117,33 @@ def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
     def scaled(i: int) -> int:
         return int(mant[i]) << int(k[i] - k_min) if mant[i] else 0
 
-    weight = 0
-    for kk in np.unique(k[nonzero]):  # exact sum, grouped by exponent: 26-bit halves cannot overflow int64
-        m = mant[nonzero & (k == kk)]
-        weight += ((int(np.sum(m >> 26)) << 26) + int(np.sum(m & ((1 << 26) - 1)))) << int(kk - k_min)
+    # The exact sum, grouped by exponent: a significand's 27-bit high and 26-bit low halves, summed over fewer than
+    # 2^26 shares, stay below 2^53, so float64 bins add them without rounding.
+    if s.size >= 2**26:
+        return None
+    group = np.where(nonzero, k - k_min, 0)
+    highs = np.bincount(group, weights=(mant >> 26).astype(np.float64))
+    lows = np.bincount(group, weights=(mant & ((1 << 26) - 1)).astype(np.float64))
+    weight = sum(((int(hi) << 26) + int(lo)) << g for g, (hi, lo) in enumerate(zip(highs, lows)) if hi or lo)
 
-    ld = np.longdouble
+    # float64 first: exact for the usual quotas, with few doubtful rows; long double where float64 leaves too many.
+    amounts = _split_at(np.float64, s, total, weight, k_min, scaled, FAST_SPLIT_DOUBT_LIMIT)
+    if amounts is None:
+        amounts = _split_at(np.longdouble, s, total, weight, k_min, scaled, None)
+    if amounts is None:
+        return None
+    assert int(amounts.sum()) == total, "largest remainder must conserve the total"
+    return amounts
+
+
+FAST_SPLIT_DOUBT_LIMIT = 4096  # float64 rows left for exact integers (doubtful floors, the cut's band) before long double
+
+
+def _split_at(ld, s, total: int, weight: int, k_min: int, scaled, limit: int | None):
+    """`_split_vectorized`'s quotas, floors and cut in floating type `ld` (its eps in the error bound). None: not
+    decided at this precision (out of range, or more than `limit` rows would need exact integers)."""
+    import numpy as np
+
     eps = float(np.finfo(ld).eps)
     top_shift = max(weight.bit_length() - 63, 0)
     weight_ld = np.ldexp(ld(weight >> top_shift), top_shift + k_min)  # W * 2^K, relative error <= eps
@@ -122,6 +158,8 @@ def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
     floors = np.floor(quota)
     part = quota - floors  # exact: the fraction's bits
     doubtful = np.flatnonzero((part <= slack) | (part >= 1 - slack))  # an integer within the slack: exact floor
+    if limit is not None and doubtful.size > limit:
+        return None
     amounts = floors.astype(np.int64)
     remainder = part.astype(np.float64)
     exact_rem: dict[int, int] = {}
@@ -138,6 +176,8 @@ def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
         surely_in = np.flatnonzero(remainder > cut + 2 * bound)
         band = np.flatnonzero(np.abs(remainder - cut) <= 2 * bound)
         assert surely_in.size <= leftover, "the vectorized split's error bound does not hold"
+        if limit is not None and band.size > limit:
+            return None
 
         def exact_remainder(i: int) -> int:
             if i not in exact_rem:
@@ -147,6 +187,4 @@ def _split_vectorized(shares: Sequence[float], total: int) -> list[int] | None:
         chosen = sorted(band.tolist(), key=lambda i: (-exact_remainder(i), i))[: leftover - surely_in.size]
         amounts[surely_in] += 1
         amounts[np.array(chosen, dtype=np.int64)] += 1
-    out = amounts.tolist()
-    assert sum(out) == total, "largest remainder must conserve the total"
-    return out
+    return amounts

@@ -1,29 +1,36 @@
 """The results digest of an epoch: recomputed from the tables, by settlement and by the audit alike.
 
-Two versions, chosen per epoch by `epochs.results_version` (NULL: 1), so every settled epoch recomputes as it was:
+Three versions, chosen per epoch by `epochs.results_version` (NULL: 1), so every settled epoch recomputes as it was:
 - 1: BLAKE2b of the canonical JSON of every row (Python objects; ~10 s for an epoch paying 1M accounts);
-- 2: BLAKE2b over the same rows as Arrow columns, each in a fixed binary form (`columns_digest`; under 1 s at 1M).
+- 2: BLAKE2b over the same rows as Arrow columns, each in a fixed binary form (`columns_digest`; ~0.6 s at 1M);
+- 3: the same binary form, but each column hashed on its own with SHA-256 (hardware-accelerated, and the columns
+  hashed in parallel threads), then the column digests hashed per table (~0.1 s at 1M).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 
 from ledger.db import complete_pending
 from ledger.digest import canonical_json, digest
 
-RESULTS_VERSION = 2  # what settlement writes now
+RESULTS_VERSION = 3  # what settlement writes now
+KNOWN_VERSIONS = (1, 2, 3)
 V2_DOMAIN = b"tributary results v2\n"
+V3_DOMAIN = b"tributary results v3\n"
 
 # Each query lists an epoch's rows in a fixed order; timestamps are left out so replays hash equal.
+RESULT_REWARD_COLUMNS = ("account_id", "role", "value", "model_score", "weight", "consensus", "incentive", "dividends",
+                         "amount", "stake", "validator_trust")
+TRANSFERS_RESULT_SQL = ("SELECT id, debit_account, debit_bucket, credit_account, credit_bucket, amount, kind, memo "
+                        "FROM transfers WHERE epoch = ? ORDER BY id")
 RESULT_QUERIES = {
-    "rewards": "SELECT account_id, role, value, model_score, weight, consensus, incentive, dividends, amount, stake, "
-               "validator_trust "
-               "FROM rewards WHERE epoch = ? ORDER BY account_id",
-    "transfers": "SELECT id, debit_account, debit_bucket, credit_account, credit_bucket, amount, kind, memo "
-                 "FROM transfers WHERE epoch = ? ORDER BY id",
+    "rewards": f"SELECT {', '.join(RESULT_REWARD_COLUMNS)} FROM rewards WHERE epoch = ? ORDER BY account_id",
+    "transfers": TRANSFERS_RESULT_SQL,
     "bonds": "SELECT validator, miner, bond FROM bonds WHERE epoch = ? ORDER BY validator, miner",
     "weights": "SELECT validator, miner, weight FROM weights WHERE epoch = ? ORDER BY validator, miner",
     "validator_reports": "SELECT validator, similarity_to_consensus, similarity_to_own_history FROM validator_reports "
@@ -39,6 +46,8 @@ LATER_RESULT_QUERIES = {
                          "WHERE epoch = ? AND duplicate_of IS NOT NULL ORDER BY submission_id",
 }
 
+RESULT_TABLES = (*RESULT_QUERIES, *LATER_RESULT_QUERIES)  # in the order the digest takes them
+
 
 def results_digest(con: duckdb.DuckDBPyConnection, epoch: int, version: int | None = None) -> str:
     """BLAKE2b of every row an epoch's settlement produced or confirmed, in the epoch's results version
@@ -46,12 +55,17 @@ def results_digest(con: duckdb.DuckDBPyConnection, epoch: int, version: int | No
     version = settled_version(con, epoch) if version is None else version
     if version == 1:
         return _digest_v1(con, epoch)
-    if version == 2:
-        complete_pending(con)
-        tables = {name: con.sql(sql, params=[epoch]).to_arrow_table()
-                  for name, sql in {**RESULT_QUERIES, **LATER_RESULT_QUERIES}.items()}
-        return columns_digest(tables)
-    raise ValueError(f"epoch {epoch}: unknown results_version {version}; this Tributary knows versions 1 and 2")
+    if version in (2, 3):
+        return columns_digest(result_tables(con, epoch), version)
+    raise ValueError(f"epoch {epoch}: unknown results_version {version}; this Tributary knows versions "
+                     f"{', '.join(map(str, KNOWN_VERSIONS))}")
+
+
+def result_tables(con: duckdb.DuckDBPyConnection, epoch: int, *, only: tuple[str, ...] | None = None) -> dict:
+    """An epoch's result rows as Arrow tables, in the order and form versions 2 and 3 hash them (`only`: these)."""
+    complete_pending(con)
+    return {name: con.sql(sql, params=[epoch]).to_arrow_table()
+            for name, sql in {**RESULT_QUERIES, **LATER_RESULT_QUERIES}.items() if only is None or name in only}
 
 
 def settled_version(con: duckdb.DuckDBPyConnection, epoch: int) -> int:
@@ -76,46 +90,89 @@ def _digest_v1(con: duckdb.DuckDBPyConnection, epoch: int) -> str:
     return digest(tables)
 
 
-def columns_digest(tables: dict) -> str:
-    """BLAKE2b-256 of Arrow tables in a fixed binary form (results version 2).
+def columns_digest(tables: dict, version: int = 2) -> str:
+    """The digest of Arrow tables in a fixed binary form (results versions 2 and 3).
 
     Per table, in the given order: its name and row count, then per column its name, Arrow type and validity (one bit
     per row), then its values: integers and floats as little-endian 8-byte words (nulls as 0); strings as 8-byte
     offsets from 0 and their UTF-8 bytes (nulls as ""); anything else as the canonical JSON of its values. Every
-    field is length-prefixed, so no two different sets of rows hash the same bytes.
+    field is length-prefixed, so no two different sets of rows hash the same bytes. Version 2 feeds all of it to one
+    BLAKE2b-256; version 3 hashes each column's fields with SHA-256 and puts the column digests in their place.
     """
+    if version == 2:
+        h = hashlib.blake2b(V2_DOMAIN, digest_size=32)
+        for name, table in tables.items():
+            for part in _table_head(name, table):
+                _put(h, part)
+            for field, chunked in zip(table.schema, table.columns):
+                for part in _column_parts(field, chunked):
+                    _put(h, part)
+        return h.hexdigest()
+    assert version == 3, version
+    columns = [(field, chunked) for table in tables.values() for field, chunked in zip(table.schema, table.columns)]
+    # hashlib and NumPy let go of the GIL on large buffers: the columns hash side by side.
+    big = sum(len(c) for _, c in columns) > PARALLEL_HASH_MIN_VALUES
+    with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1) if big else 1) as pool:
+        digests = iter(pool.map(lambda fc: _column_digest_v3(*fc), columns))
+    h = hashlib.sha256(V3_DOMAIN)
+    for name, table in tables.items():
+        for part in _table_head(name, table):
+            _put(h, part)
+        for _ in range(table.num_columns):
+            _put(h, next(digests))
+    return h.hexdigest()
+
+
+PARALLEL_HASH_MIN_VALUES = 100_000  # below this, threads cost more than they save
+
+
+def _put(h, data) -> None:
+    view = memoryview(data).cast("B")
+    h.update(len(view).to_bytes(8, "little"))
+    h.update(view)
+
+
+def _table_head(name: str, table) -> tuple[bytes, bytes]:
+    return name.encode(), table.num_rows.to_bytes(8, "little")
+
+
+def _column_digest_v3(field, chunked) -> bytes:
+    h = hashlib.sha256()
+    for part in _column_parts(field, chunked):
+        _put(h, part)
+    return h.digest()
+
+
+def _column_parts(field, chunked):
+    """One column's fields in the binary form both columnar versions hash: name, type, validity, values."""
     import numpy as np
     import pyarrow as pa
 
-    h = hashlib.blake2b(V2_DOMAIN, digest_size=32)
+    col = chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
+    n, nulls = len(col), col.null_count
+    yield field.name.encode()
+    yield str(field.type).encode()
+    yield _all_valid_bits(n) if nulls == 0 else np.packbits(col.is_valid().to_numpy(zero_copy_only=False))
+    t = field.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        values = col.fill_null(0) if nulls else col
+        yield np.asarray(values.to_numpy(zero_copy_only=False), dtype="<f8" if pa.types.is_floating(t) else "<i8")
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        if n == 0:
+            yield b""
+            yield b""
+            return
+        text = col.fill_null("") if nulls else col
+        _, offsets_buf, data_buf = text.buffers()
+        width = "<i8" if pa.types.is_large_string(t) else "<i4"
+        offsets = np.frombuffer(offsets_buf, dtype=width)[text.offset:text.offset + n + 1].astype("<i8")
+        yield offsets - offsets[0]
+        yield memoryview(data_buf)[int(offsets[0]):int(offsets[-1])] if data_buf is not None else b""
+    else:
+        yield canonical_json(col.to_pylist())
 
-    def put(data) -> None:
-        view = memoryview(data).cast("B")
-        h.update(len(view).to_bytes(8, "little"))
-        h.update(view)
 
-    for name, table in tables.items():
-        put(name.encode())
-        put(table.num_rows.to_bytes(8, "little"))
-        for field, chunked in zip(table.schema, table.columns):
-            col = chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
-            put(field.name.encode())
-            put(str(field.type).encode())
-            put(np.packbits(col.is_valid().to_numpy(zero_copy_only=False)).tobytes())
-            t = field.type
-            if pa.types.is_integer(t) or pa.types.is_floating(t):
-                word = "<f8" if pa.types.is_floating(t) else "<i8"
-                put(np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False), dtype=word).tobytes())
-            elif pa.types.is_string(t) or pa.types.is_large_string(t):
-                if len(col) == 0:
-                    put(b"")
-                    put(b"")
-                    continue
-                text = col.fill_null("").cast(pa.large_string())
-                _, offsets_buf, data_buf = text.buffers()
-                offsets = np.frombuffer(offsets_buf, dtype="<i8")[text.offset:text.offset + len(text) + 1]
-                put((offsets - offsets[0]).tobytes())
-                put(memoryview(data_buf)[int(offsets[0]):int(offsets[-1])] if data_buf is not None else b"")
-            else:
-                put(canonical_json(col.to_pylist()))
-    return h.hexdigest()
+def _all_valid_bits(n: int) -> bytes:
+    """np.packbits of n True values (most significant bit first), without making them."""
+    whole, rest = divmod(n, 8)
+    return b"\xff" * whole + (bytes([(0xFF << (8 - rest)) & 0xFF]) if rest else b"")

@@ -11,14 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ledger.balances import apply_transfers
+from ledger.balances import apply_payouts, apply_transfers
 from ledger.db import arrow_table, complete_pending, insert_columns, registered, transaction
 from ledger.digest import GENESIS_HASH, chain_hash, digest_text
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
-from ledger.errors import EpochOrderError, SettlementConflict
+from ledger.errors import DuplicateRewardLine, EpochOrderError, SettlementConflict
 from ledger.governance import Tally, record_tallies
-from ledger.money import largest_remainder
-from ledger.results import RESULTS_VERSION, results_digest
+from ledger.money import largest_remainder_array
+from ledger.results import (RESULT_REWARD_COLUMNS, RESULT_TABLES, RESULTS_VERSION, TRANSFERS_RESULT_SQL, columns_digest,
+                            result_tables)
 from ledger.schema import EMISSION_ACCOUNT
 from ledger.unbonding import RELEASE_KIND
 
@@ -106,29 +107,29 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
     lines = s.lines if isinstance(s.lines, pa.Table) else reward_lines(s.lines)
     lines = lines.select(LINE_SCHEMA.names).cast(LINE_SCHEMA)
     assert lines.column("share").null_count == 0, "every reward line needs a share"
+    order = _account_order(s.epoch, lines)
     if lines.num_rows:
-        amounts = largest_remainder(lines.column("share").to_numpy(), s.emission)
+        amounts = largest_remainder_array(lines.column("share").to_numpy(), s.emission)
     else:
         assert s.emission == 0, "an epoch with no reward lines cannot mint emission"
-        amounts = []
+        amounts = np.zeros(0, dtype=np.int64)
     line_table = lines.append_column("amount", pa.array(amounts, type=pa.int64()))
     with transaction(con):
         # Each table is written in one statement from Arrow: row-at-a-time statements were most of a settlement's time.
-        # Payouts are the rows of the lines' table with an amount.
         with registered(con, "_settle_lines", line_table) as view:
             con.execute(f"INSERT INTO rewards (epoch, {', '.join(REWARD_COLUMNS)}, amount) "
                         f"SELECT ?, {', '.join(REWARD_COLUMNS)}, amount FROM {view}", [s.epoch])
-        payouts = line_table.filter(pc.greater(line_table.column("amount"), 0))
+        # Payouts are the lines with an amount, minted from emission (no balance to check): ids consecutive in line
+        # order, every column ready in Arrow so the rows go in as they are.
+        payouts = line_table if bool(np.all(amounts > 0)) else line_table.filter(pc.greater(line_table.column("amount"), 0))
         ((first_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
-        # Minted from emission (no balance to check): ids consecutive in line order.
-        payouts = payouts.append_column("id", pa.array(np.arange(first_id, first_id + payouts.num_rows, dtype=np.int64)))
-        if payouts.num_rows:
-            with registered(con, "_settle_payouts", payouts) as view:
-                con.execute("INSERT INTO transfers (id, epoch, debit_account, debit_bucket, credit_account, "
-                            "credit_bucket, amount, kind, memo) "
-                            f"SELECT id, ?, ?, 'liquid', account_id, bucket, amount, kind, 'epoch ' || ? || ' ' || kind "
-                            f"FROM {view}", [s.epoch, EMISSION_ACCOUNT, str(s.epoch)])
-            apply_transfers(con, "transfers WHERE id >= ?", [first_id])
+        payout_rows = _payout_transfers(s.epoch, payouts, first_id)
+        if payout_rows.num_rows:
+            with registered(con, "_settle_payouts", payout_rows) as view:
+                names = ", ".join(payout_rows.column_names)
+                con.execute(f"INSERT INTO transfers ({names}) SELECT {names} FROM {view}")
+            with registered(con, "_settle_moves", payouts.select(["account_id", "bucket", "amount"])) as view:
+                apply_payouts(con, view, EMISSION_ACCOUNT, s.emission)
         if s.releases:  # unbonding that has served its cooldown becomes liquid, one transfer per account
             ((next_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
             insert_columns(con, "transfers", {
@@ -175,7 +176,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             "proposal_id": (pa.int64(), [p[2] for p in s.parameters]),
         })
         prev = last_hash(con, s.epoch) or GENESIS_HASH
-        results = results_digest(con, s.epoch, RESULTS_VERSION)
+        results = _results_digest(con, s.epoch, line_table, order, payout_rows)
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)
         con.execute(
             "UPDATE epochs SET ends_at = ?, settled_at = ?, inputs_digest = ?, results_digest = ?, prev_hash = ?, "
@@ -195,6 +196,62 @@ LINE_SCHEMA = pa.schema([
     ("incentive", pa.float64()), ("dividends", pa.float64()), ("stake", pa.int64()),
     ("validator_trust", pa.float64()), ("model_score", pa.float64()),
 ])
+
+
+def _account_order(epoch: int, lines: pa.Table) -> pa.Array | None:
+    """The permutation that sorts the lines by account, as the results digest takes them (None: already sorted).
+    An account has one reward row per epoch (the audit checks it too), so lines naming one twice are refused."""
+    ids = lines.column("account_id")
+    if len(ids) < 2 or pc.all(pc.less(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py():
+        return None
+    order = pc.sort_indices(ids)
+    ordered = ids.take(order)
+    same = pc.equal(ordered.slice(0, len(ids) - 1), ordered.slice(1))
+    if pc.any(same).as_py():
+        twice = pc.unique(ordered.slice(0, len(ids) - 1).filter(same)).to_pylist()
+        raise DuplicateRewardLine(f"epoch {epoch}: the reward lines name account {', '.join(twice[:5])} more than "
+                                  "once; an account's part of an epoch is one line (sum its shares)")
+    return order
+
+
+def _payout_transfers(epoch: int, payouts: pa.Table, first_id: int) -> pa.Table:
+    """The payout transfer rows of `payouts` (lines with an amount), as the transfers table holds them (its columns
+    in its order), ids from first_id on."""
+    n = payouts.num_rows
+    kind = payouts.column("kind")
+    return pa.table({
+        "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
+        "epoch": pa.repeat(pa.scalar(epoch, pa.int64()), n),
+        "debit_account": pa.repeat(pa.scalar(EMISSION_ACCOUNT, pa.string()), n),
+        "debit_bucket": pa.repeat(pa.scalar("liquid", pa.string()), n),
+        "credit_account": payouts.column("account_id"),
+        "credit_bucket": payouts.column("bucket"),
+        "amount": payouts.column("amount"),
+        "kind": kind,
+        "memo": pc.binary_join_element_wise(pa.scalar(f"epoch {epoch}"), kind, " "),
+    })
+
+
+def _results_digest(con: duckdb.DuckDBPyConnection, epoch: int, line_table: pa.Table, order: pa.Array | None,
+                    payout_rows: pa.Table) -> str:
+    """The epoch's results digest (RESULTS_VERSION), hashing the reward and payout rows from the tables just written
+    rather than reading a million rows back; the rest (transfers made earlier in the epoch, releases, bonds…) is read
+    from the ledger. The audit recomputes it from the ledger alone, so any difference would show there."""
+    tables = result_tables(con, epoch, only=tuple(n for n in RESULT_TABLES if n not in ("rewards", "transfers")))
+    rewards = line_table.select(list(RESULT_REWARD_COLUMNS))
+    if order is not None:
+        rewards = rewards.take(order)
+    if payout_rows.num_rows:
+        first, last = payout_rows.column("id")[0].as_py(), payout_rows.column("id")[-1].as_py()
+    else:
+        first = last = 0
+    others = con.sql(TRANSFERS_RESULT_SQL.replace("ORDER BY id", "AND id NOT BETWEEN ? AND ? ORDER BY id"),
+                     params=[epoch, first, last]).to_arrow_table()
+    mine = payout_rows.select(others.column_names).cast(others.schema)
+    before = others.filter(pc.less(others.column("id"), first))
+    after = others.filter(pc.greater(others.column("id"), last))
+    ordered = {"rewards": rewards, "transfers": pa.concat_tables([before, mine, after])}
+    return columns_digest({name: ordered.get(name, tables.get(name)) for name in RESULT_TABLES}, RESULTS_VERSION)
 
 
 def reward_lines(lines: Sequence[RewardLine]) -> pa.Table:
