@@ -35,6 +35,7 @@ def audit(con: duckdb.DuckDBPyConnection) -> AuditReport:
     _check_chain(con, report)
     _check_transfers(con, report)
     _check_payouts(con, report)
+    _check_one_reward_row(con, report)
     _check_balances(con, report)
     _check_epochs(con, report)
     _check_values(con, report)
@@ -148,6 +149,15 @@ def _check_payouts(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
             report.problems.append(f"epoch {epoch}: payout transfers sum to {paid} units, but its emission is {emission}")
         if rewarded != emission:
             report.problems.append(f"epoch {epoch}: rewards.amount sums to {rewarded} units, but its emission is {emission}")
+
+
+def _check_one_reward_row(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """An account has at most one rewards row per epoch (settlement refuses duplicate lines; no index enforces it)."""
+    for epoch, account_id, rows in con.execute(
+            "SELECT epoch, account_id, count(*) FROM rewards GROUP BY epoch, account_id HAVING count(*) > 1 "
+            "ORDER BY epoch, account_id").fetchall():
+        report.problems.append(f"epoch {epoch}: account {account_id} has {rows} rewards rows; an account has one "
+                               "per epoch (a row was copied into the ledger)")
 
 
 def _check_balances(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:

@@ -108,11 +108,15 @@ def _split_vectorized(shares: Sequence[float], total: int):
         return None
     if total == 0:
         return np.zeros(s.size, dtype=np.int64)
+    # Temporaries are made in place where they can be: at a million shares each new array costs its page faults.
     frac, exp = np.frexp(s)
-    mant = (frac * 2.0**53).astype(np.int64)  # exact: a float's significand has 53 bits
-    k = exp.astype(np.int64) - 53
+    frac *= 2.0**53
+    mant = frac.astype(np.int64)  # exact: a float's significand has 53 bits
+    del frac
+    k = exp.astype(np.int64)
+    k -= 53
     nonzero = mant > 0
-    k_min = int(k[nonzero].min())
+    k_min = int(np.min(k, where=nonzero, initial=np.iinfo(np.int64).max))
 
     def scaled(i: int) -> int:
         return int(mant[i]) << int(k[i] - k_min) if mant[i] else 0
@@ -121,7 +125,8 @@ def _split_vectorized(shares: Sequence[float], total: int):
     # 2^26 shares, stay below 2^53, so float64 bins add them without rounding.
     if s.size >= 2**26:
         return None
-    group = np.where(nonzero, k - k_min, 0)
+    group = k - k_min
+    group[~nonzero] = 0
     highs = np.bincount(group, weights=(mant >> 26).astype(np.float64))
     lows = np.bincount(group, weights=(mant & ((1 << 26) - 1)).astype(np.float64))
     weight = sum(((int(hi) << 26) + int(lo)) << g for g, (hi, lo) in enumerate(zip(highs, lows)) if hi or lo)
@@ -151,17 +156,20 @@ def _split_at(ld, s, total: int, weight: int, k_min: int, scaled, limit: int | N
         return None
     total_ld = ld(total >> 31) * ld(2**31) + ld(total & (2**31 - 1))
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        quota = s.astype(ld) * total_ld / weight_ld
+        quota = s.astype(ld, copy=False) * total_ld
+        quota /= weight_ld
     if not np.all(np.isfinite(quota)):
         return None
-    slack = 8 * eps * quota + 8 * eps  # |quota - exact quota| <= slack
+    slack = quota * (8 * eps)
+    slack += 8 * eps  # |quota - exact quota| <= slack
     floors = np.floor(quota)
-    part = quota - floors  # exact: the fraction's bits
+    part = np.subtract(quota, floors, out=quota)  # exact: the fraction's bits
+    del quota
     doubtful = np.flatnonzero((part <= slack) | (part >= 1 - slack))  # an integer within the slack: exact floor
     if limit is not None and doubtful.size > limit:
         return None
     amounts = floors.astype(np.int64)
-    remainder = part.astype(np.float64)
+    remainder = part.astype(np.float64, copy=False)
     exact_rem: dict[int, int] = {}
     for i in doubtful.tolist():
         q, r = divmod(scaled(i) * total, weight)
