@@ -212,6 +212,35 @@ def test_audit_finds_negative_balance_and_deleted_transfer(con):
     assert f"account {accounts.account_id_for(KEY_V)}: negative balance" in text
 
 
+def test_settlement_digests_its_rows_exactly_as_the_audit_reads_them_back(con):
+    """Settlement hashes the rows it wrote from memory; the audit from the ledger. Lines out of account order, a
+    transfer earlier in the epoch, a release after the payouts and an unpaid line all take the in-memory path."""
+    from ledger.results import RESULTS_VERSION, results_digest
+
+    v = accounts.account_id_for(KEY_V)
+    transfers.stake(con, v, 60, 1)
+    transfers.unstake(con, v, 20, 1)
+    base = _settlement(1, "d1", emission=999)
+    lines = tuple(reversed(base.lines)) + (RewardLine("burn", "owner", 0.0, "owner_cut"),)
+    out = settle_epoch(con, Settlement(epoch=1, inputs_digest="d1", emission=999, lines=lines, bonds=base.bonds,
+                                       releases=((v, 20),)), now=NOW)
+    (stored,) = con.execute("SELECT results_digest FROM epochs WHERE epoch = 1").fetchone()
+    assert stored == results_digest(con, 1, RESULTS_VERSION)
+    assert out.paid.num_rows == 5 and out.amounts["burn"] == 0
+    kinds = [k for (k,) in con.execute("SELECT kind FROM transfers WHERE epoch = 1 ORDER BY id").fetchall()]
+    assert kinds[:3] == ["grant", "stake", "unstake"] and kinds[-1] == "release" and len(kinds) == 8
+    report = audit(con)
+    assert report.ok, report.problems
+
+
+def test_audit_names_a_copied_rewards_row(con):
+    settle_epoch(con, _settlement(1, "d1"), now=NOW)
+    con.execute("INSERT INTO rewards SELECT * FROM rewards WHERE epoch = 1 AND account_id = 'owner'")
+    problems = audit(con).problems
+    assert "epoch 1: account owner has 2 rewards rows; an account has one per epoch (a row was copied into the " \
+           "ledger)" in problems
+
+
 def test_sql_is_read_only_and_export_round_trips(con, tmp_path):
     settle_epoch(con, _settlement(1, "d1"), now=NOW)
     path = tmp_path / "ledger.duckdb"
