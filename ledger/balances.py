@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import duckdb
 
+from ledger.schema import BUCKETS
+
 _BUCKET_SUMS = ", ".join(
-    f"CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = '{b}'), 0) AS BIGINT) AS {b}"
-    for b in ("liquid", "staked", "unbonding")
+    f"CAST(COALESCE(SUM(amount) FILTER (WHERE bucket = '{b}'), 0) AS BIGINT) AS {b}" for b in BUCKETS
 )
 
 
@@ -37,15 +38,14 @@ def apply_payouts(con: duckdb.DuckDBPyConnection, view: str, debit_account: str,
     (account_id, bucket, amount) and its amounts sum to `total`. The same moves as `apply_transfers` on their transfer
     rows, but as an UPDATE of the accounts' rows in place (a third of the upsert's time at 1M accounts); an account
     without a row yet gets one."""
-    sums = ", ".join(f"{b} = {b} + CASE WHEN p.bucket = '{b}' THEN p.amount ELSE 0 END" for b in ("liquid", "staked", "unbonding"))
-    ((updated,),) = con.execute(f"UPDATE balance_totals SET {sums} FROM {view} p "
-                                "WHERE balance_totals.account_id = p.account_id").fetchall()
+    credit = {b: f"CASE WHEN p.bucket = '{b}' THEN p.amount ELSE 0 END" for b in BUCKETS}
+    ((updated,),) = con.execute(f"UPDATE balance_totals SET {', '.join(f'{b} = {b} + {c}' for b, c in credit.items())} "
+                                f"FROM {view} p WHERE balance_totals.account_id = p.account_id").fetchall()
     ((credited,),) = con.execute(f"SELECT count(*) FROM {view}").fetchall()
     if updated < credited:  # accounts paid for the first time without a balance row: insert theirs
-        con.execute("INSERT INTO balance_totals (account_id, liquid, staked, unbonding) "
-                    + ", ".join(["SELECT p.account_id"] + [f"CASE WHEN p.bucket = '{b}' THEN p.amount ELSE 0 END"
-                                                           for b in ("liquid", "staked", "unbonding")])
-                    + f" FROM {view} p ANTI JOIN balance_totals USING (account_id)")
+        con.execute(f"INSERT INTO balance_totals (account_id, {', '.join(credit)}) "
+                    f"SELECT p.account_id, {', '.join(credit.values())} FROM {view} p "
+                    "ANTI JOIN balance_totals USING (account_id)")
     con.execute("INSERT INTO balance_totals (account_id, liquid) VALUES (?, ?) "
                 "ON CONFLICT (account_id) DO UPDATE SET liquid = liquid + EXCLUDED.liquid", [debit_account, -total])
 
@@ -57,6 +57,6 @@ def recomputed(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int, int]
 
 def balance_of(con: duckdb.DuckDBPyConnection, account_id: str, bucket: str) -> int:
     """One account's current balance in one bucket, from the kept table."""
-    assert bucket in ("liquid", "staked", "unbonding"), bucket
+    assert bucket in BUCKETS, bucket
     row = con.execute(f"SELECT {bucket} FROM balance_totals WHERE account_id = ?", [account_id]).fetchone()
     return int(row[0]) if row else 0

@@ -42,13 +42,8 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
     n_i, its quota n_i * total / sum(n) and its remainder (n_i * total) mod sum(n), all compared without rounding.
     From FAST_SPLIT_MIN_SHARES shares on, the same result is reached vectorized (`_split_vectorized`).
     """
-    if total < 0:
-        raise ValueError("total must be non-negative")
-    if len(shares) >= FAST_SPLIT_MIN_SHARES and total < _MAX_FAST_TOTAL:
-        amounts = _split_vectorized(shares, total)
-        if amounts is not None:
-            return amounts.tolist()
-    return _split_exact(shares, total)
+    fast = _split_fast(shares, total)
+    return fast.tolist() if fast is not None else _split_exact(shares, total)
 
 
 def largest_remainder_array(shares, total: int):
@@ -56,13 +51,17 @@ def largest_remainder_array(shares, total: int):
     ints cost a tenth of a second to make and another to convert back)."""
     import numpy as np
 
+    fast = _split_fast(shares, total)
+    return fast if fast is not None else np.array(_split_exact(shares, total), dtype=np.int64)
+
+
+def _split_fast(shares, total: int):
+    """The vectorized split where it applies (None: the exact loop decides), after checking the total."""
     if total < 0:
         raise ValueError("total must be non-negative")
     if len(shares) >= FAST_SPLIT_MIN_SHARES and total < _MAX_FAST_TOTAL:
-        amounts = _split_vectorized(shares, total)
-        if amounts is not None:
-            return amounts
-    return np.array(_split_exact(shares, total), dtype=np.int64)
+        return _split_vectorized(shares, total)
+    return None
 
 
 def _split_exact(shares: Sequence[float], total: int) -> list[int]:

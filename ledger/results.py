@@ -26,11 +26,11 @@ V3_DOMAIN = b"tributary results v3\n"
 # Each query lists an epoch's rows in a fixed order; timestamps are left out so replays hash equal.
 RESULT_REWARD_COLUMNS = ("account_id", "role", "value", "model_score", "weight", "consensus", "incentive", "dividends",
                          "amount", "stake", "validator_trust")
-TRANSFERS_RESULT_SQL = ("SELECT id, debit_account, debit_bucket, credit_account, credit_bucket, amount, kind, memo "
-                        "FROM transfers WHERE epoch = ? ORDER BY id")
+RESULT_TRANSFER_COLUMNS = ("id", "debit_account", "debit_bucket", "credit_account", "credit_bucket", "amount", "kind",
+                           "memo")
 RESULT_QUERIES = {
     "rewards": f"SELECT {', '.join(RESULT_REWARD_COLUMNS)} FROM rewards WHERE epoch = ? ORDER BY account_id",
-    "transfers": TRANSFERS_RESULT_SQL,
+    "transfers": f"SELECT {', '.join(RESULT_TRANSFER_COLUMNS)} FROM transfers WHERE epoch = ? ORDER BY id",
     "bonds": "SELECT validator, miner, bond FROM bonds WHERE epoch = ? ORDER BY validator, miner",
     "weights": "SELECT validator, miner, weight FROM weights WHERE epoch = ? ORDER BY validator, miner",
     "validator_reports": "SELECT validator, similarity_to_consensus, similarity_to_own_history FROM validator_reports "

@@ -18,8 +18,8 @@ from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import DuplicateRewardLine, EpochOrderError, SettlementConflict
 from ledger.governance import Tally, record_tallies
 from ledger.money import largest_remainder_array
-from ledger.results import (RESULT_REWARD_COLUMNS, RESULT_TABLES, RESULTS_VERSION, TRANSFERS_RESULT_SQL, columns_digest,
-                            result_tables)
+from ledger.results import (RESULT_REWARD_COLUMNS, RESULT_TABLES, RESULT_TRANSFER_COLUMNS, RESULTS_VERSION,
+                            columns_digest, result_tables)
 from ledger.schema import EMISSION_ACCOUNT
 from ledger.unbonding import RELEASE_KIND
 
@@ -245,8 +245,8 @@ def _results_digest(con: duckdb.DuckDBPyConnection, epoch: int, line_table: pa.T
         first, last = payout_rows.column("id")[0].as_py(), payout_rows.column("id")[-1].as_py()
     else:
         first = last = 0
-    others = con.sql(TRANSFERS_RESULT_SQL.replace("ORDER BY id", "AND id NOT BETWEEN ? AND ? ORDER BY id"),
-                     params=[epoch, first, last]).to_arrow_table()
+    others = con.sql(f"SELECT {', '.join(RESULT_TRANSFER_COLUMNS)} FROM transfers "
+                     "WHERE epoch = ? AND id NOT BETWEEN ? AND ? ORDER BY id", params=[epoch, first, last]).to_arrow_table()
     mine = payout_rows.select(others.column_names).cast(others.schema)
     before = others.filter(pc.less(others.column("id"), first))
     after = others.filter(pc.greater(others.column("id"), last))
