@@ -1,0 +1,136 @@
+"""What valuing an epoch's rows against the lake needs, kept between epochs for one task and one test sample.
+
+A LakeView holds the lake's distinct rows (first acceptances, in acceptance order), a sorted index of their row
+hashes (exact duplicates), the near-duplicate index, and per test point its nearest lake rows by canonical distance
+on the sample's scaling. Valuing new rows then costs what the new rows cost: nothing here is re-sorted per epoch.
+`extend` folds a settled epoch's accepted rows in; the result is the same as building from all rows at once (the
+neighbour order is exact, so the build order cannot change it). It is derived data: `rewards.lake_store` saves it
+in the home, and rebuilding it from the lake must give the same arrays (the audit checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from rewards.duplicates import DEFAULT_NEAR_TOL, near_duplicate_of
+
+try:  # the persistent near-duplicate index (being built); until then the lake is re-bucketed per call
+    from rewards.duplicates import NearIndex
+except ImportError:  # pragma: no cover
+    NearIndex = None
+from rewards.neighbours import Nearest, nearest_k
+from rewards.originality import ORIGINALITY_NEIGHBOURS
+from rewards.scaling import Scaling, fit_scaling
+
+
+def sample_digest(x_test: np.ndarray, y_test: np.ndarray) -> str:
+    """A digest of a test sample (features and labels), naming the view built for it."""
+    h = hashlib.blake2b(digest_size=16)
+    x = np.ascontiguousarray(np.asarray(x_test, dtype="<f8"))
+    h.update(str(x.shape).encode())
+    h.update(x.tobytes())
+    h.update(np.asarray(y_test).astype(str).astype("U").tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class LakeView:
+    """The lake as one test sample's valuation sees it. Arrays grow by `extend`; nothing else mutates them."""
+
+    k: int
+    scaling: Scaling  # the valuation's scaling, learned from the sample
+    std: np.ndarray  # near duplicates are judged on features standardized by the sample
+    near_tol: float
+    x_test: np.ndarray  # (T, d) the sample's features, scaled
+    y_test: np.ndarray  # (T,) its labels
+    x: np.ndarray  # (N, d) distinct lake rows' features as accepted (raw)
+    y: np.ndarray  # (N,) their labels
+    h: np.ndarray  # (N,) uint64 row hashes
+    origin: np.ndarray  # (N,) int64: position of each distinct row among every row given to build/extend
+    given: int  # rows given so far, repeats included
+    hash_sorted: np.ndarray  # (N,) the hashes sorted ...
+    hash_order: np.ndarray  # (N,) ... and the distinct row each one belongs to
+    nearest: Nearest  # per test point its K nearest distinct lake rows (canonical, scaled)
+    near: object  # NearIndex over the distinct rows
+    digest: str = ""  # sample_digest of the sample it was built for
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def kth(self) -> np.ndarray:
+        """Per test point the k-th nearest lake row's squared distance (inf: fewer than k rows)."""
+        return self.nearest.dist[:, self.k - 1]
+
+    @classmethod
+    def build(cls, x_lake: np.ndarray, y_lake: np.ndarray, h_lake: np.ndarray, x_test: np.ndarray,
+              y_test: np.ndarray, *, k: int = 5, scaling: str = "standard", near_tol: float = DEFAULT_NEAR_TOL,
+              neighbours: int = ORIGINALITY_NEIGHBOURS) -> LakeView:
+        """A view of the given lake rows (in acceptance order, repeats allowed) for this test sample."""
+        xt = np.asarray(x_test, dtype=np.float64)
+        yt = np.asarray(y_test).reshape(-1)
+        s = fit_scaling(xt, scaling)
+        std = fit_scaling(xt, "standard").scale
+        d = xt.shape[1]
+        view = cls(k=int(k), scaling=s, std=std, near_tol=float(near_tol), x_test=s.apply(xt), y_test=yt,
+                   x=np.zeros((0, d)), y=np.asarray(y_lake).reshape(-1)[:0], h=np.zeros(0, dtype=np.uint64),
+                   origin=np.zeros(0, dtype=np.int64), given=0, hash_sorted=np.zeros(0, dtype=np.uint64),
+                   hash_order=np.zeros(0, dtype=np.int64), nearest=Nearest.empty(len(yt), max(int(k), neighbours)),
+                   near=NearIndex.build(np.zeros((0, d)), std, float(near_tol)) if NearIndex else None, digest=sample_digest(xt, yt))
+        view.extend(x_lake, y_lake, h_lake)
+        return view
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """Per hash, the distinct lake row holding it, or -1."""
+        h = np.asarray(hashes).astype(np.uint64).reshape(-1)
+        if self.hash_sorted.size == 0:
+            return np.full(h.size, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.hash_sorted, h), self.hash_sorted.size - 1)
+        return np.where(self.hash_sorted[pos] == h, self.hash_order[pos], -1)
+
+    def extend(self, x_rows: np.ndarray, y_rows: np.ndarray, h_rows: np.ndarray) -> np.ndarray:
+        """Fold accepted rows in (acceptance order); returns the mask of rows that were new distinct rows."""
+        x_rows = np.asarray(x_rows, dtype=np.float64)
+        y_rows = np.asarray(y_rows).reshape(-1)
+        h = np.asarray(h_rows).astype(np.uint64).reshape(-1)
+        assert x_rows.shape[0] == y_rows.size == h.size, "one feature row, label and hash per row"
+        _, first = np.unique(h, return_index=True)
+        new = np.zeros(h.size, dtype=bool)
+        new[first] = True
+        new &= self.lookup(h) < 0
+        rows = np.flatnonzero(new)
+        n0 = self.n_rows
+        if rows.size:
+            xs = self.scaling.apply(x_rows[rows])
+            nearest_k(self.x_test, xs, self.nearest.k, into=self.nearest, offset=n0)
+            if self.near is not None:
+                self.near.extend(x_rows[rows])
+            self.x = np.concatenate([self.x, x_rows[rows]]) if n0 else x_rows[rows].copy()
+            self.y = np.concatenate([self.y, y_rows[rows]]) if n0 else y_rows[rows].copy()
+            self.h = np.concatenate([self.h, h[rows]])
+            self.origin = np.concatenate([self.origin, self.given + rows])
+            order = np.argsort(self.h, kind="stable")
+            self.hash_sorted, self.hash_order = self.h[order], order.astype(np.int64)
+        self.given += int(h.size)
+        return new
+
+    def near_duplicates(self, x_new: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Per new row the earliest distinct lake row (0..N-1) or earlier new row (N + i) within the tolerance."""
+        if self.near is not None:
+            return self.near.query(x_new, candidates=candidates)
+        return near_duplicate_of(x_new, self.x, self.std, self.near_tol, candidates=candidates)
+
+    def scaled_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Distinct lake rows `ids`, on the valuation's scaling."""
+        return self.scaling.apply(self.x[ids])
+
+    def matches(self, y_test: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per test point and kept neighbour: does its label match the test point's, and is there a row at all."""
+        present = self.nearest.index >= 0
+        labels = self.y[np.maximum(self.nearest.index, 0)] if self.n_rows else np.zeros(self.nearest.index.shape)
+        yt = self.y_test if y_test is None else y_test
+        return (labels == yt[:, None]) & present, present

@@ -1,0 +1,246 @@
+"""Exact nearest rows by canonical squared distance: what the lake-conditioned valuation keeps per test point.
+
+The canonical squared distance adds the features' squared differences one feature at a time, in feature order
+(the same definition as rewards.valuation), so identical rows get identical distances and the result does not depend
+on the BLAS library. Finding the nearest rows is done fast without giving up exactness: one matrix product per chunk
+gives approximate distances whose rounding error is bounded per query row (standard floating-point analysis, any
+summation order); every reference row that could be among the nearest within that bound is re-measured canonically,
+and the order is (canonical distance, reference index). Once k rows are held, a chunk needs only a comparison against
+the current k-th distance, so building a 10M-row lake's neighbours costs one product and one compare per pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_U = 2.0**-53  # unit roundoff of float64
+MAX_CHUNK_BYTES = 128 * 2**20
+"""Working memory for one chunk's approximate distance matrix (bytes)."""
+
+
+def canonical_pairs(xq: np.ndarray, xr: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Canonical squared distances between listed pairs (query row qi[n], reference row ri[n])."""
+    d = xq.shape[1]
+    out = np.zeros(qi.size, dtype=np.float64)
+    for f in range(d):
+        diff = xq[qi, f] - xr[ri, f]
+        diff *= diff
+        out += diff
+    return out
+
+
+def canonical_matrix(xq: np.ndarray, xr: np.ndarray) -> np.ndarray:
+    """Canonical squared distances, every query row against every reference row (Q x R)."""
+    out = np.zeros((xq.shape[0], xr.shape[0]), dtype=np.float64)
+    tmp = np.empty_like(out)
+    xq_t, xr_t = np.ascontiguousarray(xq.T), np.ascontiguousarray(xr.T)
+    for f in range(xq.shape[1]):
+        np.subtract(xq_t[f][:, None], xr_t[f][None, :], out=tmp)
+        np.multiply(tmp, tmp, out=tmp)
+        out += tmp
+    return out
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
+
+
+def approx_with_bound(xq: np.ndarray, xr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate squared distances |q|^2 + |r|^2 - 2 q.r (Q x R) and, per query row, a bound on how far each lies
+    from the canonical distance.
+
+    Each of the three terms is within (d + 2) u (|q|^2 + |r|^2) of its real value and the canonical sum within
+    d u |q - r|^2 <= 2 d u (|q|^2 + |r|^2); 8 (d + 4) u (|q|^2 + max |r|^2) covers both with a factor of two to
+    spare, plus an absolute term for subnormal rounding.
+    """
+    d = xq.shape[1]
+    nq, nr = _norms(xq), _norms(xr)
+    dist = xq @ xr.T
+    dist *= -2.0
+    dist += nq[:, None]
+    dist += nr[None, :]
+    np.maximum(dist, 0.0, out=dist)
+    top = float(nr.max()) if nr.size else 0.0
+    bound = 8.0 * (d + 4) * _U * (nq + top) + 1e-290
+    return dist, bound
+
+
+@dataclass
+class Nearest:
+    """Per query row its k nearest reference rows: canonical squared distances ascending (inf where fewer than k
+    references exist) and reference indices (-1 there). Ties: the lower index first."""
+
+    dist: np.ndarray  # (Q, k) float64
+    index: np.ndarray  # (Q, k) int64
+
+    @property
+    def k(self) -> int:
+        return int(self.dist.shape[1])
+
+    @classmethod
+    def empty(cls, n_query: int, k: int) -> Nearest:
+        return cls(np.full((n_query, k), np.inf), np.full((n_query, k), -1, dtype=np.int64))
+
+    def merge(self, q: np.ndarray, dist: np.ndarray, index: np.ndarray) -> None:
+        """Fold candidate pairs (query q, canonical dist, reference index) into the kept k, in place.
+
+        Only the queries named in `q` are touched, so a chunk that offers few pairs costs little.
+        """
+        if q.size == 0:
+            return
+        k = self.k
+        uq, inv = np.unique(q, return_inverse=True)
+        hd, hi = self.dist[uq], self.index[uq]
+        held = np.isfinite(hd)
+        all_q = np.concatenate([np.nonzero(held)[0], inv.reshape(-1)])
+        all_d = np.concatenate([hd[held], dist])
+        all_i = np.concatenate([hi[held], index])
+        order = np.lexsort((all_i, all_d, all_q))
+        all_q, all_d, all_i = all_q[order], all_d[order], all_i[order]
+        rank = np.arange(all_q.size) - np.searchsorted(all_q, np.arange(uq.size))[all_q]
+        keep = rank < k
+        hd.fill(np.inf)
+        hi.fill(-1)
+        hd[all_q[keep], rank[keep]] = all_d[keep]
+        hi[all_q[keep], rank[keep]] = all_i[keep]
+        self.dist[uq], self.index[uq] = hd, hi
+
+
+_U32 = 2.0**-24  # unit roundoff of float32
+_SCREEN32_MAX = 2.0**50  # largest |feature| screened in float32: far from float32 overflow in any product or sum
+
+
+def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(query, chunk row) pairs that may beat the k-th distance `kth` (inf: fewer than k held), a superset.
+
+    `xq2` is -2 x the queries (exact, in the screening precision), so one product and one add give |r|^2 - 2 q.r,
+    the approximate distance less |q|^2. In float32 the inputs' rounding (each within u32 relatively) moves a squared
+    distance by at most 7 u32 (|q|^2 + |r|^2) and the arithmetic by 2 (d + 2) u32 (|q|^2 + |r|^2); the bound
+    4 (d + 8) u32 (|q|^2 + max |r|^2) covers both twice over. In float64 the same analysis gives 8 (d + 4) u64.
+    """
+    d = chunk.shape[1]
+    low = xq2.dtype == np.float32
+    ref = chunk.astype(np.float32) if low else chunk
+    nr = _norms(ref)
+    part = xq2 @ ref.T
+    part += nr[None, :]
+    top = float(nr.max()) if nr.size else 0.0
+    bound = (4.0 * (d + 8) * _U32 if low else 8.0 * (d + 4) * _U) * (nq + top) + 1e-290
+    if chunk.shape[0] and np.isinf(kth).any():
+        # A query holding fewer than k rows: this chunk's own k nearest all lie within 2 bounds of its k-th
+        # approximate distance (k rows lie at or below it, each within a bound of its canonical distance).
+        kk = min(k, chunk.shape[0])
+        kth = np.minimum(kth, np.partition(part, kk - 1, axis=1)[:, kk - 1] + nq + 2.0 * bound)
+    # A row can enter only if its approximate distance is within a bound of the k-th (canonical) distance.
+    hit = part <= (kth + bound - nq).astype(part.dtype)[:, None]
+    rows = np.flatnonzero(hit.any(axis=1))
+    q, r = np.nonzero(hit[rows])
+    return rows[q], r
+
+
+def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = None, offset: int = 0,
+              max_chunk_bytes: int = MAX_CHUNK_BYTES, workers: int | None = None,
+              screen32: bool = True) -> Nearest:
+    """The k nearest rows of `xr` to each row of `xq`, exactly by (canonical distance, index).
+
+    With `into`, the reference rows extend what it already holds (their indices start at `offset`): the same result
+    as one call over all reference rows together, as long as the offsets ascend. Chunks are screened on `workers`
+    threads (default: every core) against the k-th distances held when their batch starts; a stale threshold only
+    lets more pairs through to the exact check, so the result never depends on the thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rewards.valuation import _default_workers, _single_threaded_blas
+
+    xq = np.ascontiguousarray(xq, dtype=np.float64)
+    n_query = xq.shape[0]
+    out = Nearest.empty(n_query, k) if into is None else into
+    if n_query == 0 or xr.shape[0] == 0:
+        return out
+    workers = workers or _default_workers(np)
+    rows = max(1, int(max_chunk_bytes) // (8 * n_query * workers))
+    # Screening precision: float32 halves the bytes each pair costs (the exact check is always float64); a chunk
+    # with features too large for it is screened in float64.
+    xq2_64 = -2.0 * xq
+    low_ok = screen32 and float(np.abs(xq).max()) < _SCREEN32_MAX
+    xq2_32 = xq2_64.astype(np.float32) if low_ok else None
+    nq = _norms(xq)
+    spans = [(lo, min(lo + rows, xr.shape[0])) for lo in range(0, xr.shape[0], rows)]
+
+    def one(span: tuple[int, int], kth: np.ndarray):
+        chunk = np.ascontiguousarray(xr[span[0]:span[1]], dtype=np.float64)
+        low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
+        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, kth, k)
+        return q, canonical_pairs(xq, chunk, q, r), r + span[0] + offset
+
+    with _single_threaded_blas(np), ThreadPoolExecutor(max_workers=workers) as pool:
+        for b in range(0, len(spans), workers):
+            kth = out.dist[:, -1].copy()
+            for q, dist, idx in pool.map(lambda s: one(s, kth), spans[b:b + workers]):
+                out.merge(q, dist, idx)
+    return out
+
+
+def pairs_within(xq: np.ndarray, xr: np.ndarray, limit: np.ndarray, *,
+                 max_chunk_bytes: int = MAX_CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (query, reference) pair whose canonical squared distance is below the query's `limit` (inf: every
+    pair), with that distance: screened by the matrix product within its bound, then measured exactly."""
+    xq = np.ascontiguousarray(xq, dtype=np.float64)
+    nq = _norms(xq)
+    xq2 = -2.0 * xq
+    rows = max(1, int(max_chunk_bytes) // (8 * max(xq.shape[0], 1)))
+    qs, rs, ds = [], [], []
+    for lo in range(0, xr.shape[0], rows):
+        chunk = np.ascontiguousarray(xr[lo:lo + rows], dtype=np.float64)
+        d = chunk.shape[1]
+        nr = _norms(chunk)
+        part = xq2 @ chunk.T
+        part += nr[None, :]
+        bound = 8.0 * (d + 4) * _U * (nq + (float(nr.max()) if nr.size else 0.0)) + 1e-290
+        q, r = np.nonzero(part <= (limit + bound - nq)[:, None])
+        dist = canonical_pairs(xq, chunk, q, r)
+        keep = dist < limit[q]
+        qs.append(q[keep])
+        rs.append(r[keep] + lo)
+        ds.append(dist[keep])
+    if not qs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    return np.concatenate(qs), np.concatenate(rs), np.concatenate(ds)
+
+
+def nearest_earlier(x: np.ndarray, rows: np.ndarray, eligible: np.ndarray, *, block: int = 512) -> np.ndarray:
+    """For each listed row i (ascending), the canonical squared distance to its nearest eligible row j < i of `x`
+    (inf where none): screened by the matrix product within its bound, then measured exactly."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.full(rows.size, np.inf)
+    if rows.size == 0:
+        return out
+    d = x.shape[1]
+    norms = _norms(x)
+    top = float(norms.max()) if norms.size else 0.0
+    ids = np.arange(x.shape[0])
+    for lo in range(0, rows.size, block):
+        sel = rows[lo:lo + block]
+        upto = int(sel.max())  # only rows before the block's last row can be earlier
+        ref = x[:upto]
+        approx = (-2.0 * x[sel]) @ ref.T
+        approx += norms[None, :upto]
+        approx += norms[sel, None]
+        bad = (ids[None, :upto] >= sel[:, None]) | ~eligible[None, :upto]
+        approx[bad] = np.inf
+        if upto == 0:
+            continue
+        best = approx.min(axis=1)
+        bound = 8.0 * (d + 4) * _U * (norms[sel] + top) + 1e-290
+        q, r = np.nonzero(approx <= (best + 2.0 * bound)[:, None])
+        if q.size == 0:
+            continue
+        dist = canonical_pairs(x, x, sel[q], r)
+        res = np.full(sel.size, np.inf)
+        np.minimum.at(res, q, dist)
+        out[lo:lo + block] = res
+    return out

@@ -1,0 +1,114 @@
+"""Originality: does a new row lie closer to what the market held than an honest fresh draw would?
+
+The test sample's own rows are honest fresh draws, so their distance to the nearest row the market held is exactly
+what a genuinely new row's distance looks like. For new row i, with P_i = the lake plus every earlier new row that is
+not a duplicate (ingest's arrival order; the sender's own earlier rows included), its score is s_i = the distance to
+its nearest row of P_i, and its reference is each test point's distance to its nearest row of the same P_i. The
+conformal p-value p_i = (1 + #{test points at least as close to P_i}) / (T + 1) is uniform (or larger) for a row
+exchangeable with the test sample, so an honest row has p_i <= alpha with probability at most alpha, whatever the
+data: that is the rule's false-positive rate, by construction.
+
+Two rules use it:
+- a row with p_i <= ROW_ALPHA is *unoriginal*: it earns nothing and stays out of the valuation game;
+- a submission whose rows fall below GATE_ALPHA far more often than honest rows can (the number below is beyond the
+  1 - GATE_P quantile of its null distribution, Beta-Binomial since the rows share one test sample) is unoriginal as a
+  whole: copies and synthetic rows come in bulk, and a whole submission's distances are a far stronger test than one
+  row's. An honest submission is zeroed with probability at most GATE_P.
+
+Only rows that could earn are judged: a row no test point holds among its k nearest is worth 0 in any case. Their
+nearest lake row is sought among the ORIGINALITY_NEIGHBOURS lake rows nearest to each test point where the row could
+earn (kept between epochs), not the whole lake: in high dimensions a jittered copy is farther from every fixed point
+than its original, so a copy that could earn at a test point has its original among that point's nearest rows. Looking
+at fewer lake rows can only make a row look more original, never less, so the false-positive rate above still holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ROW_ALPHA = 0.01
+"""Per-row level: an honest row is flagged unoriginal with probability at most this (test samples of >= 99 rows; smaller ones flag no single row)."""
+GATE_ALPHA = 0.25
+"""Per-row level counted by the submission gate (a quartile: copies and synthetic rows fall below it in bulk)."""
+GATE_P = 1e-6
+"""Submission level: an honest submission is zeroed as a whole with probability at most this."""
+ORIGINALITY_NEIGHBOURS = 32
+"""Lake rows kept per test point for originality (at least k)."""
+
+
+@dataclass(frozen=True)
+class Originality:
+    """Per new row: judged (it could earn), squared distance to its nearest earlier row, reference count, p-value."""
+
+    judged: np.ndarray  # bool
+    nearest_sq: np.ndarray  # float64, nan where not judged
+    closer: np.ndarray  # int64: test points at least as close to the same earlier rows (-1 where not judged)
+    p_value: np.ndarray  # float64, nan where not judged
+    n_test: int
+
+    def below(self, alpha: float) -> np.ndarray:
+        """Rows whose p-value is at most alpha (never a row that was not judged), decided in integers."""
+        return self.judged & (self.closer >= 0) & (self.closer < flag_rank(alpha, self.n_test))
+
+
+def reference_counts(lake_nearest_sq: np.ndarray, pair_test: np.ndarray, pair_row: np.ndarray,
+                     pair_dist: np.ndarray, judged_rows: np.ndarray, nearest_sq: np.ndarray, n_new: int,
+                     block: int = 256) -> np.ndarray:
+    """Per judged row i: the number of test points h whose nearest row of P_i is at most as far as row i's.
+
+    A test point's nearest row of P_i is its nearest lake row or an earlier new row closer than that; any such new
+    row is closer than its k-th lake row too, so the candidate pairs (h, j, distance) hold every one of them.
+    """
+    n_test = lake_nearest_sq.size
+    counts = np.zeros(judged_rows.size, dtype=np.int64)
+    if judged_rows.size == 0:
+        return counts
+    useful = pair_dist < lake_nearest_sq[pair_test]
+    pt, pr, pd = pair_test[useful], pair_row[useful], pair_dist[useful]
+    for lo in range(0, n_test, block):
+        hi = min(lo + block, n_test)
+        sel = (pt >= lo) & (pt < hi)
+        # earlier[h, i] = min over new rows j < i of the distance (column i + 1 holds row i's own distance).
+        earlier = np.full((hi - lo, n_new + 1), np.inf)
+        np.minimum.at(earlier, (pt[sel] - lo, pr[sel] + 1), pd[sel])
+        np.minimum.accumulate(earlier, axis=1, out=earlier)
+        ref = np.minimum(earlier[:, judged_rows], lake_nearest_sq[lo:hi, None])
+        counts += (ref <= nearest_sq[None, :]).sum(axis=0)
+    return counts
+
+
+def p_values(closer: np.ndarray, n_test: int) -> np.ndarray:
+    """Conformal p-values: (1 + test points at least as close) / (T + 1)."""
+    return (1.0 + closer) / (n_test + 1.0)
+
+
+def flag_rank(alpha: float, n_test: int) -> int:
+    """l = floor(alpha (T + 1)): p <= alpha exactly when fewer than l test points are as close; 0: the rule is off."""
+    return int(math.floor(alpha * (n_test + 1) + 1e-9))
+
+
+def gate_p_value(below: int, judged: int, n_test: int, alpha: float = GATE_ALPHA) -> float:
+    """P(X >= below) for an honest submission of `judged` rows: X ~ Beta-Binomial(judged, l, T + 1 - l).
+
+    Given the test sample, each honest row falls below alpha with probability F ~ Beta(l, T + 1 - l) (the l-th of
+    T + 1 exchangeable uniforms), the same F for every row of the submission; hence the Beta-Binomial.
+    """
+    l = flag_rank(alpha, n_test)
+    if l == 0 or judged == 0 or below <= 0:
+        return 1.0
+    a, b = float(l), float(n_test + 1 - l)
+
+    def log_pmf(x: int) -> float:
+        return (math.lgamma(judged + 1) - math.lgamma(x + 1) - math.lgamma(judged - x + 1)
+                + _log_beta(x + a, judged - x + b) - _log_beta(a, b))
+
+    logs = [log_pmf(x) for x in range(below, judged + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
