@@ -11,7 +11,10 @@ in the home, and rebuilding it from the lake must give the same arrays (the audi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +27,16 @@ except ImportError:  # pragma: no cover
 from rewards.neighbours import Nearest, nearest_k
 from rewards.originality import ORIGINALITY_NEIGHBOURS
 from rewards.scaling import Scaling, fit_scaling
+
+VIEW_FORMAT = "tributary-lake-view-1"
+_ARRAYS = ("x_test", "y_test", "x", "y", "h", "origin", "hash_sorted", "hash_order", "nn_dist", "nn_index", "std",
+           "centre", "scale")
+
+
+def _label_array(a: object) -> np.ndarray:
+    """Labels as a plain (non-object) 1-D array, so they can be saved without pickles: strings become str."""
+    arr = np.asarray(a).reshape(-1)
+    return arr.astype(str) if arr.dtype == object else arr
 
 
 def sample_digest(x_test: np.ndarray, y_test: np.ndarray) -> str:
@@ -56,6 +69,7 @@ class LakeView:
     nearest: Nearest  # per test point its K nearest distinct lake rows (canonical, scaled)
     near: object  # NearIndex over the distinct rows
     digest: str = ""  # sample_digest of the sample it was built for
+    folded: list[str] = field(default_factory=list)  # what was folded in, in order (the caller's names: submissions)
 
     @property
     def n_rows(self) -> int:
@@ -72,12 +86,12 @@ class LakeView:
               neighbours: int = ORIGINALITY_NEIGHBOURS) -> LakeView:
         """A view of the given lake rows (in acceptance order, repeats allowed) for this test sample."""
         xt = np.asarray(x_test, dtype=np.float64)
-        yt = np.asarray(y_test).reshape(-1)
+        yt = _label_array(y_test)
         s = fit_scaling(xt, scaling)
         std = fit_scaling(xt, "standard").scale
         d = xt.shape[1]
         view = cls(k=int(k), scaling=s, std=std, near_tol=float(near_tol), x_test=s.apply(xt), y_test=yt,
-                   x=np.zeros((0, d)), y=np.asarray(y_lake).reshape(-1)[:0], h=np.zeros(0, dtype=np.uint64),
+                   x=np.zeros((0, d)), y=_label_array(y_lake)[:0], h=np.zeros(0, dtype=np.uint64),
                    origin=np.zeros(0, dtype=np.int64), given=0, hash_sorted=np.zeros(0, dtype=np.uint64),
                    hash_order=np.zeros(0, dtype=np.int64), nearest=Nearest.empty(len(yt), max(int(k), neighbours)),
                    near=NearIndex.build(np.zeros((0, d)), std, float(near_tol)) if NearIndex else None, digest=sample_digest(xt, yt))
@@ -95,7 +109,7 @@ class LakeView:
     def extend(self, x_rows: np.ndarray, y_rows: np.ndarray, h_rows: np.ndarray) -> np.ndarray:
         """Fold accepted rows in (acceptance order); returns the mask of rows that were new distinct rows."""
         x_rows = np.asarray(x_rows, dtype=np.float64)
-        y_rows = np.asarray(y_rows).reshape(-1)
+        y_rows = _label_array(y_rows)
         h = np.asarray(h_rows).astype(np.uint64).reshape(-1)
         assert x_rows.shape[0] == y_rows.size == h.size, "one feature row, label and hash per row"
         _, first = np.unique(h, return_index=True)
@@ -134,3 +148,77 @@ class LakeView:
         labels = self.y[np.maximum(self.nearest.index, 0)] if self.n_rows else np.zeros(self.nearest.index.shape)
         yt = self.y_test if y_test is None else y_test
         return (labels == yt[:, None]) & present, present
+
+    # ---------------------------------------------------------------------------------------------- persistence
+
+    def save(self, folder: Path) -> None:
+        """Write the view to `folder` (arrays.npz, near.npz, view.json), each file atomically; view.json last, and
+        it names the digests of the other two, so a crash between the writes leaves a view `load` refuses, never a
+        mix of two states."""
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"x_test": self.x_test, "y_test": self.y_test, "x": self.x, "y": self.y, "h": self.h,
+                  "origin": self.origin, "hash_sorted": self.hash_sorted, "hash_order": self.hash_order,
+                  "nn_dist": self.nearest.dist, "nn_index": self.nearest.index, "std": self.std,
+                  "centre": self.scaling.centre, "scale": self.scaling.scale}
+        _atomic(folder / "arrays.npz", lambda f: np.savez(f, allow_pickle=False, **arrays))
+        if self.near is not None:
+            self.near.save(folder / "near.npz")
+        meta = {"format": VIEW_FORMAT, "k": self.k, "method": self.scaling.method, "near_tol": self.near_tol,
+                "given": self.given, "digest": self.digest, "folded": self.folded,
+                "files": {name: _file_digest(folder / name) for name in ("arrays.npz", "near.npz")
+                          if (folder / name).exists()}}
+        _atomic(folder / "view.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+
+    @classmethod
+    def load(cls, folder: Path) -> LakeView:
+        """Read a view written by `save`; ValueError where it is missing, torn or of another format."""
+        try:
+            meta = json.loads((folder / "view.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{folder}: no readable view.json ({exc})") from exc
+        if meta.get("format") != VIEW_FORMAT:
+            raise ValueError(f"{folder}: not a lake view of format {VIEW_FORMAT}")
+        for name, digest in meta["files"].items():
+            if not (folder / name).exists() or _file_digest(folder / name) != digest:
+                raise ValueError(f"{folder}: {name} does not match view.json (an interrupted write)")
+        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+            if set(z.files) != set(_ARRAYS):
+                raise ValueError(f"{folder}: arrays.npz holds {sorted(z.files)}")
+            a = {name: z[name] for name in _ARRAYS}
+        near = NearIndex.load(folder / "near.npz") if NearIndex is not None and "near.npz" in meta["files"] else None
+        view = cls(k=int(meta["k"]), scaling=Scaling(meta["method"], a["centre"], a["scale"]), std=a["std"],
+                   near_tol=float(meta["near_tol"]), x_test=a["x_test"], y_test=a["y_test"], x=a["x"], y=a["y"],
+                   h=a["h"], origin=a["origin"], given=int(meta["given"]), hash_sorted=a["hash_sorted"],
+                   hash_order=a["hash_order"], nearest=Nearest(a["nn_dist"], a["nn_index"]), near=near,
+                   digest=str(meta["digest"]), folded=list(meta["folded"]))
+        if near is None:
+            view.near = None
+        return view
+
+    def same_arrays(self, other: LakeView) -> list[str]:
+        """Names of the arrays where two views differ (empty: the same state): how the audit compares a kept view
+        with one rebuilt from the lake."""
+        ours = {"x": self.x, "y": self.y, "h": self.h, "origin": self.origin, "nn_dist": self.nearest.dist,
+                "nn_index": self.nearest.index, "hash_sorted": self.hash_sorted}
+        theirs = {"x": other.x, "y": other.y, "h": other.h, "origin": other.origin, "nn_dist": other.nearest.dist,
+                  "nn_index": other.nearest.index, "hash_sorted": other.hash_sorted}
+        return [name for name in ours if ours[name].shape != theirs[name].shape
+                or not np.array_equal(ours[name], theirs[name])]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic(path: Path, write) -> None:
+    """Write a file through a temporary beside it, synced, then renamed over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

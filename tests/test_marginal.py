@@ -310,7 +310,7 @@ def test_splitting_one_dataset_over_keys_earns_what_one_key_would(tmp_path: Path
         with open_ledger(m.home.paths.ledger, read_only=True) as con:
             subs = contributions.accepted(con, 1, "dataset")
         task = load_tasks(m.home.paths.tasks)["cancer"]
-        row_values.append(value_task_rows(task_rows(m.home, 1, task, subs), m.holdout).values)
+        row_values.append(value_task_rows(m.home, task_rows(m.home, 1, task, subs), m.holdout).values)
         run_epoch(m.home, close=True)
     np.testing.assert_array_equal(row_values[0], row_values[1])
     one, many = _amounts(solo.home, 1), _amounts(sybil.home, 1)

@@ -19,6 +19,7 @@ from tributary.stages.ingest import (  # noqa: F401
     IngestSummary, LakeSnapshot, ingest, lake_snapshot, revalidate,
 )
 from tributary.stages.scoring import EpochScores, SubmissionScore, prior_rows, score, score_predictions  # noqa: F401
+from tributary.stages.lake_state import refresh_holdout_views
 from tributary.stages.settle import account_names, build_settlement, settle, weight_copy_report  # noqa: F401
 
 
@@ -49,6 +50,7 @@ def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
         settlement = build_settlement(home, scores, run_consensus(home, vw))
         outcome = settle(home, settlement)
         failpoints.reach("epoch.settled")
+        refresh_holdout_views(home, summary.epoch)  # derived state: a crash before this only costs the next run time
         return EpochRun(summary, scores, settlement, outcome)
 
 

@@ -17,8 +17,10 @@ from ledger.db import open_ledger
 from ledger.epochs import current_epoch
 from quality.task import Task, check_holdout, load_tasks
 from rewards.marginal import RowValues, value_new_rows
+from rewards.originality import GATE_ALPHA, GATE_P
 from tributary.home import Home
 from tributary.stages.ingest import LakeSnapshot, lake_snapshot
+from tributary.stages.lake_state import lake_view
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,30 @@ class SubmissionScore:
     duplicate_rows: int
     value: float
     duplicate_of: tuple[str, ...] = ()  # the earlier submissions its duplicate rows copy, first source first
+    # Originality (rewards.originality): rows tested (those that could earn), rows below the per-row level (earn 0),
+    # rows below the gate's level, the gate's p-value (below GATE_P: unoriginal as a whole, earns 0), the median
+    # p-value of its tested rows, and its value in the same game without the originality rules.
+    judged_rows: int = 0
+    unoriginal_rows: int = 0
+    gate_rows: int = 0
+    gate_p: float = 1.0
+    median_p: float | None = None
+    value_without_originality: float = 0.0
+
+    @property
+    def gated(self) -> bool:
+        return self.gate_p < GATE_P
+
+    @property
+    def originality_cost(self) -> float:
+        """What the originality rules took from it: its value without them less its value with them."""
+        return self.value_without_originality - self.value
 
     @property
     def status(self) -> str:
-        return "duplicate" if self.rows and self.duplicate_rows == self.rows else "accepted"
+        if self.rows and self.duplicate_rows == self.rows:
+            return "duplicate"
+        return "unoriginal" if self.gated else "accepted"
 
 
 @dataclass(frozen=True)
@@ -43,7 +65,9 @@ class EpochScores:
     values: dict[str, float]  # account_id -> summed data value over its rows and tasks
     inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
     model_scores: dict[str, float] = field(default_factory=dict)  # account_id -> summed prediction score
-    pools: dict[str, dict] = field(default_factory=dict)  # task -> {prior_rows, new_rows, pool_rows, left_out}
+    # task -> {prior_rows, new_rows, pool_rows, left_out, lake_utility, gain, test_rows}: gain = U'(lake + the rows
+    # that played) - U'(lake) on the holdout, what the epoch's data added and what its data values add up to
+    pools: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,29 +75,36 @@ class TaskRows:
     """A task's rows for one epoch's valuation: what the lake held before it, then the epoch's new rows."""
 
     task: Task
-    prior: pa.Table  # features, label, _row_hash, _submission_id: every earlier accepted row, first acceptances first
-    new: pa.Table  # the same columns: this epoch's accepted rows in ingest's arrival order
+    prior: tuple[AcceptedSubmission, ...]  # every earlier accepted submission, in the ledger's order (the lake)
+    new: pa.Table  # features, label, _row_hash, _submission_id: this epoch's accepted rows in arrival order
     submissions: tuple[AcceptedSubmission, ...]  # this epoch's, in arrival order; their rows make up `new`
+    epoch: int = 0
 
 
 def task_rows(home: Home, epoch: int, task: Task, subs: Sequence[AcceptedSubmission]) -> TaskRows:
-    """Read a task's prior and new rows from the lake files the ledger recorded."""
+    """Read a task's new rows from the lake files the ledger recorded, and list what the lake held before."""
     columns = _row_columns(task)
     new = pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs]) if subs else None
-    return TaskRows(task, prior_rows(home, epoch, task), new if new is not None else _empty_rows(task), tuple(subs))
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        prior = contributions.accepted_before(con, epoch, "dataset", task.name)
+    return TaskRows(task, tuple(prior), new if new is not None else _empty_rows(task), tuple(subs), epoch)
 
 
-def value_task_rows(rows: TaskRows, test: pa.Table, *, xp: str | None = None) -> RowValues:
+def value_task_rows(home: Home, rows: TaskRows, test: pa.Table, *, xp: str | None = None) -> RowValues:
     """The market's valuation of a task's new rows against a labelled test sample (features + label columns).
 
-    The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules.
+    The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules. The
+    lake comes from the view kept in the home for that sample (tributary.stages.lake_state), caught up first.
     """
     task = rows.task
+    xt, yt = _features(test, task), _labels(test, task)
+    view = lake_view(home, rows.epoch, task, xt, yt)
+    assert view.folded == [s.submission_id for s in rows.prior], "the view holds exactly the lake before the epoch"
+    groups = np.repeat(np.arange(len(rows.submissions)), [s.rows for s in rows.submissions])
     return value_new_rows(
-        _features(rows.prior, task), _labels(rows.prior, task), rows.prior.column(ROW_HASH_COLUMN).to_numpy(),
+        None, None, None,
         _features(rows.new, task), _labels(rows.new, task), rows.new.column(ROW_HASH_COLUMN).to_numpy(),
-        _features(test, task), _labels(test, task),
-        k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol, xp=xp,
+        xt, yt, k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol, groups=groups, view=view, xp=xp,
     )
 
 
@@ -101,9 +132,10 @@ def score(home: Home, epoch: int | None = None, snapshot: LakeSnapshot | None = 
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
         holdout = pq.read_table(home.path_of(task.holdout))
         check_holdout(holdout, task.label, task.holdout)  # a hand-edited task may point at any file
-        result = value_task_rows(rows, holdout, xp=home.settings.array_backend)
-        pools[task_name] = {"prior_rows": rows.prior.num_rows, "new_rows": rows.new.num_rows,
-                            "pool_rows": result.pool_rows, "left_out": result.left_out}
+        result = value_task_rows(home, rows, holdout, xp=home.settings.array_backend)
+        pools[task_name] = {"prior_rows": sum(s.rows for s in rows.prior), "new_rows": rows.new.num_rows,
+                            "pool_rows": result.pool_rows, "left_out": result.left_out,
+                            "lake_utility": result.lake_utility, "gain": result.gain, "test_rows": holdout.num_rows}
         for sub_score in _per_submission(rows, result):
             scores.append(sub_score)
             values[sub_score.account_id] = values.get(sub_score.account_id, 0.0) + sub_score.value
@@ -129,30 +161,49 @@ def weights_from_sample(home: Home, epoch: int, sample: pa.Table) -> dict[str, f
         if not set(task.columns()) <= set(sample.column_names):
             continue  # the validator holds no sample for this task
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
-        for sub_score in _per_submission(rows, value_task_rows(rows, sample, xp=home.settings.array_backend)):
+        for sub_score in _per_submission(rows, value_task_rows(home, rows, sample, xp=home.settings.array_backend)):
             per_account[sub_score.account_id] = per_account.get(sub_score.account_id, 0.0) + sub_score.value
     return {keys[a]: w for a, w in house_weights(per_account).items() if a in keys}
 
 
 def _per_submission(rows: TaskRows, result: RowValues) -> list[SubmissionScore]:
     """Each submission's summed value, duplicate rows and the submissions those rows copy."""
-    prior_ids = rows.prior.column("_submission_id").to_numpy(zero_copy_only=False)
-    new_ids = rows.new.column("_submission_id").to_numpy(zero_copy_only=False)
-    source_ids = np.concatenate([prior_ids, new_ids]) if prior_ids.size else new_ids
+    # duplicate_of counts every row given so far: the lake's submissions' rows in order, then the new rows.
+    every = [*rows.prior, *rows.submissions]
+    ends = np.cumsum([s.rows for s in every], dtype=np.int64)
+    every_ids = np.array([s.submission_id for s in every], dtype=object)
     out: list[SubmissionScore] = []
     start = 0
-    for sub in rows.submissions:
+    for index, sub in enumerate(rows.submissions):
         stop = start + sub.rows
         dup = result.duplicate_of[start:stop]
-        copied = source_ids[dup[dup >= 0]] if source_ids.size else np.zeros(0, dtype=object)
+        copied = every_ids[np.searchsorted(ends, dup[dup >= 0], side="right")]
         _, first = np.unique(copied, return_index=True)
         sources = tuple(str(copied[i]) for i in sorted(first))
         out.append(SubmissionScore(sub.submission_id, sub.account_id, rows.task.name, sub.rows,
                                    int(np.count_nonzero(dup >= 0)), math.fsum(result.values[start:stop].tolist()),
-                                   sources))
+                                   sources, **_originality_figures(result, index, start, stop)))
         start = stop
     assert start == rows.new.num_rows, "the recorded row counts must add up to the rows read from the lake"
     return out
+
+
+def _originality_figures(result: RowValues, index: int, start: int, stop: int) -> dict:
+    """A submission's originality figures from the row-level result (rows start:stop, submission `index`)."""
+    o = result.originality
+    if o is None:
+        return {"value_without_originality": math.fsum(result.values[start:stop].tolist())}
+    judged = o.judged[start:stop]
+    p = o.p_value[start:stop][judged]
+    return {
+        "judged_rows": int(judged.sum()),
+        "unoriginal_rows": int(result.unoriginal[start:stop].sum()),
+        "gate_rows": int(o.below(GATE_ALPHA)[start:stop].sum()),
+        "gate_p": float(result.group_gate_p[index]) if result.group_gate_p is not None and result.group_gate_p.size
+        else 1.0,
+        "median_p": float(np.median(p)) if p.size else None,
+        "value_without_originality": math.fsum(result.values_without_originality[start:stop].tolist()),
+    }
 
 
 def score_predictions(home: Home, epoch: int, tasks: dict[str, Task],

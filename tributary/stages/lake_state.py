@@ -1,0 +1,118 @@
+"""The valuation's state kept in the home between epochs: one LakeView per task and test sample.
+
+`state/valuation/<task>/<key>/` holds the view of the task's lake for one test sample (the holdout, or a validator's
+own sample), where <key> digests the sample and the task's valuation parameters, so a changed holdout or k gets a
+view of its own, built from the lake. A view records which accepted submissions it folded in, in the ledger's order;
+whoever needs it catches it up with the submissions accepted since (a settled epoch's, read from their lake files),
+so an epoch costs what its new rows cost. The state is derived data: a crash between a settlement and the view's
+update ends as an uninterrupted run would (the next reader folds the same rows in, in the same order, and the
+neighbour order is exact), a view that does not match the ledger is rebuilt, and `audit` rebuilds each one from the
+lake and compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ledger import contributions
+from ledger.db import open_ledger
+from pipelines.lake import ROW_HASH_COLUMN, read_lake_file
+from quality.task import Task
+from rewards.lake_view import LakeView, sample_digest
+from tributary.home import Home
+
+STATE_DIR = "state/valuation"
+
+
+def view_folder(home: Home, task: Task, x_test: np.ndarray, y_test: np.ndarray) -> Path:
+    """Where the view of `task`'s lake for this test sample lives."""
+    params = f"{sample_digest(x_test, y_test)}|k={task.k}|{task.scaling}|{task.near_duplicate_tol!r}"
+    key = hashlib.blake2b(params.encode(), digest_size=12).hexdigest()
+    return home.root / STATE_DIR / task.name / key
+
+
+def lake_view(home: Home, epoch: int, task: Task, x_test: np.ndarray, y_test: np.ndarray, *,
+              save: bool = True) -> LakeView:
+    """The task's lake as this sample's valuation sees it, caught up with every submission accepted before `epoch`."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
+    folder = view_folder(home, task, x_test, y_test)
+    view = _load(folder)
+    names = [s.submission_id for s in subs]
+    if view is None or view.folded != names[:len(view.folded)]:
+        view = _build(task, x_test, y_test)
+    missing = subs[len(view.folded):]
+    if missing or not (folder / "view.json").exists():
+        _fold(home, view, task, missing)
+        if save:
+            view.save(folder)
+    return view
+
+
+def rebuilt_view(home: Home, epoch: int, task: Task, x_test: np.ndarray, y_test: np.ndarray) -> LakeView:
+    """The same view built from the lake alone, for the audit."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
+    view = _build(task, x_test, y_test)
+    _fold(home, view, task, subs)
+    return view
+
+
+def drop_views(home: Home, task_name: str) -> None:
+    """Forget a task's kept views (they are rebuilt on next use)."""
+    shutil.rmtree(home.root / STATE_DIR / task_name, ignore_errors=True)
+
+
+def _load(folder: Path) -> LakeView | None:
+    if not (folder / "view.json").exists():
+        return None
+    try:
+        return LakeView.load(folder)
+    except ValueError:  # torn or foreign: derived data, so rebuild it
+        return None
+
+
+def _build(task: Task, x_test: np.ndarray, y_test: np.ndarray) -> LakeView:
+    d = x_test.shape[1]
+    return LakeView.build(np.zeros((0, d)), np.asarray(y_test)[:0], np.zeros(0, dtype=np.uint64), x_test, y_test,
+                          k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol)
+
+
+def _fold(home: Home, view: LakeView, task: Task, subs: list) -> None:
+    """Fold submissions' lake rows into the view, in order (one extend: one pass of the neighbour search), recording
+    their ids."""
+    if not subs:
+        return
+    columns = [*task.columns(), ROW_HASH_COLUMN]
+    table = pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs])
+    view.extend(_features(table, task), table.column(task.label).to_numpy(zero_copy_only=False),
+                table.column(ROW_HASH_COLUMN).to_numpy())
+    view.folded.extend(s.submission_id for s in subs)
+
+
+def _features(table: pa.Table, task: Task) -> np.ndarray:
+    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
+                            for f in task.feature_names()])
+
+
+def refresh_holdout_views(home: Home, settled_epoch: int) -> int:
+    """After a settlement: fold the settled epoch's accepted rows into each task's holdout view, so the next epoch's
+    scoring reads nothing but its own rows. Returns how many views moved. Skipping this (a crash) costs time only."""
+    import pyarrow.parquet as pq
+
+    from quality.task import load_tasks
+
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        names = sorted({s.task for s in contributions.accepted(con, settled_epoch, "dataset")})
+    tasks = load_tasks(home.paths.tasks)
+    for name in names:
+        task = tasks[name]
+        holdout = pq.read_table(home.path_of(task.holdout))
+        lake_view(home, settled_epoch + 1, task, _features(holdout, task),
+                  holdout.column(task.label).to_numpy(zero_copy_only=False))
+    return len(names)
