@@ -419,14 +419,18 @@ def audit(home: HomeOpt = None) -> None:
     from ledger.audit import audit as run_audit
     from ledger.db import open_ledger
 
+    from tributary.stages.lake_state import audit_views
+
     h = _existing_home(home)
     with open_ledger(h.paths.ledger, read_only=True) as con:
         report = run_audit(con)
-    if report.ok:
+    views, view_problems = audit_views(h)
+    if report.ok and not view_problems:
         console.print(f"[green]ledger OK: {report.epochs_checked} epochs chained, {report.transfers_checked} transfers "
                       "balance, payouts equal emission, no negative balance[/]")
+        console.print(f"[green]valuation state OK: {views} kept lake views equal a rebuild from the lake[/]")
         return
-    for problem in report.problems:
+    for problem in [*report.problems, *view_problems]:
         err_console.print(f"[red]{problem}[/]")
     raise typer.Exit(1)
 

@@ -116,3 +116,42 @@ def refresh_holdout_views(home: Home, settled_epoch: int) -> int:
         lake_view(home, settled_epoch + 1, task, _features(holdout, task),
                   holdout.column(task.label).to_numpy(zero_copy_only=False))
     return len(names)
+
+
+def audit_views(home: Home) -> tuple[int, list[str]]:
+    """Rebuild every kept holdout view from the lake and compare: (views checked, problems). Read-only.
+
+    A view must have folded a prefix of the ledger's accepted submissions, in order, and hold exactly the arrays a
+    build from those submissions' lake files gives.
+    """
+    import pyarrow.parquet as pq
+
+    from quality.task import load_tasks
+
+    problems: list[str] = []
+    checked = 0
+    tasks = load_tasks(home.paths.tasks)
+    for name, task in sorted(tasks.items()):
+        holdout = pq.read_table(home.path_of(task.holdout))
+        xt, yt = _features(holdout, task), holdout.column(task.label).to_numpy(zero_copy_only=False)
+        folder = view_folder(home, task, xt, yt)
+        if not (folder / "view.json").exists():
+            continue
+        where = folder.relative_to(home.root)
+        kept = _load(folder)
+        if kept is None:
+            problems.append(f"{where}: unreadable or torn (derived data: delete the folder and it is rebuilt)")
+            continue
+        checked += 1
+        with open_ledger(home.paths.ledger, read_only=True) as con:
+            subs = contributions.accepted_before(con, 2**62, "dataset", name)
+        if [s.submission_id for s in subs[:len(kept.folded)]] != kept.folded:
+            problems.append(f"{where}: folded submissions are not the ledger's accepted ones, in order")
+            continue
+        fresh = _build(task, xt, yt)
+        _fold(home, fresh, task, subs[:len(kept.folded)])
+        differ = kept.same_arrays(fresh)
+        if differ:
+            problems.append(f"{where}: {', '.join(differ)} differ from a rebuild from the lake "
+                            "(derived data: delete the folder and it is rebuilt)")
+    return checked, problems
