@@ -13,17 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rewards.duplicates import DEFAULT_NEAR_TOL, near_duplicate_of
-
-try:  # the persistent near-duplicate index (being built); until then the lake is re-bucketed per call
-    from rewards.duplicates import NearIndex
-except ImportError:  # pragma: no cover
-    NearIndex = None
+from rewards.duplicates import DEFAULT_NEAR_TOL, NearIndex
 from rewards.neighbours import Nearest, nearest_k
 from rewards.originality import ORIGINALITY_NEIGHBOURS
 from rewards.scaling import Scaling, fit_scaling
@@ -67,7 +63,7 @@ class LakeView:
     hash_sorted: np.ndarray  # (N,) the hashes sorted ...
     hash_order: np.ndarray  # (N,) ... and the distinct row each one belongs to
     nearest: Nearest  # per test point its K nearest distinct lake rows (canonical, scaled)
-    near: object  # NearIndex over the distinct rows
+    near: NearIndex  # over the distinct rows (its features are `x`, stored once on disk)
     digest: str = ""  # sample_digest of the sample it was built for
     folded: list[str] = field(default_factory=list)  # what was folded in, in order (the caller's names: submissions)
 
@@ -94,7 +90,7 @@ class LakeView:
                    x=np.zeros((0, d)), y=_label_array(y_lake)[:0], h=np.zeros(0, dtype=np.uint64),
                    origin=np.zeros(0, dtype=np.int64), given=0, hash_sorted=np.zeros(0, dtype=np.uint64),
                    hash_order=np.zeros(0, dtype=np.int64), nearest=Nearest.empty(len(yt), max(int(k), neighbours)),
-                   near=NearIndex.build(np.zeros((0, d)), std, float(near_tol)) if NearIndex else None, digest=sample_digest(xt, yt))
+                   near=NearIndex.build(np.zeros((0, d)), std, float(near_tol)), digest=sample_digest(xt, yt))
         view.extend(x_lake, y_lake, h_lake)
         return view
 
@@ -121,8 +117,7 @@ class LakeView:
         if rows.size:
             xs = self.scaling.apply(x_rows[rows])
             nearest_k(self.x_test, xs, self.nearest.k, into=self.nearest, offset=n0)
-            if self.near is not None:
-                self.near.extend(x_rows[rows])
+            self.near.extend(x_rows[rows])
             self.x = np.concatenate([self.x, x_rows[rows]]) if n0 else x_rows[rows].copy()
             self.y = np.concatenate([self.y, y_rows[rows]]) if n0 else y_rows[rows].copy()
             self.h = np.concatenate([self.h, h[rows]])
@@ -134,9 +129,7 @@ class LakeView:
 
     def near_duplicates(self, x_new: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Per new row the earliest distinct lake row (0..N-1) or earlier new row (N + i) within the tolerance."""
-        if self.near is not None:
-            return self.near.query(x_new, candidates=candidates)
-        return near_duplicate_of(x_new, self.x, self.std, self.near_tol, candidates=candidates)
+        return self.near.query(x_new, candidates=candidates)
 
     def scaled_rows(self, ids: np.ndarray) -> np.ndarray:
         """Distinct lake rows `ids`, on the valuation's scaling."""
@@ -151,74 +144,73 @@ class LakeView:
 
     # ---------------------------------------------------------------------------------------------- persistence
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"x_test": self.x_test, "y_test": self.y_test, "x": self.x, "y": self.y, "h": self.h,
+                "origin": self.origin, "hash_sorted": self.hash_sorted, "hash_order": self.hash_order,
+                "nn_dist": self.nearest.dist, "nn_index": self.nearest.index, "std": self.std,
+                "centre": self.scaling.centre, "scale": self.scaling.scale}
+
     def save(self, folder: Path) -> None:
-        """Write the view to `folder` (arrays.npz, near.npz, view.json), each file atomically; view.json last, and
-        it names the digests of the other two, so a crash between the writes leaves a view `load` refuses, never a
-        mix of two states."""
-        folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"x_test": self.x_test, "y_test": self.y_test, "x": self.x, "y": self.y, "h": self.h,
-                  "origin": self.origin, "hash_sorted": self.hash_sorted, "hash_order": self.hash_order,
-                  "nn_dist": self.nearest.dist, "nn_index": self.nearest.index, "std": self.std,
-                  "centre": self.scaling.centre, "scale": self.scaling.scale}
-        _atomic(folder / "arrays.npz", lambda f: np.savez(f, allow_pickle=False, **arrays))
-        if self.near is not None:
-            self.near.save(folder / "near.npz")
+        """Write the view to `folder`: one .npy per array (so a reader can memory-map them) and view.json.
+
+        Written into a fresh folder beside it, synced, then swapped in by renames: a crash leaves the old view, the
+        new one, or none (then the next reader rebuilds it: derived data), never a mix.
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        shapes = {}
+        for name, arr in self._arrays().items():
+            _write(tmp / f"{name}.npy", lambda f, a=arr: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+            shapes[name] = list(np.shape(arr))
+        self.near.save_keys(tmp / "near")
         meta = {"format": VIEW_FORMAT, "k": self.k, "method": self.scaling.method, "near_tol": self.near_tol,
-                "given": self.given, "digest": self.digest, "folded": self.folded,
-                "files": {name: _file_digest(folder / name) for name in ("arrays.npz", "near.npz")
-                          if (folder / name).exists()}}
-        _atomic(folder / "view.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+                "given": self.given, "digest": self.digest, "folded": self.folded, "shapes": shapes}
+        _write(tmp / "view.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, folder: Path) -> LakeView:
-        """Read a view written by `save`; ValueError where it is missing, torn or of another format."""
+    def load(cls, folder: Path, *, mmap: bool = False) -> LakeView:
+        """Read a view written by `save` (with `mmap`, its big arrays memory-mapped read-only: an epoch then reads
+        only the pages it touches); ValueError where it is missing, torn or of another format."""
+        folder = Path(folder)
         try:
             meta = json.loads((folder / "view.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{folder}: no readable view.json ({exc})") from exc
-        if meta.get("format") != VIEW_FORMAT:
-            raise ValueError(f"{folder}: not a lake view of format {VIEW_FORMAT}")
-        for name, digest in meta["files"].items():
-            if not (folder / name).exists() or _file_digest(folder / name) != digest:
-                raise ValueError(f"{folder}: {name} does not match view.json (an interrupted write)")
-        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
-            if set(z.files) != set(_ARRAYS):
-                raise ValueError(f"{folder}: arrays.npz holds {sorted(z.files)}")
-            a = {name: z[name] for name in _ARRAYS}
-        near = NearIndex.load(folder / "near.npz") if NearIndex is not None and "near.npz" in meta["files"] else None
-        view = cls(k=int(meta["k"]), scaling=Scaling(meta["method"], a["centre"], a["scale"]), std=a["std"],
-                   near_tol=float(meta["near_tol"]), x_test=a["x_test"], y_test=a["y_test"], x=a["x"], y=a["y"],
-                   h=a["h"], origin=a["origin"], given=int(meta["given"]), hash_sorted=a["hash_sorted"],
-                   hash_order=a["hash_order"], nearest=Nearest(a["nn_dist"], a["nn_index"]), near=near,
+            if meta.get("format") != VIEW_FORMAT:
+                raise ValueError(f"not a lake view of format {VIEW_FORMAT}")
+            a = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+                 for name in _ARRAYS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{folder}: not a readable lake view ({exc})") from exc
+        wrong = [n for n in _ARRAYS if list(a[n].shape) != meta["shapes"].get(n)]
+        if wrong:
+            raise ValueError(f"{folder}: {', '.join(wrong)} do not have the shapes view.json records")
+        near = NearIndex.load_keys(folder / "near", a["x"], mmap=mmap)
+        return cls(k=int(meta["k"]), scaling=Scaling(meta["method"], np.array(a["centre"]), np.array(a["scale"])),
+                   std=np.array(a["std"]), near_tol=float(meta["near_tol"]), x_test=np.array(a["x_test"]),
+                   y_test=np.array(a["y_test"]), x=a["x"], y=a["y"], h=a["h"], origin=a["origin"],
+                   given=int(meta["given"]), hash_sorted=a["hash_sorted"], hash_order=a["hash_order"],
+                   nearest=Nearest(np.array(a["nn_dist"]), np.array(a["nn_index"])), near=near,
                    digest=str(meta["digest"]), folded=list(meta["folded"]))
-        if near is None:
-            view.near = None
-        return view
 
     def same_arrays(self, other: LakeView) -> list[str]:
         """Names of the arrays where two views differ (empty: the same state): how the audit compares a kept view
         with one rebuilt from the lake."""
-        ours = {"x": self.x, "y": self.y, "h": self.h, "origin": self.origin, "nn_dist": self.nearest.dist,
-                "nn_index": self.nearest.index, "hash_sorted": self.hash_sorted}
-        theirs = {"x": other.x, "y": other.y, "h": other.h, "origin": other.origin, "nn_dist": other.nearest.dist,
-                  "nn_index": other.nearest.index, "hash_sorted": other.hash_sorted}
-        return [name for name in ours if ours[name].shape != theirs[name].shape
+        ours, theirs = self._arrays(), other._arrays()
+        return [name for name in ours if np.shape(ours[name]) != np.shape(theirs[name])
                 or not np.array_equal(ours[name], theirs[name])]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    """Write a file through a temporary beside it, synced, then renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+def _write(path: Path, write) -> None:
+    """Write a file and sync it to disk."""
+    with path.open("wb") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)

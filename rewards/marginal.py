@@ -36,7 +36,7 @@ from rewards.conditional import LakeTop, Pairs, conditional_shapley, lake_utilit
 from rewards.duplicates import DEFAULT_NEAR_TOL
 from rewards.lake_view import LakeView
 from rewards.neighbours import canonical_pairs, nearest_earlier, pairs_within
-from rewards.originality import GATE_ALPHA, GATE_P, ROW_ALPHA, Originality, gate_p_value, p_values, reference_counts
+from rewards.originality import GATE_P, ROW_ALPHA, Originality, gate_p_value, p_values, reference_counts
 from rewards.valuation import MAX_VALUATION_BYTES
 
 
@@ -171,10 +171,9 @@ def value_new_rows(
     gate_p = np.ones(n_groups)
     if orig is not None:
         unoriginal = orig.below(ROW_ALPHA)
-        below_gate = orig.below(GATE_ALPHA)
         for g in range(n_groups):
-            in_g = grp == g
-            gate_p[g] = gate_p_value(int(below_gate[in_g].sum()), int(orig.judged[in_g].sum()), yt.size)
+            in_g = (grp == g) & orig.judged
+            gate_p[g] = gate_p_value(orig.closer[in_g], yt.size)
         gated = (gate_p < GATE_P)[grp] if m else gated
     plays = fresh & judged & ~unoriginal & ~gated
     values = conditional_shapley(top, pairs.keep(plays[pairs.row]), yn, yt, k, chance, m)

@@ -236,7 +236,7 @@ def nearest_earlier(x: np.ndarray, rows: np.ndarray, eligible: np.ndarray, *, bl
             continue
         best = approx.min(axis=1)
         bound = 8.0 * (d + 4) * _U * (norms[sel] + top) + 1e-290
-        q, r = np.nonzero(approx <= (best + 2.0 * bound)[:, None])
+        q, r = np.nonzero((approx <= (best + 2.0 * bound)[:, None]) & ~bad)
         if q.size == 0:
             continue
         dist = canonical_pairs(x, x, sel[q], r)

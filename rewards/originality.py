@@ -10,10 +10,11 @@ data: that is the rule's false-positive rate, by construction.
 
 Two rules use it:
 - a row with p_i <= ROW_ALPHA is *unoriginal*: it earns nothing and stays out of the valuation game;
-- a submission whose rows fall below GATE_ALPHA far more often than honest rows can (the number below is beyond the
-  1 - GATE_P quantile of its null distribution, Beta-Binomial since the rows share one test sample) is unoriginal as a
-  whole: copies and synthetic rows come in bulk, and a whole submission's distances are a far stronger test than one
-  row's. An honest submission is zeroed with probability at most GATE_P.
+- a submission whose rows lie this close far more often than honest rows can (at any of a few levels up to
+  GATE_ALPHA; the count at each level is Beta-Binomial for honest rows, since they share one test sample; the levels
+  are combined by Bonferroni) is unoriginal as a whole if that is less likely than GATE_P: copies and synthetic rows
+  come in bulk, and a whole submission's distances are a far stronger test than one row's. An honest submission is
+  zeroed with probability at most GATE_P.
 
 Only rows that could earn are judged: a row no test point holds among its k nearest is worth 0 in any case. Their
 nearest lake row is sought among the ORIGINALITY_NEIGHBOURS lake rows nearest to each test point where the row could
@@ -90,22 +91,40 @@ def flag_rank(alpha: float, n_test: int) -> int:
     return int(math.floor(alpha * (n_test + 1) + 1e-9))
 
 
-def gate_p_value(below: int, judged: int, n_test: int, alpha: float = GATE_ALPHA) -> float:
-    """P(X >= below) for an honest submission of `judged` rows: X ~ Beta-Binomial(judged, l, T + 1 - l).
+def gate_levels(n_test: int, alpha: float = GATE_ALPHA) -> list[int]:
+    """The ranks l the gate counts at: 1, 2, 4, ... up to floor(alpha (T + 1)) (and that one). Copies pile up at the
+    smallest ranks (closer than every test point), interpolations a little higher: several levels see both."""
+    top = flag_rank(alpha, n_test)
+    levels = {2**i for i in range(top.bit_length()) if 2**i <= top}
+    return sorted(levels | ({top} if top else set()))
 
-    Given the test sample, each honest row falls below alpha with probability F ~ Beta(l, T + 1 - l) (the l-th of
-    T + 1 exchangeable uniforms), the same F for every row of the submission; hence the Beta-Binomial.
+
+def gate_p_value(closer: np.ndarray, n_test: int, alpha: float = GATE_ALPHA) -> float:
+    """How unlikely an honest submission is to have this many rows this close: Bonferroni over `gate_levels`.
+
+    `closer` holds the submission's tested rows' counts of test points at least as close (see reference_counts).
+    At level l, an honest row has fewer than l such test points with probability F ~ Beta(l, T + 1 - l) given the
+    test sample (the l-th of T + 1 exchangeable uniforms), the same F for every row of the submission: the number
+    below is Beta-Binomial(n, l, T + 1 - l). The smallest tail probability over the levels, times their number.
     """
-    l = flag_rank(alpha, n_test)
-    if l == 0 or judged == 0 or below <= 0:
+    closer = np.asarray(closer).reshape(-1)
+    levels = gate_levels(n_test, alpha)
+    if not levels or closer.size == 0:
         return 1.0
-    a, b = float(l), float(n_test + 1 - l)
+    tails = [_beta_binomial_tail(int((closer < l).sum()), closer.size, l, n_test + 1 - l) for l in levels]
+    return min(1.0, min(tails) * len(levels))
+
+
+def _beta_binomial_tail(below: int, n: int, a: float, b: float) -> float:
+    """P(X >= below) for X ~ Beta-Binomial(n, a, b), summed in log space."""
+    if below <= 0:
+        return 1.0
 
     def log_pmf(x: int) -> float:
-        return (math.lgamma(judged + 1) - math.lgamma(x + 1) - math.lgamma(judged - x + 1)
-                + _log_beta(x + a, judged - x + b) - _log_beta(a, b))
+        return (math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
+                + _log_beta(x + a, n - x + b) - _log_beta(a, b))
 
-    logs = [log_pmf(x) for x in range(below, judged + 1)]
+    logs = [log_pmf(x) for x in range(below, n + 1)]
     top = max(logs)
     return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from tributary.errors import TributaryError
 
 LABEL = "label"
+SMOTE_NEIGHBOURS = 5  # an interpolation's partner is one of a row's 5 nearest same-class rows, as in SMOTE
 
 
 class SimulationError(TributaryError):
@@ -121,6 +122,38 @@ def jitter(ds: Dataset, x: np.ndarray, scale: float, rng: np.random.Generator) -
         return x.copy()
     noisy = x + rng.normal(0.0, 1.0, x.shape) * (scale * ds.std)[None, :]
     return np.clip(noisy, ds.lo, ds.hi)
+
+
+def smote(ds: Dataset, x: np.ndarray, y: np.ndarray, per_row: int, rng: np.random.Generator,
+          k: int = SMOTE_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """`per_row` same-class interpolations a + u (b - a), u ~ U(0, 1), for each row a of x (in row order), b one of
+    a's k nearest rows of the same class in x (distance in feature stds). A row alone in its class repeats itself."""
+    if per_row < 1 or not len(y):
+        return np.empty((0, x.shape[1])), np.empty(0, dtype=np.int64)
+    scaled = x / ds.std[None, :]
+    partner = np.empty((len(y), per_row), dtype=np.int64)
+    pick = rng.random((len(y), per_row))
+    u = rng.random((len(y), per_row, 1))
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) == 1:
+            partner[members] = members[0]
+            continue
+        d = ((scaled[members, None, :] - scaled[None, members, :]) ** 2).sum(axis=2)
+        np.fill_diagonal(d, np.inf)
+        near = members[np.argsort(d, axis=1, kind="stable")[:, :min(k, len(members) - 1)]]  # rows x k'
+        partner[members] = np.take_along_axis(near, (pick[members] * near.shape[1]).astype(np.int64), axis=1)
+    a = np.repeat(x[:, None, :], per_row, axis=1)
+    out = a + u * (x[partner] - a)
+    return out.reshape(-1, x.shape[1]), np.repeat(y, per_row)
+
+
+def augment(ds: Dataset, x: np.ndarray, y: np.ndarray, per_row: int, mode: str, scale: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A self-augmenter's synthetic rows: `per_row` per own row, same-class interpolations or jittered copies."""
+    if mode == "interpolate":
+        return smote(ds, x, y, per_row, rng)
+    return jitter(ds, np.repeat(x, per_row, axis=0), scale, rng), np.repeat(y, per_row)
 
 
 def flip_labels(ds: Dataset, y: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

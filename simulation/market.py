@@ -1,8 +1,9 @@
 """The driver: a fresh home, the scenario's players, and N epochs through the production functions.
 
 Each epoch, in this order (the order is part of the determinism):
-1. every contributor plans its submissions (players in scenario order) and they are signed and dropped with
-   `tributary.actions.submit`, under names `EEEEE-SSSSS-<key>.parquet` that sort in the order they were dropped;
+1. every contributor plans its submissions (players in scenario order, same-epoch copiers last, as they copy what
+   others dropped) and they are signed and dropped with `tributary.actions.submit`, under names
+   `EEEEE-SSSSS-<key>.parquet` that sort in the order they were dropped;
 2. validators that committed last epoch reveal (`actions.reveal`; their files `<key>-reveal-E.json` sort after the
    data files, and validators go in name order);
 3. ingest (`tributary.epoch.ingest`, the Beam pipeline and the GX gate), then a check that ingest's arrival order is
@@ -84,6 +85,12 @@ class World:
 
     def accepted_files(self, key: str, epoch: int) -> list[Path]:
         return list(self.sent.get((key, epoch), []))
+
+    def dropped_files(self, key: str, epoch: int) -> list[Path]:
+        """`key`'s data files waiting in drop/ for `epoch`'s ingest (the driver's names: EEEEE-SSSSS-<key>.parquet)."""
+        head, tail = f"{epoch:05d}-", f"-{key}.parquet"
+        return sorted(p for p in self.home.paths.drop.iterdir()
+                      if p.name.startswith(head) and p.name.endswith(tail) and p.name[len(head):-len(tail)].isdigit())
 
     def contributor_keys(self) -> list[str]:
         return list(self.contributor_pubs)
@@ -278,7 +285,7 @@ def simulate(scenario: Scenario, *, epochs: int | None = None, seed: int | None 
             dropped: list[str] = []
             landed: dict[str, tuple[str, Path]] = {}  # drop name -> (key, our copy)
             seq = 0
-            for player in contributors:
+            for player in sorted(contributors, key=lambda p: p.plans_late):  # stable: scenario order otherwise
                 for planned in player.plan(epoch, world):
                     seq += 1
                     name = f"{epoch:05d}-{seq:05d}-{planned.key}.parquet"

@@ -133,6 +133,33 @@ def validator_summary(validators: pa.Table) -> list[dict]:
     return list(out.values())
 
 
+def vs_honest_per_epoch(accounts: pa.Table) -> dict[str, dict[int, float | None]]:
+    """Per group but honest (scenario order) and epoch: its tokens per accepted row as a share of honest groups' in
+    that epoch (None: it landed no rows, or honest earned nothing). Shows when a strategy earns, not only how much."""
+    units: dict[tuple[str, int], int] = defaultdict(int)
+    rows: dict[tuple[str, int], int] = defaultdict(int)
+    honest_units: dict[int, int] = defaultdict(int)
+    honest_rows: dict[int, int] = defaultdict(int)
+    groups: dict[str, None] = {}
+    records = accounts.to_pylist()
+    for r in records:
+        if r["strategy"] == "honest":
+            honest_units[r["epoch"]] += r["amount_units"]
+            honest_rows[r["epoch"]] += r["rows_accepted"]
+            continue
+        groups[r["group"]] = None
+        units[(r["group"], r["epoch"])] += r["amount_units"]
+        rows[(r["group"], r["epoch"])] += r["rows_accepted"]
+    epochs = sorted({r["epoch"] for r in records})
+    out: dict[str, dict[int, float | None]] = {}
+    for g in groups:
+        out[g] = {}
+        for e in epochs:
+            honest = honest_units[e] / honest_rows[e] if honest_rows[e] else 0.0
+            out[g][e] = units[(g, e)] / rows[(g, e)] / honest if rows[(g, e)] and honest else None
+    return out
+
+
 def per_group_epoch(accounts: pa.Table) -> dict[str, dict[int, float]]:
     """Tokens per player (a sybil's keys together are one player), per group and epoch."""
     totals: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -231,6 +258,14 @@ def _markdown(result: SimulationResult) -> str:
         lines.append(f"| {s['group']} | {s['strategy']} | {s['keys']} | {s['rows_sent']} | {s['rows_accepted']} | "
                      f"{s['duplicate_rows']} | {s['rows_quarantined']} | {_fmt(s['value'])} | {s['tokens']:,.3f} | "
                      f"{s['tokens_per_row']:.4f} | {vs} |")
+    per_epoch = vs_honest_per_epoch(result.accounts)
+    if per_epoch:
+        lines += ["", "Per epoch, each strategy's tokens per accepted row as a share of honest contributors' in the "
+                  "same epoch (blank: no rows landed, or honest earned nothing):", "",
+                  "| epoch | " + " | ".join(per_epoch) + " |", "| ---: |" + " ---: |" * len(per_epoch)]
+        for e in next(iter(per_epoch.values())):
+            lines.append(f"| {e} | " + " | ".join("" if g[e] is None else f"{g[e]:.1%}" for g in per_epoch.values())
+                         + " |")
     lines += ["", f"![earnings per strategy over epochs]({CHARTS[0]})", "",
               f"![earnings per accepted row]({CHARTS[1]})", "", "## Validators", "",
               "| group | strategy | validators | epochs active | tokens | tokens per staked token | mean trust |",

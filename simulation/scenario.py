@@ -20,10 +20,20 @@ from tributary.errors import TributaryError
 DATASETS = ("breast_cancer", "wine", "digits", "iris")  # scikit-learn's bundled copies: nothing downloads
 SCALINGS = ("standard", "range", "none")
 CONTRIBUTOR_STRATEGIES = ("honest", "noisy_labels", "exact_copier", "near_copier", "self_replayer", "sybil",
-                          "garbage", "late_copier", "backdated_copier")
+                          "garbage", "late_copier", "backdated_copier", "jitter_copier", "smote_copier",
+                          "self_augmenter", "same_epoch_copier")
 VALIDATOR_STRATEGIES = ("honest", "weight_copier", "lazy", "cartel")
-COPIERS = ("exact_copier", "near_copier", "backdated_copier")  # strategies that copy a named target group
+COPIERS = ("exact_copier", "near_copier", "backdated_copier", "jitter_copier", "smote_copier",
+           "same_epoch_copier")  # strategies that copy a named target group
+AUGMENT_MODES = ("interpolate", "jitter")  # self_augmenter: how its synthetic rows are made from its own
 DEFAULT_JITTER = 1e-7  # relative to each feature's standard deviation: far inside any near-duplicate tolerance
+# Default jitter of the new copying strategies, in each feature's std: enough to pass a near-duplicate check. Capped,
+# so that what they send stays a copy of its source (further out it is noise around it: another strategy).
+COPY_JITTER = {"jitter_copier": 0.1, "same_epoch_copier": 0.05, "self_augmenter": 0.05}
+MAX_COPY_JITTER = 0.3
+DEFAULT_SYNTHETIC = 3  # self_augmenter: synthetic rows per fresh row
+MAX_SYNTHETIC = 3  # a few synthetic rows per real one, as augmentation does; more would be a different attack
+DEFAULT_SYBIL_KEYS = 4
 DEFAULT_BACKDATE_DAYS = 365
 MAX_EPOCHS = 10_000
 MAX_COUNT = 10_000
@@ -44,6 +54,10 @@ CONTRIBUTOR_PARAMS = {
     "garbage": {"rows"},
     "late_copier": {"jitter"},
     "backdated_copier": {"target", "days"},
+    "jitter_copier": {"target", "jitter"},
+    "smote_copier": {"target"},
+    "self_augmenter": {"rows", "synthetic", "mode", "jitter", "keys"},
+    "same_epoch_copier": {"target", "jitter"},
 }
 VALIDATOR_PARAMS = {
     "honest": {"stake", "sample_rows"},
@@ -68,10 +82,12 @@ class ContributorGroup:
     count: int = 1
     rows: int = 0  # rows per submission (0: the scenario's rows_per_submission); sybil: the whole dataset's rows
     rate: float = 0.3  # noisy_labels: share of labels replaced by another label
-    target: str = ""  # copiers: the group whose accepted files they copy
-    jitter: float = 0.0  # near_copier, self_replayer, late_copier: noise relative to each feature's std
-    keys: int = 4  # sybil: keys the one dataset is split over
+    target: str = ""  # copiers: the group whose accepted files (same_epoch_copier: dropped files) they copy
+    jitter: float = 0.0  # near/jitter/same_epoch/late copiers, self_replayer, self_augmenter: noise in feature stds
+    keys: int = DEFAULT_SYBIL_KEYS  # sybil: keys the one dataset is split over; self_augmenter: 1 + synthetic keys
     days: int = DEFAULT_BACKDATE_DAYS  # backdated_copier: how old the file times are set
+    synthetic: int = DEFAULT_SYNTHETIC  # self_augmenter: synthetic rows per fresh row
+    mode: str = "interpolate"  # self_augmenter: one of AUGMENT_MODES
 
 
 @dataclass(frozen=True)
@@ -262,6 +278,11 @@ def parse_scenario(doc: dict, file: str = "<scenario>") -> Scenario:
             raise ScenarioError(file, f"contributors[{i}].keys",
                                 f"{g.rows} rows over {g.keys} keys leaves {g.rows // g.keys} rows a key, below the "
                                 f"task's min_rows {min_rows}")
+        if g.strategy == "self_augmenter" and g.keys > 1 and g.synthetic * g.rows // (g.keys - 1) < min_rows:
+            n = g.synthetic * g.rows
+            raise ScenarioError(file, f"contributors[{i}].keys",
+                                f"{n} synthetic rows over {g.keys - 1} keys leaves {n // (g.keys - 1)} rows a key, "
+                                f"below the task's min_rows {min_rows}")
     for i, v in enumerate(validators):
         if v.strategy == "cartel" and v.favours not in by_name:
             raise ScenarioError(file, f"validators[{i}].favours",
@@ -289,12 +310,18 @@ def _contributor(file: str, raw: Any, i: int, default_rows: int) -> ContributorG
     t = _Table(file, raw, f"contributors[{i}].")
     strategy = t.string("strategy", ..., CONTRIBUTOR_STRATEGIES)
     t.allow(GROUP_KEYS | CONTRIBUTOR_PARAMS[strategy])
-    jitter_default = 0.0 if strategy == "late_copier" else DEFAULT_JITTER
+    jitter_default = COPY_JITTER.get(strategy, 0.0 if strategy == "late_copier" else DEFAULT_JITTER)
+    jitter_max = MAX_COPY_JITTER if strategy in COPY_JITTER else 1e6
+    mode = t.string("mode", "interpolate", AUGMENT_MODES)
+    if strategy == "self_augmenter" and mode != "jitter" and t.has("jitter"):
+        raise t.fail("jitter", f"only with mode = \"jitter\" (mode {mode!r} adds no noise)")
     return ContributorGroup(
         name=_group_name(t, strategy), strategy=strategy, count=t.integer("count", 1, 1, MAX_COUNT),
         rows=t.integer("rows", default_rows, 1, MAX_ROWS), rate=t.number("rate", 0.3, 0.0, 1.0),
-        target=t.string("target", "honest"), jitter=t.number("jitter", jitter_default, 0.0, 1e6),
-        keys=t.integer("keys", 4, 1, 1000), days=t.integer("days", DEFAULT_BACKDATE_DAYS, 1, 100_000),
+        target=t.string("target", "honest"), jitter=t.number("jitter", jitter_default, 0.0, jitter_max),
+        keys=t.integer("keys", 1 if strategy == "self_augmenter" else DEFAULT_SYBIL_KEYS, 1, 1000),
+        days=t.integer("days", DEFAULT_BACKDATE_DAYS, 1, 100_000),
+        synthetic=t.integer("synthetic", DEFAULT_SYNTHETIC, 1, MAX_SYNTHETIC), mode=mode,
     )
 
 

@@ -1,8 +1,9 @@
 """What each player does in an epoch. Contributors plan submissions; validators choose weights.
 
-The simulator is omniscient: a copier sees other players' accepted files, a late copier sees who was paid most. Each
-player draws from its own NumPy stream (`default_rng([seed, crc32(name)])`), so adding or removing another player
-never changes what this one does, and the same scenario and seed give the same market.
+The simulator is omniscient: a copier sees other players' accepted files, a same-epoch copier the files they dropped
+this epoch, a late copier who was paid most. Each player draws from its own NumPy stream
+(`default_rng([seed, crc32(name)])`), so adding or removing another player never changes what this one does, and the
+same scenario and seed give the same market.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class Contributor:
     def strategy(self) -> str:
         return self.group.strategy
 
+    @property
+    def plans_late(self) -> bool:
+        """Plans after every other player has dropped this epoch's files (it copies one of them)."""
+        return self.group.strategy == "same_epoch_copier"
+
     def plan(self, epoch: int, world: World) -> list[Planned]:
         g, ds, key = self.group, world.ds, self.keys[0]
         s = g.strategy
@@ -72,14 +78,31 @@ class Contributor:
                 return [Planned(key, sd.to_table(ds, *self.own_rows))]
             x, y = self.own_rows
             return [Planned(key, sd.to_table(ds, sd.jitter(ds, x, g.jitter, self.rng), y))]
-        if s in ("exact_copier", "backdated_copier", "near_copier"):
+        if s == "self_augmenter":  # fresh rows, then `synthetic` rows made from each (other keys: split over them)
+            x, y = world.source.take(g.rows, key)
+            sx, sy = sd.augment(ds, x, y, g.synthetic, g.mode, g.jitter, self.rng)
+            if len(self.keys) == 1:
+                return [Planned(key, sd.to_table(ds, np.vstack([x, sx]), np.concatenate([y, sy])))]
+            parts = np.array_split(np.arange(len(sy)), len(self.keys) - 1)
+            return [Planned(key, sd.to_table(ds, x, y))] + [
+                Planned(k, sd.to_table(ds, sx[p], sy[p])) for k, p in zip(self.keys[1:], parts)]
+        if s == "same_epoch_copier":  # the target's file of this very epoch, from drop/, jittered
+            files = world.dropped_files(world.member_key(g.target, self.index), epoch)
+            if not files:
+                return []
+            x, y = sd.from_table(ds, pa.concat_tables([pq.read_table(f) for f in files]))
+            return [Planned(key, sd.to_table(ds, sd.jitter(ds, x, g.jitter, self.rng), y))]
+        if s in ("exact_copier", "backdated_copier", "near_copier", "jitter_copier", "smote_copier"):
             victim = world.member_key(g.target, self.index)
             files = world.accepted_files(victim, epoch - 1)
             if not files:
                 return []
-            if s == "near_copier":
+            if s in ("near_copier", "jitter_copier"):
                 x, y = sd.from_table(ds, pa.concat_tables([pq.read_table(f) for f in files]))
                 return [Planned(key, sd.to_table(ds, sd.jitter(ds, x, g.jitter, self.rng), y))]
+            if s == "smote_copier":  # one same-class interpolation per target row
+                x, y = sd.from_table(ds, pa.concat_tables([pq.read_table(f) for f in files]))
+                return [Planned(key, sd.to_table(ds, *sd.smote(ds, x, y, 1, self.rng)))]
             back = g.days * SECONDS_PER_DAY if s == "backdated_copier" else 0
             return [Planned(key, copy_of=f, backdate_seconds=back) for f in files]
         if s == "late_copier":  # the rows of last epoch's best-paid contributor (not itself)
@@ -126,7 +149,8 @@ def make_players(scenario, seed: int, holdout: tuple[np.ndarray, np.ndarray], ds
     for g in scenario.contributors:
         for i in range(1, g.count + 1):
             name = f"{g.name}-{i}"
-            keys = [f"{name}-k{j}" for j in range(1, g.keys + 1)] if g.strategy == "sybil" else [name]
+            split = g.strategy == "sybil" or (g.strategy == "self_augmenter" and g.keys > 1)
+            keys = [f"{name}-k{j}" for j in range(1, g.keys + 1)] if split else [name]
             contributors.append(Contributor(g, i, keys, player_rng(seed, name)))
     validators: list[Validator] = []
     hx, hy = holdout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from rewards import duplicates
 from rewards.duplicates import (
     DEFAULT_NEAR_TOL,
+    NearIndex,
     exact_duplicate_of,
     first_seen_mask,
     near_duplicate_mask,
@@ -241,3 +244,238 @@ def test_honest_rows_are_never_flagged(name: str) -> None:
     # A copier (or the sender itself) jittering every feature by up to 1e-6 of its std is caught on every row.
     jittered = x + rng.uniform(-1e-6, 1e-6, x.shape) * std
     assert (near_duplicate_of(jittered, x, std) >= 0).all()
+
+
+# ------------------------------------------------------------------------------------------ the persistent index
+
+
+def epoch_data(rng: np.random.Generator, d: int, tol: float, steps: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Prior rows in `steps` batches and a batch of new rows: jittered copies of a few base rows (some within tol,
+    some not), a pile of identical rows growing across batches, NaN rows; new rows also copy prior rows exactly, the
+    pile, and earlier new rows."""
+    base = rng.random((30, d))
+    pile = base[:1]
+
+    def rows(k: int) -> np.ndarray:
+        jitter = rng.choice([0.0, 0.1 * tol, 0.5 * tol, 2.0 * tol], size=(k, 1)) * rng.normal(size=(k, d))
+        return base[rng.integers(0, len(base), k)] + jitter / np.sqrt(d)
+
+    def with_nans(x: np.ndarray) -> np.ndarray:
+        at = np.flatnonzero(rng.random(len(x)) < 0.05)
+        x[at, rng.integers(0, d, at.size)] = np.nan
+        return x
+
+    batches = []
+    for _ in range(steps):
+        parts = [rows(int(rng.integers(0, 80)))]
+        if rng.random() < 0.6:
+            parts.append(np.repeat(pile, int(rng.integers(5, 45)), axis=0))
+        batch = np.concatenate(parts)
+        batches.append(with_nans(batch[rng.permutation(len(batch))]))
+    prior = np.concatenate(batches)
+    new = [rows(int(rng.integers(1, 120))), np.repeat(pile + rng.choice([0.0, 0.3 * tol]), 3, axis=0)]
+    if len(prior):
+        new.append(prior[rng.integers(0, len(prior), 10)])
+    x_new = with_nans(np.concatenate(new))
+    x_new = np.concatenate([x_new, x_new[:5] + 0.2 * tol / np.sqrt(d)])  # copies of earlier new rows
+    return batches, x_new
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_near_index_answers_as_near_duplicate_of(seed: int) -> None:
+    # Built in several extend steps, queried after each: the same answers as near_duplicate_of against every prior
+    # row so far, for d below and above the projection count, piles (the crowd path), NaN rows and a tol that is
+    # large against the data (every row in one bucket).
+    rng = np.random.default_rng(seed)
+    d = int(rng.choice([1, 2, 5, 8, 9, 20, 40]))
+    tol = float(rng.choice([1e-5, 1e-3, 3e-2, 0.4]))
+    scale = rng.random(d) + 0.5 if rng.random() < 0.7 else 1.0
+    batches, x_new = epoch_data(rng, d, tol, steps=int(rng.integers(1, 5)))
+    candidates = rng.random(len(x_new)) < 0.9
+    index = NearIndex.build(batches[0], scale, tol)
+    for step in range(len(batches)):
+        if step:
+            index.extend(batches[step])
+        x_prior = np.concatenate(batches[:step + 1])
+        assert index.n_prior == len(x_prior)
+        got = index.query(x_new, candidates=candidates)
+        assert got.dtype == np.int64 and got.shape == (len(x_new),)
+        np.testing.assert_array_equal(got, near_duplicate_of(x_new, x_prior, scale, tol, candidates=candidates))
+    np.testing.assert_array_equal(got, brute_near_duplicates(x_new, x_prior, scale, tol, candidates))
+    np.testing.assert_array_equal(index.query(x_new), near_duplicate_of(x_new, x_prior, scale, tol))
+
+
+def test_near_index_from_nothing_and_in_single_rows() -> None:
+    rng = np.random.default_rng(11)
+    batches, x_new = epoch_data(rng, 12, 1e-3, steps=3)
+    index = NearIndex.build(np.zeros((0, 12)), None, 1e-3)
+    assert index.n_prior == 0
+    np.testing.assert_array_equal(index.query(x_new), near_duplicate_of(x_new, None, None, 1e-3))
+    rows = np.concatenate(batches)
+    for row in rows:
+        index.extend(row[None, :])
+    index.extend(np.zeros((0, 12)))
+    np.testing.assert_array_equal(index.query(x_new), near_duplicate_of(x_new, rows, None, 1e-3))
+    assert len(index._runs) <= int(np.log2(len(rows))) + 1  # runs and row blocks are merged as they grow
+    assert len(index._blocks) <= int(np.log2(len(rows))) + 1
+
+
+def bucketed_rows(index: NearIndex) -> int:
+    """How many prior rows the index holds bucket keys for."""
+    return sum(keys.size for keys, _ in index._runs)
+
+
+def test_near_index_collapses_piles_across_extends() -> None:
+    # Each batch adds 20 copies of one row: alone no bucket is crowded; together they are, and later copies are left
+    # out of the buckets (their earliest copy answers for them), so probes near the pile stay cheap.
+    rng = np.random.default_rng(2)
+    d, tol = 6, 1e-3
+    pile = np.repeat(rng.random((1, d)), 20, axis=0)
+    batches = [np.concatenate([rng.random((30, d)), pile]) for _ in range(5)]
+    index = NearIndex.build(batches[0], 1.0, tol)
+    for batch in batches[1:]:
+        index.extend(batch)
+    x_prior = np.concatenate(batches)
+    assert bucketed_rows(index) < len(x_prior) - 3 * 20
+    x_new = np.concatenate([pile[:2] + 1e-6, rng.random((10, d)), x_prior[[40, 60]]])
+    got = index.query(x_new)
+    np.testing.assert_array_equal(got, near_duplicate_of(x_new, x_prior, 1.0, tol))
+    np.testing.assert_array_equal(got, brute_near_duplicates(x_new, x_prior, 1.0, tol))
+    assert (got[:2] == 30).all()  # the pile's first row
+
+
+def test_near_index_rows_beyond_its_grid() -> None:
+    # A tiny tol: the grid is fixed for rows up to 16 x the magnitude at build. Rows past that re-bucket the index
+    # on extend, and a query row past it (within tol of nothing in the index) is still judged against new rows.
+    tol, d = 1e-9, 2
+    x0 = np.array([[1.0, 0.5], [0.25, -1.0]])
+    index = NearIndex.build(x0, 1.0, tol)
+    zlimit = index._grid.zlimit
+    assert zlimit == pytest.approx(16.0)
+    near_edge = np.array([[zlimit - 5e-10, 0.0]])  # within the grid, but a row within tol of it is not
+    index.extend(near_edge)
+    assert index._grid.zlimit > zlimit  # re-bucketed, with headroom
+    x_prior = np.concatenate([x0, near_edge])
+    x_new = np.array([[zlimit + 3e-10, 0.0], [1e6, 1e6], [1e6, 1e6 + 1e-10], [1.0, 0.5 + 1e-10], [3e7, 0.0]])
+    got = index.query(x_new)
+    np.testing.assert_array_equal(got, [2, -1, 4, 0, -1])
+    np.testing.assert_array_equal(got, near_duplicate_of(x_new, x_prior, 1.0, tol))
+    before = index._grid
+    index.extend(x_new)  # far larger rows: re-bucketed again
+    assert index._grid.zlimit > before.zlimit and index._grid.width > before.width
+    x_prior = np.concatenate([x_prior, x_new])
+    probe = np.array([[1e6, 1e6 + 2e-10], [3e7 + 1e-9 / 4, 0.0], [1.0, 0.5], [zlimit, 0.0]])
+    np.testing.assert_array_equal(index.query(probe), near_duplicate_of(probe, x_prior, 1.0, tol))
+    np.testing.assert_array_equal(index.query(probe), [4, 7, 0, 2])
+
+
+def test_near_index_grows_within_its_grid_without_rebucketing() -> None:
+    rng = np.random.default_rng(8)
+    index = NearIndex.build(rng.random((50, 4)), 1.0, 1e-3)
+    grid = index._grid
+    for _ in range(5):
+        index.extend(rng.random((20, 4)) * 3)
+    assert index._grid is grid
+
+
+def test_near_index_save_and_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    batches, x_new = epoch_data(rng, 10, 1e-3, steps=4)
+    scale = rng.random(10) + 0.5
+    index = NearIndex.build(batches[0], scale, 1e-3)
+    for batch in batches[1:3]:
+        index.extend(batch)
+    path = tmp_path / "near.npz"
+    path.write_bytes(b"an older file, replaced whole")
+    index.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["near.npz"]  # no temporary file left behind
+    with np.load(path, allow_pickle=False) as z:  # plain arrays, no pickles
+        assert "features_0" in z.files and all(z[name].dtype != object for name in z.files)
+    loaded = NearIndex.load(path)
+    assert loaded.n_prior == index.n_prior
+    np.testing.assert_array_equal(loaded.prior_features(), np.concatenate(batches[:3]))  # NaN rows included
+    np.testing.assert_array_equal(loaded.query(x_new), index.query(x_new))
+    # Both go on the same way after more rows.
+    loaded.extend(batches[3])
+    index.extend(batches[3])
+    expected = near_duplicate_of(x_new, np.concatenate(batches), scale, 1e-3)
+    np.testing.assert_array_equal(loaded.query(x_new), expected)
+    np.testing.assert_array_equal(index.query(x_new), expected)
+    loaded.save(path)
+    np.testing.assert_array_equal(NearIndex.load(path).query(x_new), expected)
+    assert loaded.tol == 1e-3 and np.array_equal(loaded.scale, scale)
+
+
+def test_near_index_save_and_load_without_bucketed_rows(tmp_path: Path) -> None:
+    for x_prior in (np.zeros((0, 3)), np.full((2, 3), np.nan)):
+        NearIndex.build(x_prior, 1.0, 1e-3).save(tmp_path / "near.npz")
+        loaded = NearIndex.load(tmp_path / "near.npz")
+        assert loaded.n_prior == len(x_prior) and loaded._runs == []
+        x_new = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1e-4]])
+        np.testing.assert_array_equal(loaded.query(x_new), [-1, len(x_prior)])
+        loaded.extend(x_new)
+        np.testing.assert_array_equal(loaded.query(x_new), [len(x_prior), len(x_prior)])
+
+
+def test_near_index_refuses_other_files(tmp_path: Path) -> None:
+    path = tmp_path / "other.npz"
+    np.savez(path, features=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="not a near-duplicate index"):
+        NearIndex.load(path)
+    index = NearIndex.build(np.random.default_rng(0).random((100, 3)), 1.0, 1e-3)
+    index.save(path)
+    with np.load(path) as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["keys"] = arrays["keys"][::-1].copy()
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="not sorted"):
+        NearIndex.load(path)
+
+
+def test_near_index_bad_inputs() -> None:
+    x = np.random.default_rng(0).random((10, 3))
+    index = NearIndex.build(x, 1.0, 1e-3)
+    with pytest.raises(ValueError, match="x_rows"):
+        index.extend(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="x_new"):
+        index.query(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="candidates"):
+        index.query(x, candidates=np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="tol"):
+        NearIndex.build(x, 1.0, 0.0)
+    with pytest.raises(ValueError, match="scale"):
+        NearIndex.build(x, np.array([1.0, 0.0, 1.0]), 1e-3)
+    with pytest.raises(ValueError, match="feature"):
+        NearIndex.build(np.zeros((3, 0)), 1.0, 1e-3)
+    assert index.query(np.zeros((0, 3))).shape == (0,)
+    assert index.n_prior == 10
+
+
+@pytest.mark.slow  # about 5 s: a million-row lake
+def test_near_index_query_cost_against_a_large_lake(capsys: pytest.CaptureFixture[str]) -> None:
+    # Not a timed assertion: prints what a query of 10k new rows x 32 features costs against 1M prior rows (build is
+    # allowed O(N log N)), next to near_duplicate_of, which sorts the whole lake on every call.
+    rng = np.random.default_rng(1)
+    n_lake, n_new, d = 1_000_000, 10_000, 32
+    scale = rng.uniform(1, 50, d)
+    lake = rng.random((n_lake, d)) * scale
+    x_new = rng.random((n_new, d)) * scale
+    copied = rng.choice(n_new, 100, replace=False)
+    x_new[copied] = lake[rng.integers(0, n_lake, copied.size)] + rng.uniform(-1e-6, 1e-6, (copied.size, d)) * scale
+    start = time.perf_counter()
+    index = NearIndex.build(lake, scale, DEFAULT_NEAR_TOL)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    got = index.query(x_new)
+    queried = time.perf_counter() - start
+    start = time.perf_counter()
+    expected = near_duplicate_of(x_new, lake, scale, DEFAULT_NEAR_TOL)
+    old = time.perf_counter() - start
+    start = time.perf_counter()
+    index.extend(x_new)
+    extended = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\nNearIndex, {n_new} x {d} new rows vs {n_lake:,} prior rows: query {queried:.3f} s "
+              f"(build {built:.2f} s, extend by the batch {extended:.3f} s); near_duplicate_of {old:.2f} s")
+    np.testing.assert_array_equal(got, expected)
+    assert set(np.flatnonzero(got >= 0)) == set(copied)

@@ -73,7 +73,7 @@ def test_the_audit_names_a_kept_view_that_differs_from_the_lake(market) -> None:
     assert checked == 1 and len(problems) == 1 and "nn_dist" in problems[0] and "rebuild" in problems[0]
     out = subprocess.run([*CLI, "--home", str(market.home.root), "audit"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and "nn_dist differ" in out.stderr and "Traceback" not in out.stderr
-    (folder / "near.npz").write_bytes(b"torn")  # a torn write: refused by load, then rebuilt by the next reader
+    (folder / "near" / "index.json").write_bytes(b"torn")  # a torn write: refused by load, then rebuilt by the next reader
     assert "torn" in audit_views(market.home)[1][0]
     market.submit("bob", digits_table(400, 480), "b2.parquet")
     run_epoch(market.home)
