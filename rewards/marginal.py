@@ -199,7 +199,8 @@ def _originality(view: LakeView, xs: np.ndarray, fresh: np.ndarray, judged: np.n
         who = np.repeat(pos, ids.shape[1])
         lake_ids = ids.reshape(-1)
         ok = lake_ids >= 0
-        key = np.unique(who[ok] * np.int64(view.n_rows) + lake_ids[ok])
+        key = np.sort(who[ok] * np.int64(view.n_rows) + lake_ids[ok])
+        key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key  # (np.unique would import numpy.ma)
         who, lake_ids = key // view.n_rows, key % view.n_rows
         uniq, inv = np.unique(lake_ids, return_inverse=True)
         dist = canonical_pairs(xs[rows], view.scaled_rows(uniq), who, inv.reshape(-1))

@@ -129,7 +129,7 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
     part += nr[None, :]
     top = float(nr.max()) if nr.size else 0.0
     bound = (4.0 * (d + 8) * _U32 if low else 8.0 * (d + 4) * _U) * (nq + top) + 1e-290
-    if chunk.shape[0] and np.isinf(kth).any():
+    if k and chunk.shape[0] and np.isinf(kth).any():
         # A query holding fewer than k rows: this chunk's own k nearest all lie within 2 bounds of its k-th
         # approximate distance (k rows lie at or below it, each within a bound of its canonical distance).
         kk = min(k, chunk.shape[0])
@@ -187,20 +187,19 @@ def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = 
 def pairs_within(xq: np.ndarray, xr: np.ndarray, limit: np.ndarray, *,
                  max_chunk_bytes: int = MAX_CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (query, reference) pair whose canonical squared distance is below the query's `limit` (inf: every
-    pair), with that distance: screened by the matrix product within its bound, then measured exactly."""
+    pair), with that distance: screened by the matrix product within its bound (float32 where the features allow,
+    as in nearest_k), then measured exactly."""
     xq = np.ascontiguousarray(xq, dtype=np.float64)
     nq = _norms(xq)
-    xq2 = -2.0 * xq
+    xq2_64 = -2.0 * xq
+    low_ok = xq.size == 0 or float(np.abs(xq).max()) < _SCREEN32_MAX
+    xq2_32 = xq2_64.astype(np.float32) if low_ok else None
     rows = max(1, int(max_chunk_bytes) // (8 * max(xq.shape[0], 1)))
     qs, rs, ds = [], [], []
     for lo in range(0, xr.shape[0], rows):
         chunk = np.ascontiguousarray(xr[lo:lo + rows], dtype=np.float64)
-        d = chunk.shape[1]
-        nr = _norms(chunk)
-        part = xq2 @ chunk.T
-        part += nr[None, :]
-        bound = 8.0 * (d + 4) * _U * (nq + (float(nr.max()) if nr.size else 0.0)) + 1e-290
-        q, r = np.nonzero(part <= (limit + bound - nq)[:, None])
+        low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
+        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, limit, 0)
         dist = canonical_pairs(xq, chunk, q, r)
         keep = dist < limit[q]
         qs.append(q[keep])

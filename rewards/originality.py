@@ -56,28 +56,34 @@ class Originality:
 
 
 def reference_counts(lake_nearest_sq: np.ndarray, pair_test: np.ndarray, pair_row: np.ndarray,
-                     pair_dist: np.ndarray, judged_rows: np.ndarray, nearest_sq: np.ndarray, n_new: int,
-                     block: int = 256) -> np.ndarray:
+                     pair_dist: np.ndarray, judged_rows: np.ndarray, nearest_sq: np.ndarray, n_new: int) -> np.ndarray:
     """Per judged row i: the number of test points h whose nearest row of P_i is at most as far as row i's.
 
     A test point's nearest row of P_i is its nearest lake row or an earlier new row closer than that; any such new
-    row is closer than its k-th lake row too, so the candidate pairs (h, j, distance) hold every one of them.
+    row is closer than its k-th lake row too, so the candidate pairs (h, j, distance) hold every one of them. Only
+    test points with such a pair need more than their lake distance, and only at the columns where a pair or a
+    judged row sits: the work follows those pairs, not T x (new rows).
     """
-    n_test = lake_nearest_sq.size
     counts = np.zeros(judged_rows.size, dtype=np.int64)
     if judged_rows.size == 0:
         return counts
+    # Test points at least as close through their lake row alone.
+    counts += np.searchsorted(np.sort(lake_nearest_sq), nearest_sq, side="right")
     useful = pair_dist < lake_nearest_sq[pair_test]
     pt, pr, pd = pair_test[useful], pair_row[useful], pair_dist[useful]
-    for lo in range(0, n_test, block):
-        hi = min(lo + block, n_test)
-        sel = (pt >= lo) & (pt < hi)
-        # earlier[h, i] = min over new rows j < i of the distance (column i + 1 holds row i's own distance).
-        earlier = np.full((hi - lo, n_new + 1), np.inf)
-        np.minimum.at(earlier, (pt[sel] - lo, pr[sel] + 1), pd[sel])
-        np.minimum.accumulate(earlier, axis=1, out=earlier)
-        ref = np.minimum(earlier[:, judged_rows], lake_nearest_sq[lo:hi, None])
-        counts += (ref <= nearest_sq[None, :]).sum(axis=0)
+    if pt.size == 0:
+        return counts
+    tests, t_of = np.unique(pt, return_inverse=True)
+    # Columns: after each useful pair's row (it counts for later rows only) and at each judged row.
+    cols = np.sort(np.concatenate([pr + 1, judged_rows]))
+    cols = cols[np.r_[True, cols[1:] != cols[:-1]]]  # unique (np.unique would import numpy.ma)
+    earlier = np.full((tests.size, cols.size), np.inf)
+    np.minimum.at(earlier, (t_of.reshape(-1), np.searchsorted(cols, pr + 1)), pd)
+    np.minimum.accumulate(earlier, axis=1, out=earlier)
+    at = earlier[:, np.searchsorted(cols, judged_rows)]  # min over pairs with row < i
+    lake = lake_nearest_sq[tests][:, None]
+    # Those not already counted by their lake row, brought at least as close by an earlier new row.
+    counts += ((lake > nearest_sq[None, :]) & (at <= nearest_sq[None, :])).sum(axis=0)
     return counts
 
 
