@@ -72,7 +72,7 @@ def _load(folder: Path) -> LakeView | None:
     if not (folder / "view.json").exists():
         return None
     try:
-        return LakeView.load(folder)
+        return LakeView.load(folder, mmap=True)
     except ValueError:  # torn or foreign: derived data, so rebuild it
         return None
 
