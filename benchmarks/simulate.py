@@ -23,7 +23,9 @@ from simulation.scenario import parse_scenario  # noqa: E402
 
 # Shares of the contributor keys by strategy (the rest are honest), and of the validators.
 CONTRIBUTOR_MIX = (("noisy_labels", 0.10), ("exact_copier", 0.05), ("near_copier", 0.05), ("self_replayer", 0.05),
-                   ("garbage", 0.05), ("late_copier", 0.025), ("backdated_copier", 0.025))
+                   ("garbage", 0.05), ("late_copier", 0.025), ("backdated_copier", 0.025), ("jitter_copier", 0.025),
+                   ("smote_copier", 0.025), ("self_augmenter", 0.025), ("same_epoch_copier", 0.025))
+EPOCH_GROWTH_MAX = 1.2  # the last 5 epochs over epochs 2-6: an epoch costs what its new rows cost, not the lake
 VALIDATOR_MIX = (("weight_copier", 3 / 16), ("lazy", 2 / 16), ("cartel", 3 / 16))  # the rest honest
 ROWS = 20
 
@@ -79,8 +81,10 @@ def main() -> int:
     if len(per_epoch) >= 3:
         n = min(5, (len(per_epoch) - 1) // 2)
         head, tail = per_epoch[1:1 + n], per_epoch[-n:]
+        growth = sum(tail) / sum(head)
         print(f"epoch time as the lake grows: epochs 2-{1 + n} {sum(head) / n:.2f} s, the last {n} "
-              f"{sum(tail) / n:.2f} s (epoch 1, {per_epoch[0]:.2f} s, also pays for imports and Beam's warm-up)")
+              f"{sum(tail) / n:.2f} s (epoch 1, {per_epoch[0]:.2f} s, also pays for imports and Beam's warm-up): "
+              f"x{growth:.2f}, goal <= {EPOCH_GROWTH_MAX}x: {'met' if growth <= EPOCH_GROWTH_MAX else 'MISSED'}")
     print(f"{'stage':22} {'s in all':>9} {'s / epoch':>10} {'share':>6}")
     for stage in STAGES:
         s = result.stage_seconds.get(stage, 0.0)

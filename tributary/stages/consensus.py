@@ -96,8 +96,10 @@ def validator_weights(home: Home, scores: EpochScores, snapshot: LakeSnapshot | 
 
 
 def eligible_miners(scores: EpochScores) -> frozenset[str]:
-    """The contributors that may earn this epoch: those with a submission holding rows that are not duplicates."""
-    return frozenset(s.account_id for s in scores.submissions if s.rows > s.duplicate_rows)
+    """The contributors that may earn this epoch: those with a submission holding rows that are neither duplicates
+    nor unoriginal (a submission the originality gate zeroed holds none)."""
+    return frozenset(s.account_id for s in scores.submissions
+                     if not s.gated and s.rows > s.duplicate_rows + s.unoriginal_rows)
 
 
 @dataclass(frozen=True)
