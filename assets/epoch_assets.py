@@ -17,7 +17,7 @@ from assets.metadata import consensus_metadata, ingest_metadata, markdown_table,
 from assets.partitions import EPOCH_PARTITIONS, epoch_of, partition_key
 from assets.resources import TributaryHome
 from ledger.db import open_ledger
-from ledger.epoch_report import ContributorLine, EpochReport, epoch_report, value_history
+from ledger.epoch_report import ContributorLine, EpochReport, SubmissionLine, epoch_report, value_history
 from ledger.errors import EpochOrderError
 from ledger.money import units_to_tokens
 from tributary import epoch as stages
@@ -109,8 +109,13 @@ with warnings.catch_warnings():
         )
 
 
-def _contributor_lines(home: Home, scores: stages.EpochScores) -> list[ContributorLine]:
+def scored_report(home: Home, scores: stages.EpochScores) -> EpochReport:
+    """An epoch just scored (not settled yet) as the EpochReport its settled figures will make: value per
+    contributor, each dataset submission's originality figures and what the epoch's rows added per task."""
+    from tributary.stages.settle import dataset_submission_ids, epoch_values
+
     names = stages.account_names(home)
+    datasets = dataset_submission_ids(home, scores.epoch)
     per: dict[str, list] = {}
     for s in scores.submissions:
         line = per.setdefault(s.account_id, [0, 0, 0, 0.0])
@@ -118,13 +123,23 @@ def _contributor_lines(home: Home, scores: stages.EpochScores) -> list[Contribut
         line[1] += s.rows
         line[2] += s.duplicate_rows
         line[3] += s.value
-    return sorted((ContributorLine(a, names.get(a, a), *v) for a, v in per.items()), key=lambda c: (-c.value, c.account_id))
+    lines = sorted((ContributorLine(a, names.get(a, a), *v) for a, v in per.items()),
+                   key=lambda c: (-c.value, c.account_id))
+    subs = sorted((SubmissionLine(s.submission_id, names.get(s.account_id, s.account_id), s.task, s.status, s.rows,
+                                  s.duplicate_rows, s.judged_rows, s.unoriginal_rows, s.gate_p, s.median_p, s.value,
+                                  s.value_without_originality)
+                   for s in scores.submissions if s.submission_id in datasets),
+                  key=lambda s: (-s.value, s.submission_id))
+    return EpochReport(scores.epoch, "scored", 0, 0, {}, 0, tuple(lines), (), (), None, 0, None, None, None,
+                       tuple(subs), epoch_values(scores, datasets))
 
 
 @dg.asset(partitions_def=EPOCH_PARTITIONS, group_name=GROUP, pool=POOL)
 def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryHome,
                         validated_contributions: stages.LakeSnapshot) -> Optional[stages.EpochScores]:
-    """Exact KNN-Shapley value of every new row, marginal to the whole lake; duplicates of any earlier row earn 0.
+    """Exact Shapley value of every new row in the game where the lake is always present (the values of a task's
+    rows add up to what they added to the lake's KNN utility on the holdout); duplicates of any earlier row, and rows
+    or whole submissions that lie closer to what the market held than fresh draws do (unoriginal), earn 0.
 
     None for a settled epoch: its values are in the ledger and are reported from there, never recomputed."""
     home, epoch = tributary.open(), validated_contributions.epoch
@@ -132,11 +147,10 @@ def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryH
         context.add_output_metadata({**values_metadata(_report(home, epoch)), "settled_already": True})
         return None
     scores = stages.score(home, epoch, validated_contributions)
-    lines = _contributor_lines(home, scores)
     copies = [[s.submission_id[:16], s.account_id, str(s.duplicate_rows), ", ".join(d[:16] for d in s.duplicate_of)]
               for s in scores.submissions if s.duplicate_of]
     context.add_output_metadata({
-        **values_metadata(EpochReport(epoch, "scored", 0, 0, {}, 0, tuple(lines), (), (), None, 0, None, None, None)),
+        **values_metadata(scored_report(home, scores)),
         "settled_already": False,
         "duplicates": markdown_table(["submission", "account", "duplicate rows", "copies"], copies[:20]),
         "valuation_pools": markdown_table(

@@ -42,15 +42,41 @@ def ingest_metadata(r: EpochReport, data_docs: tuple[str, ...] = ()) -> dict:
 
 
 def values_metadata(r: EpochReport) -> dict:
-    """Rows and value per contributor (final once the epoch is settled)."""
-    return {
+    """Rows and value per contributor (final once the epoch is settled), what the epoch's rows added per task (gain
+    and U'(lake) on the holdout), and each submission's originality figures: an epoch pays for what it added."""
+    md = {
         "ledger_epoch": r.epoch,
         "contributors": len(r.contributors),
         "duplicate_rows": sum(c.duplicate_rows for c in r.contributors),
         "value_per_contributor": markdown_table(
             ["contributor", "submissions", "rows", "duplicate rows", "value"],
             [[c.name, c.submissions, c.rows, c.duplicate_rows, f"{c.value:.6f}"] for c in r.contributors[:50]]),
+        "unoriginal_submissions": r.unoriginal,
+        "unoriginal_rows": sum(s.unoriginal_rows or 0 for s in r.submissions),
+        "originality_cost": float(sum(s.originality_cost or 0.0 for s in r.submissions)),
+        "epoch_value": markdown_table(
+            ["task", "gain", "U'(lake)", "lake rows", "new rows", "admitted rows", "holdout rows"],
+            [[v.task, f"{v.gain:.6f}", f"{v.lake_utility:.6f}", v.lake_rows, v.new_rows, v.admitted_rows,
+              v.test_rows] for v in r.epoch_values]),
+        "originality": markdown_table(
+            ["submission", "contributor", "task", "status", "rows", "judged", "unoriginal", "gate p", "median p",
+             "value", "cost"],
+            [[s.submission_id[:16], s.name, s.task, s.status, s.rows, _count(s.judged_rows), _count(s.unoriginal_rows),
+              _p(s.gate_p), _p(s.median_p), f"{s.value:.6f}", _fmt(s.originality_cost, 6)]
+             for s in r.submissions[:50]]),
     }
+    for v in r.epoch_values:  # numbers, so the UI plots them across partitions
+        md[f"gain_{v.task}"] = float(v.gain)
+        md[f"lake_utility_{v.task}"] = float(v.lake_utility)
+    return md
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
 
 
 def consensus_metadata(r: EpochReport) -> dict:

@@ -16,6 +16,8 @@ from ledger.settlement import PAYOUT_KINDS
 
 
 VALUE_TOLERANCE = 0.0  # values are stored as the same float64 the document holds: exact
+# A task's gain is the fsum of its rows' values, each submission's value the fsum of its own: equal up to rounding.
+GAIN_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -39,6 +41,7 @@ def audit(con: duckdb.DuckDBPyConnection) -> AuditReport:
     _check_balances(con, report)
     _check_epochs(con, report)
     _check_values(con, report)
+    _check_epoch_values(con, report)
     _check_stakes(con, report)
     _check_inputs(con, report)
     return report
@@ -65,6 +68,27 @@ def _check_values(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
         "AND c.value IS NULL ORDER BY c.epoch, c.submission_id").fetchall()
     for epoch, submission_id in rows:
         report.problems.append(f"epoch {epoch}: contribution {submission_id} was accepted but has no value")
+
+
+def _check_epoch_values(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """An epoch pays for what it added: per task, the values of its dataset contributions (accepted, duplicate or
+    unoriginal) add up to epoch_values.gain; a submission zeroed as unoriginal earned nothing. Epochs settled before
+    migration 10 have no epoch_values rows and are checked by the hash chain only."""
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'epoch_values'").fetchall():
+        return  # a ledger read (read-only, never migrated) from before migration 10
+    for epoch, task, gain, paid in con.execute(
+            "SELECT v.epoch, v.task, v.gain, COALESCE(SUM(c.value), 0) FROM epoch_values v "
+            "LEFT JOIN contributions c ON c.epoch = v.epoch AND c.task = v.task AND c.kind = 'dataset' "
+            "AND c.status <> 'quarantined' GROUP BY v.epoch, v.task, v.gain "
+            f"HAVING abs(v.gain - COALESCE(SUM(c.value), 0)) > {GAIN_TOLERANCE} * (1 + abs(v.gain)) "
+            "ORDER BY v.epoch, v.task").fetchall():
+        report.problems.append(f"epoch {epoch}, task {task}: its rows added {gain} to the lake (epoch_values.gain), "
+                               f"but its contributions were valued at {paid} in all")
+    for epoch, submission_id, value in con.execute(
+            "SELECT epoch, submission_id, value FROM contributions WHERE status = 'unoriginal' AND value <> 0 "
+            "ORDER BY epoch, submission_id").fetchall():
+        report.problems.append(f"epoch {epoch}: contribution {submission_id} is unoriginal (zeroed by the "
+                               f"originality gate) but was valued at {value}")
 
 
 def _check_stakes(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
@@ -103,7 +127,7 @@ def _check_chain(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
         if recomputed != row.results_digest:
             report.problems.append(
                 f"epoch {row.epoch}: its rows now digest to {recomputed}, but {row.results_digest} was settled "
-                "(a reward, transfer, bond, weight or contribution row of this epoch was changed)"
+                "(a reward, transfer, bond, weight, contribution or epoch_values row of this epoch was changed)"
             )
         expected = chain_hash(row.prev_hash or GENESIS_HASH, row.epoch, row.inputs_digest, row.results_digest)
         if row.hash != expected:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from ledger.epoch_values import EpochValue, read_epoch_values
 from ledger.epochs import epoch_state, get_epoch
 
 COPY_SIGNAL_FLAG = 0.1  # similarity to consensus above similarity to own history by this much: flagged as a copier
@@ -23,6 +24,29 @@ class ContributorLine:
     rows: int
     duplicate_rows: int
     value: float
+
+
+@dataclass(frozen=True)
+class SubmissionLine:
+    """A dataset submission's value and originality figures (None: not measured, e.g. settled before the rules)."""
+
+    submission_id: str
+    name: str
+    task: str
+    status: str  # accepted | duplicate | unoriginal
+    rows: int
+    duplicate_rows: int
+    judged_rows: int | None
+    unoriginal_rows: int | None
+    gate_p: float | None  # the originality gate's p-value (below GATE_P: zeroed as a whole, 'unoriginal')
+    median_p: float | None
+    value: float
+    value_without_originality: float | None
+
+    @property
+    def originality_cost(self) -> float | None:
+        """What the originality rules took from it: its value without them less its value."""
+        return None if self.value_without_originality is None else self.value_without_originality - self.value
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,13 @@ class EpochReport:
     hash: str | None
     inputs_digest: str | None
     results_digest: str | None
+    submissions: tuple[SubmissionLine, ...] = ()  # dataset submissions, most valuable first
+    epoch_values: tuple[EpochValue, ...] = ()  # per task: what the epoch's rows added to the lake
+
+    @property
+    def unoriginal(self) -> int:
+        """Submissions zeroed as a whole by the originality gate."""
+        return sum(1 for s in self.submissions if s.status == "unoriginal")
 
     @property
     def settled(self) -> bool:
@@ -94,7 +125,23 @@ def epoch_report(con: duckdb.DuckDBPyConnection, epoch: int) -> EpochReport:
     paid = sum(r[3] for r in rewards)
     return EpochReport(epoch, state, int(accepted), int(duplicates), quarantined, int(rows), contributors, rewards,
                        validators, row.emission if row else None, int(paid), row.hash if row else None,
-                       row.inputs_digest if row else None, row.results_digest if row else None)
+                       row.inputs_digest if row else None, row.results_digest if row else None,
+                       submission_lines(con, epoch), read_epoch_values(con, epoch))
+
+
+def submission_lines(con: duckdb.DuckDBPyConnection, epoch: int) -> tuple[SubmissionLine, ...]:
+    """An epoch's dataset submissions with their originality figures (none before migration 10, read-only)."""
+    try:
+        rows = con.execute(
+            "SELECT c.submission_id, COALESCE(a.name, c.account_id), c.task, c.status, c.rows, "
+            "COALESCE(c.duplicate_rows, 0), c.judged_rows, c.unoriginal_rows, c.originality_p, c.median_p, "
+            "COALESCE(c.value, 0.0), c.value_without_originality "
+            "FROM contributions c LEFT JOIN accounts a USING (account_id) "
+            "WHERE c.epoch = ? AND c.kind = 'dataset' AND c.status <> 'quarantined' "
+            "ORDER BY c.value DESC NULLS LAST, c.submission_id", [epoch]).fetchall()
+    except duckdb.BinderException:  # a ledger read before its migration: no originality columns
+        return ()
+    return tuple(SubmissionLine(*r) for r in rows)
 
 
 def value_history(con: duckdb.DuckDBPyConnection, upto_epoch: int, top: int = 8) -> dict[str, list[tuple[int, float]]]:

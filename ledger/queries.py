@@ -11,9 +11,10 @@ from ledger.db import open_ledger, snapshot_path
 
 EXPORT_TABLES = ("accounts", "epochs", "contributions", "quarantine", "rewards", "transfers", "bonds", "weights",
                  "commitments", "validator_reports", "arrivals", "balance_totals", "market", "requests", "proposals",
-                 "votes", "epoch_parameters")
+                 "votes", "epoch_parameters", "epoch_values")
 # The views users ask (ledger/views.py), exported as their rows: a reader of the export needs no view definitions.
-EXPORT_VIEWS = ("balances", "stakes", "leaderboard", "explain", "emission_by_epoch", "parameters", "validator_report")
+EXPORT_VIEWS = ("balances", "stakes", "leaderboard", "explain", "originality", "epoch_value", "emission_by_epoch",
+                "parameters", "validator_report")
 EXPORT_STORAGE_VERSION = "v1.5.0"  # lets the PyPI duckdb-cli (1.5.x) open the exported file
 
 
@@ -46,7 +47,11 @@ def export(ledger_path: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_ledger(ledger_path, read_only=True) as con:
-        for name in (*EXPORT_TABLES, *EXPORT_VIEWS):
+        # A ledger read before its latest migration (export never migrates) lacks the newest tables and views.
+        present = {n for (n,) in con.execute("SELECT table_name FROM duckdb_tables() UNION "
+                                             "SELECT view_name FROM duckdb_views()").fetchall()}
+        names = [n for n in (*EXPORT_TABLES, *EXPORT_VIEWS) if n in present]
+        for name in names:
             path = out_dir / f"{name}.parquet"
             con.execute(f"COPY (SELECT * FROM {name}) TO '{_sql_path(path)}' (FORMAT parquet)")
             written.append(path)
@@ -54,7 +59,7 @@ def export(ledger_path: Path, out_dir: Path) -> list[Path]:
     db_path.unlink(missing_ok=True)
     out = duckdb.connect(str(db_path), config={"storage_compatibility_version": EXPORT_STORAGE_VERSION})
     try:
-        for name in (*EXPORT_TABLES, *EXPORT_VIEWS):
+        for name in names:
             out.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{_sql_path(out_dir / f'{name}.parquet')}')")
     finally:
         out.close()

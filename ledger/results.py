@@ -1,10 +1,14 @@
 """The results digest of an epoch: recomputed from the tables, by settlement and by the audit alike.
 
-Three versions, chosen per epoch by `epochs.results_version` (NULL: 1), so every settled epoch recomputes as it was:
+Four versions, chosen per epoch by `epochs.results_version` (NULL: 1), so every settled epoch recomputes as it was:
 - 1: BLAKE2b of the canonical JSON of every row (Python objects; ~10 s for an epoch paying 1M accounts);
 - 2: BLAKE2b over the same rows as Arrow columns, each in a fixed binary form (`columns_digest`; ~0.6 s at 1M);
 - 3: the same binary form, but each column hashed on its own with SHA-256 (hardware-accelerated, and the columns
-  hashed in parallel threads), then the column digests hashed per table (~0.1 s at 1M).
+  hashed in parallel threads), then the column digests hashed per table (~0.1 s at 1M);
+- 4: version 3's form over version 3's tables plus the originality figures of the epoch's contributions and what
+  its rows added to each task's lake (`epoch_values`, migration 10): the market pays for information and says why.
+Each version hashes its own tables (`result_queries`): an epoch settled before the originality figures existed
+recomputes from exactly the rows it was settled with.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import duckdb
 from ledger.db import complete_pending
 from ledger.digest import canonical_json, digest
 
-RESULTS_VERSION = 3  # what settlement writes now
-KNOWN_VERSIONS = (1, 2, 3)
+RESULTS_VERSION = 4  # what settlement writes now
+KNOWN_VERSIONS = (1, 2, 3, 4)
 V2_DOMAIN = b"tributary results v2\n"
 V3_DOMAIN = b"tributary results v3\n"
+V4_DOMAIN = b"tributary results v4\n"
 
 # Each query lists an epoch's rows in a fixed order; timestamps are left out so replays hash equal.
 RESULT_REWARD_COLUMNS = ("account_id", "role", "value", "model_score", "weight", "consensus", "incentive", "dividends",
@@ -46,7 +51,21 @@ LATER_RESULT_QUERIES = {
                          "WHERE epoch = ? AND duplicate_of IS NOT NULL ORDER BY submission_id",
 }
 
-RESULT_TABLES = (*RESULT_QUERIES, *LATER_RESULT_QUERIES)  # in the order the digest takes them
+# Added in version 4 (migration 10): each contribution's originality figures, and what the epoch added per task.
+V4_RESULT_QUERIES = {
+    "originality": "SELECT submission_id, judged_rows, unoriginal_rows, gate_rows, originality_p, median_p, "
+                   "value_without_originality FROM contributions WHERE epoch = ? ORDER BY submission_id",
+    "epoch_values": "SELECT task, lake_rows, new_rows, admitted_rows, test_rows, lake_utility, gain FROM epoch_values "
+                    "WHERE epoch = ? ORDER BY task",
+}
+
+
+def result_queries(version: int = RESULTS_VERSION) -> dict[str, str]:
+    """The tables a columnar results version (2-4) hashes, name -> query, in the order the digest takes them."""
+    return {**RESULT_QUERIES, **LATER_RESULT_QUERIES, **(V4_RESULT_QUERIES if version >= 4 else {})}
+
+
+RESULT_TABLES = tuple(result_queries(RESULTS_VERSION))  # what settlement hashes now, in the digest's order
 
 
 def results_digest(con: duckdb.DuckDBPyConnection, epoch: int, version: int | None = None) -> str:
@@ -55,17 +74,19 @@ def results_digest(con: duckdb.DuckDBPyConnection, epoch: int, version: int | No
     version = settled_version(con, epoch) if version is None else version
     if version == 1:
         return _digest_v1(con, epoch)
-    if version in (2, 3):
-        return columns_digest(result_tables(con, epoch), version)
+    if version in (2, 3, 4):
+        return columns_digest(result_tables(con, epoch, version=version), version)
     raise ValueError(f"epoch {epoch}: unknown results_version {version}; this Tributary knows versions "
                      f"{', '.join(map(str, KNOWN_VERSIONS))}")
 
 
-def result_tables(con: duckdb.DuckDBPyConnection, epoch: int, *, only: tuple[str, ...] | None = None) -> dict:
-    """An epoch's result rows as Arrow tables, in the order and form versions 2 and 3 hash them (`only`: these)."""
+def result_tables(con: duckdb.DuckDBPyConnection, epoch: int, *, only: tuple[str, ...] | None = None,
+                  version: int = RESULTS_VERSION) -> dict:
+    """An epoch's result rows as Arrow tables, in the order and form the columnar versions (2-4) hash them
+    (`only`: these)."""
     complete_pending(con)
     return {name: con.sql(sql, params=[epoch]).to_arrow_table()
-            for name, sql in {**RESULT_QUERIES, **LATER_RESULT_QUERIES}.items() if only is None or name in only}
+            for name, sql in result_queries(version).items() if only is None or name in only}
 
 
 def settled_version(con: duckdb.DuckDBPyConnection, epoch: int) -> int:
@@ -91,13 +112,14 @@ def _digest_v1(con: duckdb.DuckDBPyConnection, epoch: int) -> str:
 
 
 def columns_digest(tables: dict, version: int = 2) -> str:
-    """The digest of Arrow tables in a fixed binary form (results versions 2 and 3).
+    """The digest of Arrow tables in a fixed binary form (results versions 2, 3 and 4).
 
     Per table, in the given order: its name and row count, then per column its name, Arrow type and validity (one bit
     per row), then its values: integers and floats as little-endian 8-byte words (nulls as 0); strings as 8-byte
     offsets from 0 and their UTF-8 bytes (nulls as ""); anything else as the canonical JSON of its values. Every
     field is length-prefixed, so no two different sets of rows hash the same bytes. Version 2 feeds all of it to one
-    BLAKE2b-256; version 3 hashes each column's fields with SHA-256 and puts the column digests in their place.
+    BLAKE2b-256; version 3 hashes each column's fields with SHA-256 and puts the column digests in their place;
+    version 4 is version 3 under its own domain (its tables differ: `result_queries`).
     """
     if version == 2:
         h = hashlib.blake2b(V2_DOMAIN, digest_size=32)
@@ -108,13 +130,13 @@ def columns_digest(tables: dict, version: int = 2) -> str:
                 for part in _column_parts(field, chunked):
                     _put(h, part)
         return h.hexdigest()
-    assert version == 3, version
+    assert version in (3, 4), version
     columns = [(field, chunked) for table in tables.values() for field, chunked in zip(table.schema, table.columns)]
     # hashlib and NumPy let go of the GIL on large buffers: the columns hash side by side.
     big = sum(len(c) for _, c in columns) > PARALLEL_HASH_MIN_VALUES
     with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1) if big else 1) as pool:
         digests = iter(pool.map(lambda fc: _column_digest_v3(*fc), columns))
-    h = hashlib.sha256(V3_DOMAIN)
+    h = hashlib.sha256(V3_DOMAIN if version == 3 else V4_DOMAIN)
     for name, table in tables.items():
         for part in _table_head(name, table):
             _put(h, part)

@@ -257,7 +257,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE epoch_inputs (epoch BIGINT PRIMARY KEY, document VARCHAR NOT NULL);
     """,
-    # 8: the results digest's version per epoch (NULL: 1, canonical JSON of rows; 2: Arrow columns, ledger/results.py).
+    # 8: the results digest's version per epoch (NULL: 1, canonical JSON of rows; 2-4: Arrow columns, ledger/results.py).
     "ALTER TABLE epochs ADD COLUMN results_version INTEGER;",
     # 9: rewards without a primary-key index. Keeping a (epoch, VARCHAR) index cost a settlement paying 1M accounts
     # 0.8 s, more than writing the rows; settlement refuses reward lines that name an account twice before it
@@ -281,6 +281,61 @@ MIGRATIONS: tuple[str, ...] = (
         validator_trust, model_score FROM rewards ORDER BY epoch, account_id;
     DROP TABLE rewards;
     ALTER TABLE rewards_v9 RENAME TO rewards;
+    """,
+    # 10: the market pays for information (rewards.originality). Each contribution keeps its originality figures: the
+    # rows judged (those that could earn), unoriginal (earn 0), below the gate's level, the gate's p-value
+    # (originality_p), the median p-value of its judged rows and its value without the originality rules; a
+    # submission the gate zeroed as a whole is 'unoriginal'. DuckDB cannot alter a CHECK, so contributions is rebuilt
+    # with every column and row as they were (the views that read it are recreated by migrate()). epoch_values keeps
+    # what each epoch's rows added to each task's lake: gain = U'(lake + the rows that played) - U'(lake) on the
+    # holdout, what the epoch's data values of that task add up to.
+    """
+    CREATE TABLE contributions_v10 (
+        submission_id VARCHAR PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        account_id VARCHAR,
+        task VARCHAR,
+        kind VARCHAR,
+        rows BIGINT,
+        status VARCHAR NOT NULL CHECK (status IN ('accepted', 'duplicate', 'unoriginal', 'quarantined')),
+        reason VARCHAR,
+        digest VARCHAR,
+        public_key VARCHAR,
+        nonce BIGINT,
+        file VARCHAR,
+        received_at TIMESTAMP,
+        lake_path VARCHAR,
+        duplicate_rows BIGINT,
+        value DOUBLE,
+        arrival BIGINT,
+        verified BOOLEAN,
+        suspicious VARCHAR,
+        duplicate_of VARCHAR[],
+        judged_rows BIGINT,
+        unoriginal_rows BIGINT,
+        gate_rows BIGINT,
+        originality_p DOUBLE,
+        median_p DOUBLE,
+        value_without_originality DOUBLE
+    );
+    INSERT INTO contributions_v10 (submission_id, epoch, account_id, task, kind, rows, status, reason, digest,
+        public_key, nonce, file, received_at, lake_path, duplicate_rows, value, arrival, verified, suspicious,
+        duplicate_of)
+    SELECT submission_id, epoch, account_id, task, kind, rows, status, reason, digest, public_key, nonce, file,
+        received_at, lake_path, duplicate_rows, value, arrival, verified, suspicious, duplicate_of FROM contributions;
+    DROP TABLE contributions;
+    ALTER TABLE contributions_v10 RENAME TO contributions;
+    CREATE TABLE epoch_values (
+        epoch BIGINT NOT NULL,
+        task VARCHAR NOT NULL,
+        lake_rows BIGINT,
+        new_rows BIGINT,
+        admitted_rows BIGINT,
+        test_rows BIGINT,
+        lake_utility DOUBLE,
+        gain DOUBLE,
+        PRIMARY KEY (epoch, task)
+    );
     """,
 )
 

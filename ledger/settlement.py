@@ -1,4 +1,5 @@
-"""Settling an epoch: rewards, payout transfers, bonds and the chain link, in one transaction."""
+"""Settling an epoch: rewards, payout transfers, bonds, contributions' final figures, what the epoch added per task
+(epoch_values) and the chain link, in one transaction."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 from ledger.balances import apply_payouts, apply_transfers
 from ledger.db import arrow_table, complete_pending, insert_columns, registered, transaction
 from ledger.digest import GENESIS_HASH, chain_hash, digest_text
+from ledger.epoch_values import EpochValue
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import DuplicateRewardLine, EpochOrderError, SettlementConflict
 from ledger.governance import Tally, record_tallies
@@ -49,10 +51,19 @@ class RewardLine:
 @dataclass(frozen=True)
 class ContributionUpdate:
     submission_id: str
-    status: str  # accepted | duplicate
+    status: str  # accepted | duplicate | unoriginal (zeroed as a whole by the originality gate)
     duplicate_rows: int
     value: float
     duplicate_of: tuple[str, ...] = ()  # earlier submissions its duplicate rows copy
+    # Originality (rewards.originality), None where not measured (predictions): rows judged (those that could earn),
+    # unoriginal (earn 0), below the gate's level; the gate's p-value, the median p-value of its judged rows, and its
+    # value in the same game without the originality rules.
+    judged_rows: int | None = None
+    unoriginal_rows: int | None = None
+    gate_rows: int | None = None
+    originality_p: float | None = None
+    median_p: float | None = None
+    value_without_originality: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class Settlement:
     tallies: tuple[Tally, ...] = ()  # the proposals made in this epoch, counted
     parameters: tuple[tuple[str, str, int | None], ...] = ()  # governed settings in force: (setting, JSON, proposal)
     inputs_document: str | None = None  # the canonical JSON inputs_digest hashes, kept in epoch_inputs for audit
+    epoch_values: tuple[EpochValue, ...] = ()  # per task: what the epoch's rows added to the lake (epoch_values)
 
 
 @dataclass(frozen=True)
@@ -161,11 +173,19 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
                 "duplicate_rows": (pa.int64(), [c.duplicate_rows for c in s.contributions]),
                 "value": (pa.float64(), [c.value for c in s.contributions]),
                 "duplicate_of": (pa.list_(pa.string()), [list(c.duplicate_of) or None for c in s.contributions]),
+                **{name: (t, [getattr(c, name) for c in s.contributions]) for name, t in ORIGINALITY_COLUMNS},
             })
+            assigned = ", ".join(f"{name} = u.{name}" for name in updates.column_names[1:])
             with registered(con, "_settle_updates", updates) as view:
-                con.execute("UPDATE contributions SET status = u.status, duplicate_rows = u.duplicate_rows, "
-                            f"value = u.value, duplicate_of = u.duplicate_of FROM {view} u "
+                con.execute(f"UPDATE contributions SET {assigned} FROM {view} u "
                             "WHERE contributions.submission_id = u.submission_id")
+        insert_columns(con, "epoch_values", {
+            "epoch": (pa.int64(), [s.epoch] * len(s.epoch_values)),
+            "task": (pa.string(), [v.task for v in s.epoch_values]),
+            **{name: (pa.int64(), [getattr(v, name) for v in s.epoch_values])
+               for name in ("lake_rows", "new_rows", "admitted_rows", "test_rows")},
+            **{name: (pa.float64(), [getattr(v, name) for v in s.epoch_values]) for name in ("lake_utility", "gain")},
+        })
         record_tallies(con, s.tallies)
         if s.inputs_document is not None:
             con.execute("INSERT INTO epoch_inputs VALUES (?, ?)", [s.epoch, s.inputs_document])
@@ -188,6 +208,9 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
     return SettleOutcome(s.epoch, True, link, line_table.select(["account_id", "amount"]))
 
 
+ORIGINALITY_COLUMNS = (("judged_rows", pa.int64()), ("unoriginal_rows", pa.int64()), ("gate_rows", pa.int64()),
+                       ("originality_p", pa.float64()), ("median_p", pa.float64()),
+                       ("value_without_originality", pa.float64()))
 REWARD_COLUMNS = ("account_id", "role", "value", "weight", "consensus", "incentive", "dividends", "stake",
                   "validator_trust", "model_score")
 LINE_SCHEMA = pa.schema([

@@ -2,6 +2,20 @@
 
 Each view reads the kept tables (balance_totals, rewards, contributions, epochs…), never the whole transfer history
 for a balance, and a filter on one epoch or one account is pushed down into the tables it reads.
+
+| view | one row per | answers |
+| --- | --- | --- |
+| `balances` | account | what do I hold now? |
+| `stakes` | account with stake or unbonding | who has a say, and what share of all stake? |
+| `leaderboard` | epoch x rewarded account | who earned most in epoch E? |
+| `explain` | epoch x account | why did X earn Y: submissions, accepted, duplicate, judged and unoriginal rows, submissions zeroed as unoriginal, quarantined, value and what the originality rules took, house weight, consensus, incentive or dividends, stake, amount |
+| `originality` | dataset submission with originality figures | was it paid for information? rows judged (could earn), unoriginal (earn 0), below the gate's level; the gate's p-value (below GATE_P = 1e-6: zeroed as a whole, status 'unoriginal'), the median p-value, value with and without the originality rules |
+| `epoch_value` | epoch x task | what did the epoch's rows add? the table `epoch_values` (lake rows, new rows, rows admitted to the game, holdout rows, U'(lake), gain = U'(lake + rows that played) - U'(lake)) with the utility after, and the epoch's submissions, duplicate and unoriginal rows, value paid for (adds up to gain) and originality cost |
+| `emission_by_epoch` | epoch | where did the emission go, what was burned? |
+| `parameters` | epoch x governed setting | which value was in force, and which proposal set it? |
+
+Epochs settled before the originality rules (results versions 1-3) have no originality figures (NULL) and no
+`epoch_values` rows.
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ VIEWS: dict[str, str] = {
     """,
     # Why an account earned what it did in an epoch: its submissions there, the value they were given, the house
     # validator's weight on it (contributors), consensus, incentive, dividends, stake (validators) and the amount.
+    # Originality: its rows judged (could earn) and unoriginal (earned 0), its submissions zeroed as unoriginal by the
+    # gate, and what the originality rules took (value without them less value; NULL where not measured).
     # An account with submissions but no reward row (all quarantined, say) is here too, with amount 0.
     "explain": """
         WITH subs AS (
@@ -38,8 +54,12 @@ VIEWS: dict[str, str] = {
                    CAST(COALESCE(SUM(CASE WHEN status = 'accepted' THEN rows - COALESCE(duplicate_rows, 0) END), 0)
                         AS BIGINT) AS accepted_rows,
                    CAST(COALESCE(SUM(COALESCE(duplicate_rows, 0)), 0) AS BIGINT) AS duplicate_rows,
+                   CAST(COALESCE(SUM(judged_rows), 0) AS BIGINT) AS judged_rows,
+                   CAST(COALESCE(SUM(unoriginal_rows), 0) AS BIGINT) AS unoriginal_rows,
+                   COUNT(*) FILTER (WHERE status = 'unoriginal') AS unoriginal_submissions,
                    COUNT(*) FILTER (WHERE status = 'quarantined') AS quarantined,
-                   SUM(value) AS value
+                   SUM(value) AS value,
+                   SUM(value_without_originality - value) AS originality_cost
             FROM contributions WHERE account_id IS NOT NULL GROUP BY epoch, account_id
         ), keys AS (
             SELECT epoch, account_id FROM rewards
@@ -48,14 +68,45 @@ VIEWS: dict[str, str] = {
         )
         SELECT k.epoch, k.account_id, a.name, COALESCE(r.role, a.role) AS role,
                COALESCE(s.submissions, 0) AS submissions, COALESCE(s.accepted_rows, 0) AS accepted_rows,
-               COALESCE(s.duplicate_rows, 0) AS duplicate_rows, COALESCE(s.quarantined, 0) AS quarantined,
-               COALESCE(r.value, s.value) AS value,
+               COALESCE(s.duplicate_rows, 0) AS duplicate_rows, COALESCE(s.judged_rows, 0) AS judged_rows,
+               COALESCE(s.unoriginal_rows, 0) AS unoriginal_rows,
+               COALESCE(s.unoriginal_submissions, 0) AS unoriginal_submissions,
+               COALESCE(s.quarantined, 0) AS quarantined,
+               COALESCE(r.value, s.value) AS value, s.originality_cost,
                CASE WHEN r.role = 'contributor' THEN r.weight END AS house_weight,
                r.consensus, r.incentive, r.dividends, r.stake, COALESCE(r.amount, 0) AS amount
         FROM keys k
         JOIN accounts a ON a.account_id = k.account_id
         LEFT JOIN rewards r ON r.epoch = k.epoch AND r.account_id = k.account_id
         LEFT JOIN subs s ON s.epoch = k.epoch AND s.account_id = k.account_id
+    """,
+    # Each dataset submission's originality figures (settled epochs from the originality rules on): was it paid for
+    # information? originality_p is the gate's p-value (below GATE_P the whole submission earns 0: 'unoriginal').
+    "originality": """
+        SELECT c.epoch, c.submission_id, a.name, c.task, c.rows, c.judged_rows, c.unoriginal_rows, c.gate_rows,
+               c.originality_p, c.median_p, c.status, c.value, c.value_without_originality,
+               c.value_without_originality - c.value AS originality_cost, c.account_id
+        FROM contributions c LEFT JOIN accounts a USING (account_id)
+        WHERE c.kind = 'dataset' AND c.judged_rows IS NOT NULL
+    """,
+    # What each epoch's rows added to each task's lake (the epoch_values table), with the utility after and what the
+    # epoch's submissions of the task were paid for: value adds up to gain (each row's exact Shapley value).
+    "epoch_value": """
+        WITH subs AS (
+            SELECT epoch, task, COUNT(*) AS submissions,
+                   CAST(COALESCE(SUM(duplicate_rows), 0) AS BIGINT) AS duplicate_rows,
+                   CAST(COALESCE(SUM(unoriginal_rows), 0) AS BIGINT) AS unoriginal_rows,
+                   COUNT(*) FILTER (WHERE status = 'unoriginal') AS unoriginal_submissions,
+                   SUM(value) AS value,
+                   SUM(value_without_originality - value) AS originality_cost
+            FROM contributions WHERE kind = 'dataset' AND status <> 'quarantined' GROUP BY epoch, task
+        )
+        SELECT v.epoch, v.task, v.lake_rows, v.new_rows, v.admitted_rows, v.test_rows, v.lake_utility, v.gain,
+               v.lake_utility + v.gain AS utility_after, COALESCE(s.submissions, 0) AS submissions,
+               COALESCE(s.duplicate_rows, 0) AS duplicate_rows, COALESCE(s.unoriginal_rows, 0) AS unoriginal_rows,
+               COALESCE(s.unoriginal_submissions, 0) AS unoriginal_submissions, COALESCE(s.value, 0.0) AS value,
+               s.originality_cost
+        FROM epoch_values v LEFT JOIN subs s ON s.epoch = v.epoch AND s.task = v.task
     """,
     # Where each epoch's emission went (NULLs for the open epoch); burned: units credited to the burn account.
     "emission_by_epoch": """

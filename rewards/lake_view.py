@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,12 +154,13 @@ class LakeView:
     def save(self, folder: Path) -> None:
         """Write the view to `folder`: one .npy per array (so a reader can memory-map them) and view.json.
 
-        Written into a fresh folder beside it, synced, then swapped in by renames: a crash leaves the old view, the
-        new one, or none (then the next reader rebuilds it: derived data), never a mix.
+        Written into a fresh folder beside it (named for this process and thread, so two writers never share one),
+        synced, then swapped in by renames: a crash leaves the old view, the new one, or none (then the next reader
+        rebuilds it: derived data), never a mix.
         """
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.new")
+        tmp = folder.with_name(f".{folder.name}.new-{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         shapes = {}
@@ -169,7 +171,7 @@ class LakeView:
         meta = {"format": VIEW_FORMAT, "k": self.k, "method": self.scaling.method, "near_tol": self.near_tol,
                 "given": self.given, "digest": self.digest, "folded": self.folded, "shapes": shapes}
         _write(tmp / "view.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        old = folder.with_name(f".{folder.name}.old")
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
             os.replace(folder, old)

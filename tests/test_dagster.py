@@ -305,3 +305,45 @@ def test_exclude_refuses_what_it_cannot_change(market):
         stages.exclude(market.home, sid, "too late")
     with pytest.raises(LedgerError, match="say why"):
         stages.exclude(market.home, sid, "  ")
+
+
+# ---------------------------------------------------------------------------------------------------- originality
+def test_value_metadata_and_the_epoch_run_report_say_what_the_epoch_added_and_who_was_unoriginal(market):
+    """contribution_values' metadata (built by scored_report before settlement, from the ledger after) and `epoch
+    run`'s report show per task the gain and U'(lake), and per submission its originality figures."""
+    import io
+
+    from rich.console import Console
+
+    from assets.epoch_assets import scored_report
+    from assets.metadata import values_metadata
+    from ledger.epoch_report import epoch_report
+    from tests.test_views import copier_epoch
+    from tributary.epoch import run_epoch
+    from tributary.report import print_epoch_run
+
+    scored = copier_epoch(market, close=False)  # epoch 2 scored, not settled
+    before = values_metadata(scored_report(market.home, scored.scores))
+    run = run_epoch(market.home, close=True)
+    with open_ledger(market.home.paths.ledger, read_only=True) as con:
+        after = values_metadata(epoch_report(con, 2))
+    for md in (before, after):
+        assert md["unoriginal_submissions"] == 1 and md["unoriginal_rows"] >= 0
+        table = md["originality"].value
+        assert "| bob | digits | unoriginal | 200 |" in table and "| carol | digits | accepted | 100 |" in table
+        assert "| task | gain | U'(lake) | lake rows | new rows | admitted rows | holdout rows |" in md["epoch_value"].value
+        assert md["gain_digits"] > 0 and md["lake_utility_digits"] > 0
+        assert md["originality_cost"] > 0
+    assert {k: v for k, v in before.items() if k != "ledger_epoch"} == {k: v for k, v in after.items()
+                                                                        if k != "ledger_epoch"}
+    (gain,) = [v for v in run.settlement.epoch_values]
+    assert after["gain_digits"] == gain.gain and f"| digits | {gain.gain:.6f} | {gain.lake_utility:.6f} | 200 | 300 | " \
+        f"{gain.admitted_rows} | 300 |" in after["epoch_value"].value
+
+    out = io.StringIO()
+    print_epoch_run(Console(file=out, width=250), market.home, run)
+    text = out.getvalue()
+    assert "unoriginal" in text and "gate p" in text and "judged" in text
+    assert (f"task digits: the epoch's rows added {gain.gain:.6f} to the lake's KNN utility on the holdout "
+            f"(U'(lake) = {gain.lake_utility:.6f}, 200 lake rows, {gain.admitted_rows} of 300 new rows admitted)"
+            in text)

@@ -253,3 +253,127 @@ def test_sql_is_read_only_and_export_round_trips(con, tmp_path):
     assert (tmp_path / "out" / "rewards.parquet") in files
     out = duckdb.connect(str(tmp_path / "out" / "ledger.duckdb"), read_only=True)
     assert out.execute("SELECT SUM(amount) FROM rewards").fetchone()[0] == 1000
+
+
+# ---------------------------------------------------------------------------------------------------- originality
+def _contribution(epoch: int, n: int, key: str, task: str = "digits", kind: str = "dataset"):
+    from ledger.contributions import ContributionRecord
+
+    return ContributionRecord(submission_id=f"s{epoch}-{n}", epoch=epoch, account_id=accounts.account_id_for(key),
+                              public_key=key, task=task, kind=kind, rows=10, status="accepted", reason=None,
+                              digest=f"d{n}", nonce=n, file=f"f{n}.parquet", received_at="2026-11-25T12:00:00",
+                              lake_path=f"lake/{n}.parquet", arrival=n, verified=True)
+
+
+def test_settlement_writes_originality_figures_and_what_the_epoch_added_and_a_resettle_is_a_no_op(con):
+    from ledger.contributions import record
+    from ledger.epoch_values import EpochValue, read_epoch_values
+    from ledger.results import RESULTS_VERSION
+    from ledger.settlement import ContributionUpdate
+
+    record(con, [_contribution(1, 1, KEY_A), _contribution(1, 2, KEY_B), _contribution(1, 3, KEY_A, kind="predictions")])
+    updates = (
+        ContributionUpdate("s1-1", "accepted", 1, 0.75, judged_rows=8, unoriginal_rows=1, gate_rows=2,
+                           originality_p=0.4, median_p=0.5, value_without_originality=0.5),
+        ContributionUpdate("s1-2", "unoriginal", 0, 0.0, judged_rows=9, unoriginal_rows=3, gate_rows=9,
+                           originality_p=1e-9, median_p=0.01, value_without_originality=0.25),
+        ContributionUpdate("s1-3", "accepted", 0, 0.6),  # predictions: scored, never judged
+    )
+    added = (EpochValue("digits", 40, 20, 6, 300, 0.3125, 0.75),)
+    s = _settlement(1, "d1")
+    settled = Settlement(s.epoch, s.inputs_digest, s.emission, s.lines, bonds=s.bonds, contributions=updates,
+                         epoch_values=added)
+    first = settle_epoch(con, settled, now=NOW)
+    columns = ("submission_id, status, duplicate_rows, value, judged_rows, unoriginal_rows, gate_rows, originality_p, "
+               "median_p, value_without_originality")
+    rows = con.execute(f"SELECT {columns} FROM contributions ORDER BY submission_id").fetchall()
+    assert rows == [("s1-1", "accepted", 1, 0.75, 8, 1, 2, 0.4, 0.5, 0.5),
+                    ("s1-2", "unoriginal", 0, 0.0, 9, 3, 9, 1e-9, 0.01, 0.25),
+                    ("s1-3", "accepted", 0, 0.6, None, None, None, None, None, None)]
+    assert read_epoch_values(con, 1) == added
+    assert con.execute("SELECT results_version FROM epochs WHERE epoch = 1").fetchone()[0] == RESULTS_VERSION == 4
+    report = audit(con)
+    assert report.ok, report.problems
+    # The same settlement again writes nothing; other inputs conflict.
+    before = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("contributions", "epoch_values")}
+    again = settle_epoch(con, settled, now=NOW)
+    assert not again.settled and again.hash == first.hash
+    assert {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in before} == before
+    with pytest.raises(SettlementConflict):
+        settle_epoch(con, Settlement(1, "other", s.emission, s.lines, contributions=updates, epoch_values=added),
+                     now=NOW)
+    # Each new figure is in the results digest, and the audit checks an epoch paid for what it added.
+    for tamper, says in (("UPDATE contributions SET judged_rows = 7 WHERE submission_id = 's1-1'", "digest"),
+                         ("UPDATE epoch_values SET gain = 0.5", "task digits: its rows added 0.5 to the lake"),
+                         ("UPDATE contributions SET value = 0.1 WHERE submission_id = 's1-2'",
+                          "contribution s1-2 is unoriginal (zeroed by the originality gate) but was valued at 0.1")):
+        con.execute("BEGIN TRANSACTION")
+        con.execute(tamper)
+        problems = "\n".join(audit(con).problems)
+        con.execute("ROLLBACK")
+        assert "epoch 1: its rows now digest to" in problems and says in problems, (tamper, problems)
+
+
+def test_an_old_ledger_migrates_keeping_its_contributions_and_accepts_unoriginal_after(tmp_path):
+    """A ledger at schema 9 (its contributions CHECK without 'unoriginal', a view reading the table, an epoch
+    settled in results version 3) migrates to 10: every row and column kept, the new columns NULL, the epoch still
+    audits as settled, and 'unoriginal' is a status from then on."""
+    from ledger.digest import GENESIS_HASH, chain_hash
+    from ledger.results import results_digest
+    from ledger.schema import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, ddl in enumerate(MIGRATIONS[:9], start=1):
+        old.execute(ddl)
+        old.execute("INSERT INTO schema_version VALUES (?)", [version])
+    old.execute("CREATE VIEW explain AS SELECT epoch, account_id, count(*) AS submissions, sum(value) AS value "
+                "FROM contributions GROUP BY ALL")  # the views of schema 9 read contributions
+    old.execute("INSERT INTO accounts VALUES ('emission', NULL, 'emission', 'system', 0, 0, false), "
+                "('a', 'ka', 'alice', 'contributor', 1, 0, false)")
+    old.execute("INSERT INTO epochs (epoch, starts_at, state) VALUES (1, TIMESTAMP '2026-11-25 12:00:00', 'scored'), "
+                "(2, TIMESTAMP '2026-11-25 13:00:00', 'open')")
+    old.execute(
+        "INSERT INTO contributions (submission_id, epoch, account_id, task, kind, rows, status, reason, digest, "
+        "public_key, nonce, file, received_at, lake_path, duplicate_rows, value, arrival, verified, suspicious, "
+        "duplicate_of) VALUES "
+        "('s1', 1, 'a', 'digits', 'dataset', 10, 'accepted', NULL, 'd1', 'ka', 1, 'f1', TIMESTAMP '2026-11-25 12:01:00', "
+        " 'lake/1', 0, 0.5, 1, true, NULL, NULL), "
+        "('s2', 1, 'a', 'digits', 'dataset', 10, 'duplicate', NULL, 'd2', 'ka', 2, 'f2', TIMESTAMP '2026-11-25 12:02:00', "
+        " 'lake/2', 10, 0.0, 2, true, 'px_0', ['s1']), "
+        "('s3', 1, 'a', 'digits', 'dataset', 3, 'quarantined', 'too_few_rows', 'd3', 'ka', 3, 'f3', "
+        " TIMESTAMP '2026-11-25 12:03:00', NULL, NULL, NULL, 3, false, NULL, NULL)")
+    digest = results_digest(old, 1, 3)
+    link = chain_hash(GENESIS_HASH, 1, "in1", digest)
+    old.execute("UPDATE epochs SET settled_at = TIMESTAMP '2026-11-25 13:00:00', inputs_digest = 'in1', "
+                "results_digest = ?, prev_hash = ?, hash = ?, emission = 0, state = 'settled', results_version = 3 "
+                "WHERE epoch = 1", [digest, GENESIS_HASH, link])
+    kept = old.execute("SELECT * FROM contributions ORDER BY submission_id").fetchall()
+    with pytest.raises(duckdb.ConstraintException):
+        old.execute("UPDATE contributions SET status = 'unoriginal' WHERE submission_id = 's1'")
+    old.close()
+
+    with open_ledger(path) as c:  # a read-write open migrates
+        assert c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 10
+        columns = [d[0] for d in c.execute("SELECT * FROM contributions").description]
+        assert columns[:len(kept[0])] == ["submission_id", "epoch", "account_id", "task", "kind", "rows", "status",
+                                          "reason", "digest", "public_key", "nonce", "file", "received_at",
+                                          "lake_path", "duplicate_rows", "value", "arrival", "verified", "suspicious",
+                                          "duplicate_of"]
+        assert c.execute(f"SELECT {', '.join(columns[:len(kept[0])])} FROM contributions ORDER BY submission_id"
+                         ).fetchall() == kept
+        assert c.execute("SELECT count(*) FROM contributions WHERE judged_rows IS NOT NULL OR unoriginal_rows IS NOT "
+                         "NULL OR gate_rows IS NOT NULL OR originality_p IS NOT NULL OR median_p IS NOT NULL OR "
+                         "value_without_originality IS NOT NULL").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM epoch_values").fetchone()[0] == 0
+        report = audit(c)
+        assert report.ok and report.epochs_checked == 1, report.problems  # epoch 1 recomputes in version 3
+        assert c.execute("SELECT submissions, value FROM explain WHERE account_id = 'a' AND epoch = 1").fetchone() \
+            == (3, 0.5)
+        assert c.execute("SELECT count(*) FROM originality").fetchone()[0] == 0  # not measured before the rules
+        c.execute("UPDATE contributions SET status = 'unoriginal' WHERE submission_id = 's1'")
+        with pytest.raises(duckdb.ConstraintException):
+            c.execute("UPDATE contributions SET status = 'copied' WHERE submission_id = 's1'")
+        with pytest.raises(duckdb.ConstraintException):  # still one row per submission id
+            c.execute("INSERT INTO contributions (submission_id, epoch, status) VALUES ('s1', 2, 'accepted')")

@@ -1,6 +1,6 @@
-"""The results digest has versions: epochs settled in versions 1 and 2 still recompute as they were settled, new
-epochs hash Arrow columns per column (3), and the columnar forms tell apart every pair of different row sets we
-could think of."""
+"""The results digest has versions: epochs settled in versions 1, 2 and 3 still recompute as they were settled, new
+epochs hash Arrow columns per column (3) with the originality figures and what each epoch added per task (4), and
+the columnar forms tell apart every pair of different row sets we could think of."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.conftest import digits_table
 from tributary.epoch import run_epoch
 
 
-def _digest(version: int = 3, **columns) -> str:
+def _digest(version: int = 4, **columns) -> str:
     return columns_digest({"t": pa.table(columns)}, version)
 
 
@@ -31,12 +31,12 @@ def _digest(version: int = 3, **columns) -> str:
     ({"x": pa.array([1], pa.int64())}, {"x": pa.array([1.0])}),  # so do types
     ({"x": pa.array([["s1"], None])}, {"x": pa.array([None, ["s1"]])}),  # other types: canonical JSON
 ])
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_different_rows_digest_differently(a, b, version):
     assert _digest(version, **a) != _digest(version, **b)
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_the_digest_does_not_depend_on_chunking_slicing_or_what_nulls_hide(version):
     whole = pa.table({"x": pa.array(["a", "bb", None, "ccc"]), "y": pa.array([1, None, 3, 4], pa.int64())})
     chunked = pa.concat_tables([whole.slice(0, 1), whole.slice(1, 3)])
@@ -52,24 +52,27 @@ def test_the_digest_does_not_depend_on_chunking_slicing_or_what_nulls_hide(versi
     assert columns_digest({"t": whole.slice(0, 0)}, version) == columns_digest({"t": whole.slice(2, 0)}, version)
 
 
-def test_version_2_digests_as_it_did_when_epochs_were_settled_with_it():
-    """A golden value from the version-2 code that settled epochs: its byte form must not drift."""
+def test_versions_2_and_3_digest_as_they_did_when_epochs_were_settled_with_them():
+    """Golden values from the version-2 and version-3 code that settled epochs: their byte forms must not drift.
+    Version 4 hashes the same form under its own domain."""
     tables = {"a": pa.table({"x": pa.array(["a", None, "bcd"]), "y": pa.array([1, None, 3], pa.int64()),
                              "z": pa.array([1.5, 2.0, None]), "l": pa.array([["s"], None, []])}),
               "b": pa.table({"x": pa.array([], pa.string())})}
     assert columns_digest(tables, 2) == "960f05866b1f8064b973a5fe2e2a10995aca5639c98f9fe051e8d0fba8768173"
+    assert columns_digest(tables, 3) == "2ac2716c83fc64479d66559c07a22039357e0047870b5167d501c02c833172d0"
+    assert columns_digest(tables, 4) not in {columns_digest(tables, 2), columns_digest(tables, 3)}
 
 
-def test_new_epochs_use_version_3_and_epochs_settled_in_versions_1_and_2_still_audit(market):
+def test_new_epochs_use_version_4_and_epochs_settled_in_versions_1_to_3_still_audit(market):
     market.submit("alice", digits_table(300, 360), "a.parquet")
     run_epoch(market.home, close=True)
     with open_ledger(market.home.paths.ledger) as con:
-        assert settled_version(con, 1) == RESULTS_VERSION == 3
-        v1, v2, v3 = (results_digest(con, 1, v) for v in (1, 2, 3))
-        assert len({v1, v2, v3}) == 3 and results_digest(con, 1) == v3
+        assert settled_version(con, 1) == RESULTS_VERSION == 4
+        v1, v2, v3, v4 = (results_digest(con, 1, v) for v in (1, 2, 3, 4))
+        assert len({v1, v2, v3, v4}) == 4 and results_digest(con, 1) == v4
         prev, inputs = con.execute("SELECT prev_hash, inputs_digest FROM epochs WHERE epoch = 1").fetchone()
-        # Epoch 1 as settled by an earlier Tributary: version 2, then from before versions were recorded (NULL: 1).
-        for version, digest in ((2, v2), (None, v1)):
+        # Epoch 1 as settled by an earlier Tributary: version 3, 2, then from before versions were recorded (NULL: 1).
+        for version, digest in ((3, v3), (2, v2), (None, v1)):
             con.execute("UPDATE epochs SET results_version = ?, results_digest = ?, hash = ? WHERE epoch = 1",
                         [version, digest, chain_hash(prev, 1, inputs, digest)])
             assert settled_version(con, 1) == (version or 1) and results_digest(con, 1) == digest

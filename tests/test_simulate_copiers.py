@@ -289,8 +289,12 @@ def copiers_market_doc() -> dict:
     }
 
 
+COPY_SHARE_MAX = 0.10  # a copy's tokens per row over honest data's
+SYNTHESIS_GAIN_MAX = 0.05  # what synthetic rows may add to a contributor's total
+
+
 @pytest.mark.slow
-def test_market_with_every_new_strategy_runs_and_prints_pay_against_honest(tmp_path):
+def test_market_with_every_new_strategy_pays_copies_and_synthesis_nothing(tmp_path):
     from ledger.db import open_ledger
     from simulation.market import simulate
     from tributary.settings import HomePaths
@@ -331,6 +335,19 @@ def test_market_with_every_new_strategy_runs_and_prints_pay_against_honest(tmp_p
     assert sent["jitter_copier-1"] == sent["smote_copier-1"] == 20 * (MARKET_EPOCHS - 1)
     assert sent["same_epoch_copier-1"] == 20 * MARKET_EPOCHS
     assert sent["self_augmenter-1"] == sent["augmenter_keys-1-k1"] + sent["augmenter_keys-1-k2"] == 60 * MARKET_EPOCHS
+
+    # The bounds of README's "What your data earns, and why": copies earn at most 10% of honest data's tokens per
+    # row; synthetic rows earn nothing more than the fresh rows they were made from would.
+    summary = {s["group"]: s for s in contributor_summary(result.accounts)}
+    for group in ("jitter_copier", "smote_copier", "same_epoch_copier"):
+        assert summary[group]["tokens_per_row"] <= COPY_SHARE_MAX * honest_rate, summary[group]
+    paid = {r["account"]: 0 for r in accounts}
+    for r in accounts:
+        paid[r["account"]] += r["amount_units"]
+    fresh_rows = 20 * MARKET_EPOCHS  # each augmenter's own fresh rows
+    fair = (1 + SYNTHESIS_GAIN_MAX) * honest_rate * 1e9 * fresh_rows
+    assert paid["self_augmenter-1"] <= fair and paid["augmenter_keys-1-k1"] + paid["augmenter_keys-1-k2"] <= fair
+    assert paid["augmenter_keys-1-k2"] == 0  # a key of synthetic rows only
 
     with open_ledger(HomePaths(result.home).ledger, read_only=True) as con:
         arrivals = con.execute("SELECT epoch, name, arrival FROM arrivals WHERE name LIKE '%.parquet'").fetchall()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
@@ -9,6 +11,9 @@ from ledger.money import units_to_tokens
 from ledger.queries import LEADERBOARD_SQL, QUARANTINE_SQL, VALIDATORS_SQL, run_sql
 from tributary.epoch import EpochRun
 from tributary.home import Home
+
+if TYPE_CHECKING:
+    from tributary.stages.scoring import SubmissionScore
 
 TOKEN_COLUMNS = ("earned_units", "stake_units")
 
@@ -35,6 +40,21 @@ def _short_id(submission_id: str) -> str:
     return submission_id
 
 
+SUBMISSION_COLUMNS = ("submission", "account", "task", "status", "rows", "duplicates", "judged", "unoriginal",
+                      "gate p", "copies", "value")
+
+
+def submission_row(sub: SubmissionScore, dataset: bool = True) -> list[str]:
+    """One scored submission as `epoch run` shows it: status (accepted | duplicate | unoriginal: zeroed as a whole by
+    the originality gate), rows, duplicate rows, rows judged (could earn) and unoriginal (earn 0), the gate's
+    p-value, what its duplicates copy, its value. Predictions are scored, not judged: '-'."""
+    judged, unoriginal, gate_p = ((str(sub.judged_rows), str(sub.unoriginal_rows), f"{sub.gate_p:.3g}") if dataset
+                                  else ("-", "-", "-"))
+    return [_short_id(sub.submission_id), sub.account_id, sub.task, sub.status,
+            str(sub.rows), str(sub.duplicate_rows), judged, unoriginal, gate_p,
+            ", ".join(_short_id(d) for d in sub.duplicate_of) or "-", f"{sub.value:.6f}"]
+
+
 def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
     """What one `epoch run` did: ingest counts, per-submission values, and the settlement if it closed."""
     s = run.ingest
@@ -47,13 +67,18 @@ def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
     for docs in s.data_docs:
         console.print(f"  Great Expectations Data Docs: {docs}")
     if run.scores.submissions:
+        from tributary.stages.settle import dataset_submission_ids, epoch_values
+
+        datasets = dataset_submission_ids(home, run.scores.epoch)
         grid = Table(title=f"epoch {s.epoch}: data value so far", title_justify="left")
-        for col in ("submission", "account", "task", "rows", "duplicates", "copies", "value"):
+        for col in SUBMISSION_COLUMNS:
             grid.add_column(col)
         for sub in run.scores.submissions:
-            grid.add_row(_short_id(sub.submission_id), sub.account_id, sub.task, str(sub.rows), str(sub.duplicate_rows),
-                         ", ".join(_short_id(d) for d in sub.duplicate_of) or "-", f"{sub.value:.6f}")
+            grid.add_row(*submission_row(sub, sub.submission_id in datasets))
         console.print(grid)
+        values = run.settlement.epoch_values if run.settlement is not None else epoch_values(run.scores, datasets)
+        for line in values:
+            console.print(line.sentence)
     if run.outcome is not None:
         verb = "settled" if run.outcome.settled else "was already settled (same inputs: nothing written)"
         console.print(f"epoch {s.epoch} {verb}: chain hash {run.outcome.hash[:16]}…; epoch {s.epoch + 1} is open")

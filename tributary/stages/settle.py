@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from ledger import accounts
+from ledger import accounts, contributions
 from ledger.db import open_ledger
 from ledger.digest import canonical_json, digest_text
+from ledger.epoch_values import EpochValue
 from ledger.unbonding import due_releases
 from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
 from tributary.home import Home, utcnow
 from tributary.stages.consensus import ConsensusOutcome, ValidatorWeights, house_weights_for
-from tributary.stages.scoring import EpochScores
+from tributary.stages.scoring import EpochScores, SubmissionScore
 
 
 def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome) -> Settlement:
@@ -33,6 +36,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
         releases = tuple(due_releases(con, vw.epoch))
         tallies = tally(con, vw.epoch, governed.governance_pass_share)
         parameters = parameters_at(home, vw.epoch, sorted(load_tasks(home.paths.tasks)), con)
+        datasets = dataset_ids(con, vw.epoch)
     lines = [RewardLine(account_id="owner", role="owner", share=float(shares.owner), kind="owner_cut")]
     for j, miner in enumerate(vw.miners):
         lines.append(RewardLine(
@@ -86,9 +90,48 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
                     for j, m in enumerate(vw.miners) if bonds[i, j] > 0),
         weights=tuple((v, m, float(norm_w[i, j])) for i, v in enumerate(vw.validators)
                       for j, m in enumerate(vw.miners) if norm_w[i, j] > 0),
-        contributions=tuple(ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value, s.duplicate_of)
-                            for s in scores.submissions),
+        contributions=tuple(contribution_update(s, s.submission_id in datasets) for s in scores.submissions),
+        epoch_values=epoch_values(scores, datasets),
     )
+
+
+def dataset_ids(con, epoch: int) -> set[str]:
+    """The epoch's accepted dataset submissions (the ones the originality rules judge; predictions are scored)."""
+    return {s.submission_id for s in contributions.accepted(con, epoch, "dataset")}
+
+
+def dataset_submission_ids(home: Home, epoch: int) -> set[str]:
+    """dataset_ids, read from the home's ledger."""
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        return dataset_ids(con, epoch)
+
+
+def contribution_update(s: SubmissionScore, dataset: bool) -> ContributionUpdate:
+    """What settlement writes on a contribution: status, duplicates, value and (datasets) its originality figures."""
+    base = ContributionUpdate(s.submission_id, s.status, s.duplicate_rows, s.value, s.duplicate_of)
+    if not dataset:
+        return base
+    return replace(base, judged_rows=s.judged_rows, unoriginal_rows=s.unoriginal_rows, gate_rows=s.gate_rows,
+                   originality_p=s.gate_p, median_p=s.median_p, value_without_originality=s.value_without_originality)
+
+
+def admitted_rows(s: SubmissionScore) -> int:
+    """A dataset submission's rows admitted to the valuation game: fresh and original, in a submission the gate
+    passed (an unoriginal row is always a fresh one: only fresh rows are judged)."""
+    return 0 if s.gated else s.rows - s.duplicate_rows - s.unoriginal_rows
+
+
+def epoch_values(scores: EpochScores, datasets: set[str]) -> tuple[EpochValue, ...]:
+    """Per task scored: what the epoch's rows added to the lake's KNN utility on the holdout, and against what."""
+    out = []
+    for task, p in sorted(scores.pools.items()):
+        admitted = p.get("admitted_rows")
+        if admitted is None:
+            admitted = sum(admitted_rows(s) for s in scores.submissions
+                           if s.task == task and s.submission_id in datasets)
+        out.append(EpochValue(task, int(p["prior_rows"]), int(p["new_rows"]), int(admitted), int(p["test_rows"]),
+                              float(p["lake_utility"]), float(p["gain"])))
+    return tuple(out)
 
 
 def weight_copy_report(home: Home, vw: ValidatorWeights, norm_w: np.ndarray) -> tuple:
