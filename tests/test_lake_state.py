@@ -110,6 +110,7 @@ def test_a_crash_between_settlement_and_the_state_update_ends_as_an_uninterrupte
 
             actions.submit(h, path, key=key, task="digits")
         assert _close(home) == 0
-        runs[name] = (_values(home), [(v.name, (v / "arrays.npz").read_bytes()) for v in _views(home)])
+        runs[name] = (_values(home), [(v.name, sorted((f.relative_to(v).as_posix(), f.read_bytes())
+                                                      for f in v.rglob("*.npy"))) for v in _views(home)])
     assert runs["crashed"] == runs["uninterrupted"]
     assert np.isfinite([v for *_, v in runs["crashed"][0] if v is not None]).all()
