@@ -104,7 +104,12 @@ class LakeView:
         return np.where(self.hash_sorted[pos] == h, self.hash_order[pos], -1)
 
     def extend(self, x_rows: np.ndarray, y_rows: np.ndarray, h_rows: np.ndarray) -> np.ndarray:
-        """Fold accepted rows in (acceptance order); returns the mask of rows that were new distinct rows."""
+        """Fold accepted rows in (acceptance order); returns the mask of rows that were new distinct rows.
+
+        Every distinct row joins the duplicate indexes, but a near duplicate of an earlier row (within the
+        tolerance) does not join the test points' neighbours: it adds no information, so the lake the valuation
+        sees is the same whoever re-sent what (a copier's choice of victim changes no one else's value).
+        """
         x_rows = np.asarray(x_rows, dtype=np.float64)
         y_rows = _label_array(y_rows)
         h = np.asarray(h_rows).astype(np.uint64).reshape(-1)
@@ -116,8 +121,10 @@ class LakeView:
         rows = np.flatnonzero(new)
         n0 = self.n_rows
         if rows.size:
-            xs = self.scaling.apply(x_rows[rows])
-            nearest_k(self.x_test, xs, self.nearest.k, into=self.nearest, offset=n0)
+            distinct = self.near.query(x_rows[rows]) < 0
+            keep = np.flatnonzero(distinct)
+            nearest_k(self.x_test, self.scaling.apply(x_rows[rows[keep]]), self.nearest.k, into=self.nearest,
+                      ids=n0 + keep)
             self.near.extend(x_rows[rows])
             self.x = np.concatenate([self.x, x_rows[rows]]) if n0 else x_rows[rows].copy()
             self.y = np.concatenate([self.y, y_rows[rows]]) if n0 else y_rows[rows].copy()

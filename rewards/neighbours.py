@@ -142,12 +142,13 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
 
 
 def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = None, offset: int = 0,
-              max_chunk_bytes: int = MAX_CHUNK_BYTES, workers: int | None = None,
+              ids: np.ndarray | None = None, max_chunk_bytes: int = MAX_CHUNK_BYTES, workers: int | None = None,
               screen32: bool = True) -> Nearest:
     """The k nearest rows of `xr` to each row of `xq`, exactly by (canonical distance, index).
 
     With `into`, the reference rows extend what it already holds (their indices start at `offset`): the same result
-    as one call over all reference rows together, as long as the offsets ascend. Chunks are screened on `workers`
+    as one call over all reference rows together, as long as the offsets ascend. `ids` (ascending) names the
+    reference rows instead of offset + position. Chunks are screened on `workers`
     threads (default: every core) against the k-th distances held when their batch starts; a stale threshold only
     lets more pairs through to the exact check, so the result never depends on the thread count.
     """
@@ -174,7 +175,8 @@ def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = 
         chunk = np.ascontiguousarray(xr[span[0]:span[1]], dtype=np.float64)
         low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
         q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, kth, k)
-        return q, canonical_pairs(xq, chunk, q, r), r + span[0] + offset
+        at = r + span[0]
+        return q, canonical_pairs(xq, chunk, q, r), (ids[at] if ids is not None else at + offset)
 
     with _single_threaded_blas(np), ThreadPoolExecutor(max_workers=workers) as pool:
         for b in range(0, len(spans), workers):

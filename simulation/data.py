@@ -2,8 +2,10 @@
 
 The dataset is shuffled once by the scenario's seed and split: the first `holdout_fraction` becomes the operator's
 hidden holdout, the rest is the supply of real rows that honest players draw from, each row handed out once. When the
-supply runs out and the scenario allows it (`data.synthesize`, the default), new rows are interpolated between two
-real supply rows of the same class (SMOTE-like): fresh, plausible, and never a copy of anything.
+supply runs out and the scenario allows it (`data.synthesize`, the default), new rows are drawn from a Gaussian fitted
+to each class of the supply (its mean and covariance): fresh draws from a model of the data, near no row in
+particular. (Interpolations between real rows would not do: they sit closer to the rows they came from than fresh
+data does, which is exactly what the market's originality rule refuses to pay for.)
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class RowSource:
         return self.ds.x[self.holdout_index], self.ds.y[self.holdout_index]
 
     def take(self, n: int, who: str) -> tuple[np.ndarray, np.ndarray]:
-        """n fresh rows: the next real ones, then (if allowed) interpolated ones."""
+        """n fresh rows: the next real ones, then (if allowed) drawn from the per-class Gaussians."""
         real = self.supply_index[self.cursor:self.cursor + n]
         self.cursor += len(real)
         x, y = self.ds.x[real], self.ds.y[real]
@@ -103,17 +105,31 @@ class RowSource:
         return x, y
 
     def _interpolate(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n rows from per-class Gaussians fitted to the supply (classes in proportion to their supply rows)."""
         classes = sorted(self._by_class)
         counts = np.array([len(self._by_class[c]) for c in classes], dtype=np.float64)
         picked = self._rng.choice(len(classes), size=n, p=counts / counts.sum())
         xs = np.empty((n, self.ds.x.shape[1]))
         ys = np.empty(n, dtype=np.int64)
-        for i, ci in enumerate(picked):
-            pool = self._by_class[classes[ci]]
-            a, b = self.ds.x[pool[self._rng.integers(len(pool))]], self.ds.x[pool[self._rng.integers(len(pool))]]
-            xs[i] = a + self._rng.random() * (b - a)
-            ys[i] = classes[ci]
+        for ci in range(len(classes)):
+            at = np.flatnonzero(picked == ci)
+            if at.size == 0:
+                continue
+            mean, factor, lo, hi = self._class_model(classes[ci])
+            # Clipped to the class's range in the supply, so a draw never breaks the task's declared bounds.
+            xs[at] = np.clip(mean + self._rng.standard_normal((at.size, mean.size)) @ factor.T, lo, hi)
+            ys[at] = classes[ci]
         return xs, ys
+
+    def _class_model(self, c) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A class's supply mean, a Cholesky factor of its covariance (a small ridge keeps it positive) and its
+        per-feature range."""
+        rows = self.ds.x[self._by_class[c]]
+        mean = rows.mean(axis=0)
+        cov = np.cov(rows, rowvar=False) if rows.shape[0] > 1 else np.zeros((rows.shape[1], rows.shape[1]))
+        cov = np.atleast_2d(cov)
+        ridge = 1e-6 * max(float(np.trace(cov)) / max(cov.shape[0], 1), 1e-12)
+        return mean, np.linalg.cholesky(cov + ridge * np.eye(cov.shape[0])), rows.min(axis=0), rows.max(axis=0)
 
 
 def jitter(ds: Dataset, x: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
