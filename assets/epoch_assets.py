@@ -154,8 +154,8 @@ def contribution_values(context: dg.AssetExecutionContext, tributary: TributaryH
         "settled_already": False,
         "duplicates": markdown_table(["submission", "account", "duplicate rows", "copies"], copies[:20]),
         "valuation_pools": markdown_table(
-            ["task", "lake rows", "new rows", "pool rows", "left out (MAX_POOL_ROWS)"],
-            [[t, str(p["prior_rows"]), str(p["new_rows"]), str(p["pool_rows"]), str(p["left_out"])]
+            ["task", "lake rows", "new rows", "pool rows"],
+            [[t, str(p["prior_rows"]), str(p["new_rows"]), str(p["pool_rows"])]
              for t, p in sorted(scores.pools.items())]),
     })
     return scores

@@ -4,8 +4,8 @@ A LakeView holds the lake's distinct rows (first acceptances, in acceptance orde
 hashes (exact duplicates), the near-duplicate index, and per test point its nearest lake rows by canonical distance
 on the sample's scaling. Valuing new rows then costs what the new rows cost: nothing here is re-sorted per epoch.
 `extend` folds a settled epoch's accepted rows in; the result is the same as building from all rows at once (the
-neighbour order is exact, so the build order cannot change it). It is derived data: `rewards.lake_store` saves it
-in the home, and rebuilding it from the lake must give the same arrays (the audit checks).
+neighbour order is exact, so the build order cannot change it). It is derived data: `tributary.stages.lake_state`
+keeps it in the home, and rebuilding it from the lake must give the same arrays (the audit checks).
 """
 
 from __future__ import annotations
@@ -143,12 +143,11 @@ class LakeView:
         """Distinct lake rows `ids`, on the valuation's scaling."""
         return self.scaling.apply(self.x[ids])
 
-    def matches(self, y_test: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def matches(self) -> tuple[np.ndarray, np.ndarray]:
         """Per test point and kept neighbour: does its label match the test point's, and is there a row at all."""
         present = self.nearest.index >= 0
         labels = self.y[np.maximum(self.nearest.index, 0)] if self.n_rows else np.zeros(self.nearest.index.shape)
-        yt = self.y_test if y_test is None else y_test
-        return (labels == yt[:, None]) & present, present
+        return (labels == self.y_test[:, None]) & present, present
 
     # ---------------------------------------------------------------------------------------------- persistence
 

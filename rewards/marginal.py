@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
@@ -37,7 +36,6 @@ from rewards.duplicates import DEFAULT_NEAR_TOL
 from rewards.lake_view import LakeView
 from rewards.neighbours import canonical_pairs, nearest_earlier, pairs_within
 from rewards.originality import GATE_P, ROW_ALPHA, Originality, gate_p_value, p_values, reference_counts
-from rewards.valuation import MAX_VALUATION_BYTES
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,6 @@ class RowValues:
     values: np.ndarray
     duplicate_of: np.ndarray
     pool_rows: int  # distinct lake rows plus the new rows admitted to the game
-    left_out: int = 0  # kept for the report's columns: the lake is never capped now
     originality: Originality | None = None
     unoriginal: np.ndarray | None = None  # bool per row: below ROW_ALPHA
     gated: np.ndarray | None = None  # bool per row: in a submission the gate zeroed
@@ -64,19 +61,6 @@ class RowValues:
     @property
     def fresh(self) -> np.ndarray:
         return self.duplicate_of < 0
-
-    @property
-    def played(self) -> np.ndarray:
-        if self.originality is None:
-            return self.fresh
-        return self.fresh & self.originality.judged & ~self.unoriginal & ~self.gated
-
-
-def chance_value(y_test: np.ndarray, k: int, n_pool: int) -> float:
-    """Each pool row's Shapley value in the chance game fill(S) * sum_c pi_c^2 (plain KNN-Shapley's pool)."""
-    if n_pool == 0 or y_test.size == 0:
-        return 0.0
-    return min(k, n_pool) / (k * n_pool) * chance_term(y_test)
 
 
 def chance_term(y_test: np.ndarray) -> float:
@@ -109,8 +93,6 @@ def value_new_rows(
     groups: object | None = None,
     originality: bool = True,
     view: LakeView | None = None,
-    xp: ModuleType | str | None = None,
-    max_bytes: int = MAX_VALUATION_BYTES,
 ) -> RowValues:
     """Value the new rows (in arrival order) against the prior rows (in the order they were accepted).
 
@@ -118,9 +100,9 @@ def value_new_rows(
     none) learned from `x_test`; near duplicates are judged on features standardized by `x_test`, within `near_tol`.
     `groups` gives each new row's submission (the gate judges submissions; default: one). With `view` (a LakeView of
     the prior rows for this sample, kept between epochs) the prior arrays are not read and may be None.
-    `originality=False` values the same game without the originality rules (to measure what they cost).
+    `originality=False` values the same game without the originality rules (to measure what they cost). It runs
+    on NumPy: its cost is the new rows', not the lake's.
     """
-    del xp, max_bytes  # the lake-conditioned game runs on NumPy: its cost is the new rows', not the lake's
     xt = _matrix(x_test, "test features")
     d = xt.shape[1]
     yt = np.asarray(y_test).reshape(-1)
@@ -183,7 +165,7 @@ def value_new_rows(
                                                if n_lake else -1, view.given + dup - n_lake))
     assert (dup_given < view.given + np.arange(m)).all(), "a row's source always arrived before it"
     admitted = fresh & ~unoriginal & ~gated  # in the game (an unjudged row plays too, for exactly 0)
-    return RowValues(values, dup_given.astype(np.int64), n_lake + int(admitted.sum()), 0, orig, unoriginal, gated,
+    return RowValues(values, dup_given.astype(np.int64), n_lake + int(admitted.sum()), orig, unoriginal, gated,
                      gate_p, without, math.fsum(values.tolist()), base)
 
 

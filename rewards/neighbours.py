@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _U = 2.0**-53  # unit roundoff of float64
+_U32 = 2.0**-24  # unit roundoff of float32
 MAX_CHUNK_BYTES = 128 * 2**20
 """Working memory for one chunk's approximate distance matrix (bytes)."""
 
@@ -47,24 +48,17 @@ def _norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
-def approx_with_bound(xq: np.ndarray, xr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate squared distances |q|^2 + |r|^2 - 2 q.r (Q x R) and, per query row, a bound on how far each lies
-    from the canonical distance.
+def _bound(d: int, nq: np.ndarray, top: float, low: bool = False) -> np.ndarray:
+    """Per query row, a bound on |approximate - canonical| squared distance for |q|^2 + |r|^2 - 2 q.r.
 
-    Each of the three terms is within (d + 2) u (|q|^2 + |r|^2) of its real value and the canonical sum within
-    d u |q - r|^2 <= 2 d u (|q|^2 + |r|^2); 8 (d + 4) u (|q|^2 + max |r|^2) covers both with a factor of two to
-    spare, plus an absolute term for subnormal rounding.
+    In float64 each of the three terms is within (d + 2) u (|q|^2 + |r|^2) of its real value and the canonical sum
+    within d u |q - r|^2 <= 2 d u (|q|^2 + |r|^2); 8 (d + 4) u (|q|^2 + max |r|^2) covers both with a factor of two
+    to spare. In float32 the inputs' rounding (each within u32 relatively) moves a squared distance by at most
+    7 u32 (|q|^2 + |r|^2) and the arithmetic by 2 (d + 2) u32 (...); 4 (d + 8) u32 covers both twice over. Plus an
+    absolute term for subnormal rounding.
     """
-    d = xq.shape[1]
-    nq, nr = _norms(xq), _norms(xr)
-    dist = xq @ xr.T
-    dist *= -2.0
-    dist += nq[:, None]
-    dist += nr[None, :]
-    np.maximum(dist, 0.0, out=dist)
-    top = float(nr.max()) if nr.size else 0.0
-    bound = 8.0 * (d + 4) * _U * (nq + top) + 1e-290
-    return dist, bound
+    unit = 4.0 * (d + 8) * _U32 if low else 8.0 * (d + 4) * _U
+    return unit * (nq + top) + 1e-290
 
 
 @dataclass
@@ -108,7 +102,6 @@ class Nearest:
         self.dist[uq], self.index[uq] = hd, hi
 
 
-_U32 = 2.0**-24  # unit roundoff of float32
 _SCREEN32_MAX = 2.0**50  # largest |feature| screened in float32: far from float32 overflow in any product or sum
 
 
@@ -117,9 +110,7 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
     """(query, chunk row) pairs that may beat the k-th distance `kth` (inf: fewer than k held), a superset.
 
     `xq2` is -2 x the queries (exact, in the screening precision), so one product and one add give |r|^2 - 2 q.r,
-    the approximate distance less |q|^2. In float32 the inputs' rounding (each within u32 relatively) moves a squared
-    distance by at most 7 u32 (|q|^2 + |r|^2) and the arithmetic by 2 (d + 2) u32 (|q|^2 + |r|^2); the bound
-    4 (d + 8) u32 (|q|^2 + max |r|^2) covers both twice over. In float64 the same analysis gives 8 (d + 4) u64.
+    the approximate distance less |q|^2 (its error: see _bound).
     """
     d = chunk.shape[1]
     low = xq2.dtype == np.float32
@@ -128,7 +119,7 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
     part = xq2 @ ref.T
     part += nr[None, :]
     top = float(nr.max()) if nr.size else 0.0
-    bound = (4.0 * (d + 8) * _U32 if low else 8.0 * (d + 4) * _U) * (nq + top) + 1e-290
+    bound = _bound(d, nq, top, low)
     if k and chunk.shape[0] and np.isinf(kth).any():
         # A query holding fewer than k rows: this chunk's own k nearest all lie within 2 bounds of its k-th
         # approximate distance (k rows lie at or below it, each within a bound of its canonical distance).
@@ -236,7 +227,7 @@ def nearest_earlier(x: np.ndarray, rows: np.ndarray, eligible: np.ndarray, *, bl
         if upto == 0:
             continue
         best = approx.min(axis=1)
-        bound = 8.0 * (d + 4) * _U * (norms[sel] + top) + 1e-290
+        bound = _bound(d, norms[sel], top)
         q, r = np.nonzero((approx <= (best + 2.0 * bound)[:, None]) & ~bad)
         if q.size == 0:
             continue

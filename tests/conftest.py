@@ -40,6 +40,18 @@ def digits_table(lo: int, hi: int, *, flip: bool = False, seed: int = 0) -> pa.T
     return pa.table(cols)
 
 
+def shapley_by_enumeration(utility, n: int) -> np.ndarray:
+    """The Shapley value of each of n players by definition: marginal gains averaged over every order (small n)."""
+    import itertools
+    import math
+
+    values = np.zeros(n)
+    for order in itertools.permutations(range(n)):
+        for pos, j in enumerate(order):
+            values[j] += utility(order[:pos + 1]) - utility(order[:pos])
+    return values / math.factorial(n)
+
+
 @dataclass
 class Market:
     home: Home

@@ -4,7 +4,6 @@ splits and several seeds."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rewards.duplicates import row_hashes
 from rewards.marginal import chance_term, value_new_rows
 from rewards.scaling import fit_scaling
 from rewards.valuation import knn_utility
+from tests.conftest import shapley_by_enumeration
 
 pytestmark = pytest.mark.slow  # scikit-learn's datasets import in seconds; the market tests run Beam and GX
 
@@ -99,8 +99,6 @@ def test_new_rows_are_paid_exactly_what_they_added_to_the_lake() -> None:
 def test_lake_conditioned_values_are_exact_shapley_by_enumeration(seed: int) -> None:
     """Oracle by enumeration: Shapley over every order of 5 new rows of U'(lake + S) - U'(lake), the lake always
     present (of fewer rows than k on some seeds), ties broken lake first, then by arrival. Tolerance 1e-12."""
-    import itertools
-
     rng = np.random.default_rng(seed)
     k = int(rng.integers(1, 5))
     grid = seed % 2 == 0  # integer features: many equal distances
@@ -111,7 +109,7 @@ def test_lake_conditioned_values_are_exact_shapley_by_enumeration(seed: int) -> 
     xn += np.arange(5)[:, None] * 1e-3  # distinct rows, so no duplicate leaves the game
     chance = chance_term(yt)
 
-    def utility(members: list[int]) -> float:
+    def utility(members) -> float:
         total = 0.0
         for t in range(4):
             rows = [(((xl[i] - xt[t]) ** 2).sum(), 0, i, yl[i]) for i in range(n_lake)]
@@ -119,39 +117,29 @@ def test_lake_conditioned_values_are_exact_shapley_by_enumeration(seed: int) -> 
             total += sum(float(y == yt[t]) - chance for *_, y in sorted(rows)[:k]) / k
         return total / 4
 
-    shapley = np.zeros(5)
-    for order in itertools.permutations(range(5)):
-        for pos, j in enumerate(order):
-            shapley[j] += utility(list(order[:pos + 1])) - utility(list(order[:pos]))
-    shapley /= math.factorial(5)
+    shapley = shapley_by_enumeration(utility, 5)
     got = value_new_rows(xl, yl, row_hashes(xl, yl), xn, yn, row_hashes(xn, yn), xt, yt, k=k, scaling="none",
                          originality=False)
     np.testing.assert_allclose(got.values, shapley, rtol=0, atol=1e-12)
-    assert got.gain == pytest.approx(utility(list(range(5))) - utility([]), abs=1e-12)
+    assert got.gain == pytest.approx(utility(range(5)) - utility(()), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_value_above_chance_is_exact_shapley_of_the_shifted_utility(seed: int) -> None:
     """Oracle by enumeration: Shapley of U'(S) = KNN accuracy - fill(S) * sum pi^2 over every order of 6 rows."""
-    import itertools
-
     rng = np.random.default_rng(seed)
     k, x, y = 2, rng.normal(size=(6, 2)), rng.integers(0, 3, 6)
     xt, yt = rng.normal(size=(4, 2)), rng.integers(0, 3, 4)
     chance = sum((np.count_nonzero(yt == c) / 4) ** 2 for c in set(yt.tolist()))
 
-    def utility(members: list[int]) -> float:
+    def utility(members) -> float:
         total = 0.0
         for t in range(4):
             near = sorted(members, key=lambda i: (((x[i] - xt[t]) ** 2).sum(), i))[:k]
             total += sum(y[i] == yt[t] for i in near) / k - len(near) / k * chance
         return total / 4
 
-    shapley = np.zeros(6)
-    for order in itertools.permutations(range(6)):
-        for pos, i in enumerate(order):
-            shapley[i] += utility(list(order[:pos + 1])) - utility(list(order[:pos]))
-    shapley /= math.factorial(6)
+    shapley = shapley_by_enumeration(utility, 6)
     got = value_new_rows(np.zeros((0, 2)), np.zeros(0, dtype=int), np.zeros(0, dtype=np.uint64), x, y,
                          row_hashes(x, y), xt, yt, k=k, scaling="none", originality=False)
     np.testing.assert_allclose(got.values, shapley, rtol=0, atol=1e-12)

@@ -4,7 +4,6 @@ shape), the submission gate's null distribution, and what the rules cost honest 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -15,6 +14,7 @@ from rewards.duplicates import row_hashes
 from rewards.marginal import value_new_rows
 from rewards.neighbours import canonical_matrix, nearest_earlier, nearest_k, pairs_within
 from rewards.originality import GATE_P, _beta_binomial_tail, gate_levels, gate_p_value, reference_counts
+from tests.conftest import shapley_by_enumeration
 
 DATASETS = ("digits", "wine", "breast_cancer", "iris")
 HONEST_TAX_MAX = 0.05  # the share of an honest submission's value the originality rule may take
@@ -92,11 +92,7 @@ def test_lake_conditioned_values_equal_enumeration(seed: int) -> None:
             total += sum(float(y == yt[t]) - chance for *_, y in sorted(rows)[:k]) / k
         return total / n_test
 
-    shapley = np.zeros(m)
-    for order in itertools.permutations(range(m)):
-        for pos, j in enumerate(order):
-            shapley[j] += utility(order[:pos + 1]) - utility(order[:pos])
-    shapley /= math.factorial(m)
+    shapley = shapley_by_enumeration(utility, m)
     near = nearest_k(xt, xl, k)
     labels = np.where(near.index >= 0, yl[np.maximum(near.index, 0)] if n_lake else -1, -1)
     lake = LakeTop(near.dist, (labels == yt[:, None]) & (near.index >= 0), near.index >= 0)

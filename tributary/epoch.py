@@ -18,7 +18,7 @@ from tributary.stages.consensus import (  # noqa: F401  (the stages, re-exported
 from tributary.stages.ingest import (  # noqa: F401
     IngestSummary, LakeSnapshot, ingest, lake_snapshot, revalidate,
 )
-from tributary.stages.scoring import EpochScores, SubmissionScore, prior_rows, score, score_predictions  # noqa: F401
+from tributary.stages.scoring import EpochScores, SubmissionScore, score, score_predictions  # noqa: F401
 from tributary.stages.lake_state import refresh_holdout_views
 from tributary.stages.settle import account_names, build_settlement, settle, weight_copy_report  # noqa: F401
 

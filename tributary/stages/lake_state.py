@@ -13,13 +13,14 @@ lake and compares.
 from __future__ import annotations
 
 import hashlib
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ledger import contributions
+from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from pipelines.lake import ROW_HASH_COLUMN, read_lake_file
 from quality.task import Task
@@ -36,36 +37,20 @@ def view_folder(home: Home, task: Task, x_test: np.ndarray, y_test: np.ndarray) 
     return home.root / STATE_DIR / task.name / key
 
 
-def lake_view(home: Home, epoch: int, task: Task, x_test: np.ndarray, y_test: np.ndarray, *,
-              save: bool = True) -> LakeView:
-    """The task's lake as this sample's valuation sees it, caught up with every submission accepted before `epoch`."""
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
+def lake_view(home: Home, task: Task, x_test: np.ndarray, y_test: np.ndarray,
+              subs: Sequence[AcceptedSubmission]) -> LakeView:
+    """The task's lake as this sample's valuation sees it, caught up with `subs`: the task's accepted submissions
+    before the epoch, in the ledger's order (contributions.accepted_before)."""
     folder = view_folder(home, task, x_test, y_test)
     view = _load(folder)
     names = [s.submission_id for s in subs]
     if view is None or view.folded != names[:len(view.folded)]:
         view = _build(task, x_test, y_test)
-    missing = subs[len(view.folded):]
+    missing = list(subs[len(view.folded):])
     if missing or not (folder / "view.json").exists():
         _fold(home, view, task, missing)
-        if save:
-            view.save(folder)
+        view.save(folder)
     return view
-
-
-def rebuilt_view(home: Home, epoch: int, task: Task, x_test: np.ndarray, y_test: np.ndarray) -> LakeView:
-    """The same view built from the lake alone, for the audit."""
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
-    view = _build(task, x_test, y_test)
-    _fold(home, view, task, subs)
-    return view
-
-
-def drop_views(home: Home, task_name: str) -> None:
-    """Forget a task's kept views (they are rebuilt on next use)."""
-    shutil.rmtree(home.root / STATE_DIR / task_name, ignore_errors=True)
 
 
 def _load(folder: Path) -> LakeView | None:
@@ -90,14 +75,19 @@ def _fold(home: Home, view: LakeView, task: Task, subs: list) -> None:
         return
     columns = [*task.columns(), ROW_HASH_COLUMN]
     table = pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs])
-    view.extend(_features(table, task), table.column(task.label).to_numpy(zero_copy_only=False),
-                table.column(ROW_HASH_COLUMN).to_numpy())
+    view.extend(task_features(table, task), task_labels(table, task), table.column(ROW_HASH_COLUMN).to_numpy())
     view.folded.extend(s.submission_id for s in subs)
 
 
-def _features(table: pa.Table, task: Task) -> np.ndarray:
+def task_features(table: pa.Table, task: Task) -> np.ndarray:
+    """A task's feature columns as one float64 matrix (rows x features)."""
     return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
                             for f in task.feature_names()])
+
+
+def task_labels(table: pa.Table, task: Task) -> np.ndarray:
+    """A task's label column as a NumPy array."""
+    return table.column(task.label).to_numpy(zero_copy_only=False)
 
 
 def refresh_holdout_views(home: Home, settled_epoch: int) -> int:
@@ -109,12 +99,12 @@ def refresh_holdout_views(home: Home, settled_epoch: int) -> int:
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         names = sorted({s.task for s in contributions.accepted(con, settled_epoch, "dataset")})
+        lakes = {name: contributions.accepted_before(con, settled_epoch + 1, "dataset", name) for name in names}
     tasks = load_tasks(home.paths.tasks)
     for name in names:
         task = tasks[name]
         holdout = pq.read_table(home.path_of(task.holdout))
-        lake_view(home, settled_epoch + 1, task, _features(holdout, task),
-                  holdout.column(task.label).to_numpy(zero_copy_only=False))
+        lake_view(home, task, task_features(holdout, task), task_labels(holdout, task), lakes[name])
     return len(names)
 
 
@@ -133,7 +123,7 @@ def audit_views(home: Home) -> tuple[int, list[str]]:
     tasks = load_tasks(home.paths.tasks)
     for name, task in sorted(tasks.items()):
         holdout = pq.read_table(home.path_of(task.holdout))
-        xt, yt = _features(holdout, task), holdout.column(task.label).to_numpy(zero_copy_only=False)
+        xt, yt = task_features(holdout, task), task_labels(holdout, task)
         folder = view_folder(home, task, xt, yt)
         if not (folder / "view.json").exists():
             continue

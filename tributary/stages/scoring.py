@@ -21,6 +21,8 @@ from rewards.originality import GATE_ALPHA, GATE_P
 from tributary.home import Home
 from tributary.stages.ingest import LakeSnapshot, lake_snapshot
 from tributary.stages.lake_state import lake_view
+from tributary.stages.lake_state import task_features as _features
+from tributary.stages.lake_state import task_labels as _labels
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class EpochScores:
     values: dict[str, float]  # account_id -> summed data value over its rows and tasks
     inputs: dict = field(default_factory=dict)  # what the scores were computed from, for the inputs digest
     model_scores: dict[str, float] = field(default_factory=dict)  # account_id -> summed prediction score
-    # task -> {prior_rows, new_rows, pool_rows, left_out, lake_utility, gain, test_rows}: gain = U'(lake + the rows
+    # task -> {prior_rows, new_rows, pool_rows, lake_utility, gain, test_rows}: gain = U'(lake + the rows
     # that played) - U'(lake) on the holdout, what the epoch's data added and what its data values add up to
     pools: dict[str, dict] = field(default_factory=dict)
 
@@ -78,7 +80,6 @@ class TaskRows:
     prior: tuple[AcceptedSubmission, ...]  # every earlier accepted submission, in the ledger's order (the lake)
     new: pa.Table  # features, label, _row_hash, _submission_id: this epoch's accepted rows in arrival order
     submissions: tuple[AcceptedSubmission, ...]  # this epoch's, in arrival order; their rows make up `new`
-    epoch: int = 0
 
 
 def task_rows(home: Home, epoch: int, task: Task, subs: Sequence[AcceptedSubmission]) -> TaskRows:
@@ -87,10 +88,10 @@ def task_rows(home: Home, epoch: int, task: Task, subs: Sequence[AcceptedSubmiss
     new = pa.concat_tables([read_lake_file(home.path_of(s.lake_path), columns) for s in subs]) if subs else None
     with open_ledger(home.paths.ledger, read_only=True) as con:
         prior = contributions.accepted_before(con, epoch, "dataset", task.name)
-    return TaskRows(task, tuple(prior), new if new is not None else _empty_rows(task), tuple(subs), epoch)
+    return TaskRows(task, tuple(prior), new if new is not None else _empty_rows(task), tuple(subs))
 
 
-def value_task_rows(home: Home, rows: TaskRows, test: pa.Table, *, xp: str | None = None) -> RowValues:
+def value_task_rows(home: Home, rows: TaskRows, test: pa.Table) -> RowValues:
     """The market's valuation of a task's new rows against a labelled test sample (features + label columns).
 
     The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules. The
@@ -98,13 +99,12 @@ def value_task_rows(home: Home, rows: TaskRows, test: pa.Table, *, xp: str | Non
     """
     task = rows.task
     xt, yt = _features(test, task), _labels(test, task)
-    view = lake_view(home, rows.epoch, task, xt, yt)
-    assert view.folded == [s.submission_id for s in rows.prior], "the view holds exactly the lake before the epoch"
+    view = lake_view(home, task, xt, yt, rows.prior)
     groups = np.repeat(np.arange(len(rows.submissions)), [s.rows for s in rows.submissions])
     return value_new_rows(
         None, None, None,
         _features(rows.new, task), _labels(rows.new, task), rows.new.column(ROW_HASH_COLUMN).to_numpy(),
-        xt, yt, k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol, groups=groups, view=view, xp=xp,
+        xt, yt, k=task.k, scaling=task.scaling, near_tol=task.near_duplicate_tol, groups=groups, view=view,
     )
 
 
@@ -132,9 +132,9 @@ def score(home: Home, epoch: int | None = None, snapshot: LakeSnapshot | None = 
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
         holdout = pq.read_table(home.path_of(task.holdout))
         check_holdout(holdout, task.label, task.holdout)  # a hand-edited task may point at any file
-        result = value_task_rows(home, rows, holdout, xp=home.settings.array_backend)
+        result = value_task_rows(home, rows, holdout)
         pools[task_name] = {"prior_rows": sum(s.rows for s in rows.prior), "new_rows": rows.new.num_rows,
-                            "pool_rows": result.pool_rows, "left_out": result.left_out,
+                            "pool_rows": result.pool_rows,
                             "lake_utility": result.lake_utility, "gain": result.gain, "test_rows": holdout.num_rows}
         for sub_score in _per_submission(rows, result):
             scores.append(sub_score)
@@ -161,7 +161,7 @@ def weights_from_sample(home: Home, epoch: int, sample: pa.Table) -> dict[str, f
         if not set(task.columns()) <= set(sample.column_names):
             continue  # the validator holds no sample for this task
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
-        for sub_score in _per_submission(rows, value_task_rows(home, rows, sample, xp=home.settings.array_backend)):
+        for sub_score in _per_submission(rows, value_task_rows(home, rows, sample)):
             per_account[sub_score.account_id] = per_account.get(sub_score.account_id, 0.0) + sub_score.value
     return {keys[a]: w for a, w in house_weights(per_account).items() if a in keys}
 
@@ -242,15 +242,6 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task],
     return totals, out
 
 
-def _features(table: pa.Table, task: Task) -> np.ndarray:
-    return np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
-                            for f in task.feature_names()])
-
-
-def _labels(table: pa.Table, task: Task) -> np.ndarray:
-    return table.column(task.label).to_numpy(zero_copy_only=False)
-
-
 def _row_columns(task: Task) -> list[str]:
     return [*task.columns(), ROW_HASH_COLUMN, "_submission_id"]
 
@@ -259,14 +250,3 @@ def _empty_rows(task: Task) -> pa.Table:
     return task.arrow_schema().empty_table().append_column(ROW_HASH_COLUMN, pa.array([], pa.uint64())).append_column(
         "_submission_id", pa.array([], pa.string()))
 
-
-def prior_rows(home: Home, epoch: int, task: Task) -> pa.Table:
-    """This task's rows accepted in earlier epochs (features, label, row hash, submission id), first acceptances first.
-
-    The ledger says which lake files count; a lake file that an interrupted ingest wrote but never recorded does not.
-    """
-    with open_ledger(home.paths.ledger, read_only=True) as con:
-        subs = contributions.accepted_before(con, epoch, "dataset", task.name)
-    if not subs:
-        return _empty_rows(task)
-    return pa.concat_tables([read_lake_file(home.path_of(s.lake_path), _row_columns(task)) for s in subs])
