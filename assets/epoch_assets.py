@@ -1,4 +1,4 @@
-"""The epoch's assets: thin wrappers over tributary.epoch, one ledger epoch per partition.
+"""The epoch's assets: thin wrappers over engine.epoch, one ledger epoch per partition.
 
 A run for partition N acts on ledger epoch N alone: it ingests into N only while N is open, pins N before scoring
 it, and settles N once. Run again for a settled epoch, every asset is a no-op that reports the settled result (the
@@ -20,8 +20,9 @@ from ledger.db import open_ledger
 from ledger.epoch_report import ContributorLine, EpochReport, SubmissionLine, epoch_report, value_history
 from ledger.errors import EpochOrderError
 from ledger.money import units_to_tokens
-from tributary import epoch as stages
-from tributary.home import Home
+from engine import stages
+from engine.epoch import epoch_status, pin
+from engine.home import Home
 
 GROUP = "epoch"
 POOL = "tributary_epoch"
@@ -34,7 +35,7 @@ def _report(home: Home, epoch: int) -> EpochReport:
 
 def _state(home: Home, epoch: int) -> str:
     try:
-        return stages.epoch_status(home, epoch)
+        return epoch_status(home, epoch)
     except EpochOrderError as e:  # a partition for an epoch the ledger has not opened: fail with the rule
         raise dg.Failure(str(e)) from None
 
@@ -63,7 +64,7 @@ def validated_contributions(context: dg.AssetExecutionContext, tributary: Tribut
     check validates is exactly what is scored and settled."""
     home, epoch = tributary.open(), epoch_of(context)
     if _state(home, epoch) != "settled":
-        stages.pin(home, epoch)
+        pin(home, epoch)
     snapshot = stages.lake_snapshot(home, epoch)
     context.add_output_metadata({
         "ledger_epoch": snapshot.epoch,
@@ -112,7 +113,7 @@ with warnings.catch_warnings():
 def scored_report(home: Home, scores: stages.EpochScores) -> EpochReport:
     """An epoch just scored (not settled yet) as the EpochReport its settled figures will make: value per
     contributor, each dataset submission's originality figures and what the epoch's rows added per task."""
-    from tributary.stages.settle import dataset_submission_ids, epoch_values
+    from engine.stages.settle import dataset_submission_ids, epoch_values
 
     names = stages.account_names(home)
     datasets = dataset_submission_ids(home, scores.epoch)

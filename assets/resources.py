@@ -5,7 +5,7 @@ from typing import Optional
 
 import dagster as dg
 
-from tributary.home import Home, open_home
+from engine.home import Home, open_home
 
 
 class TributaryHome(dg.ConfigurableResource):

@@ -87,7 +87,7 @@ def settlement_schedule(context: dg.ScheduleEvaluationContext, tributary: Tribut
     Catch-up after the daemon was down evaluates missed ticks now: each finds the same open epoch and the same run
     key, so at most one run is launched, and an epoch the clock did not open is never requested.
     """
-    from tributary.epoch import epoch_is_due
+    from engine.epoch import epoch_is_due
 
     home = tributary.open()
     due, why = epoch_is_due(home)

@@ -15,7 +15,7 @@ from assets.metadata import consensus_metadata, ingest_metadata, values_metadata
 from assets.partitions import EPOCH_PARTITIONS, partition_key
 from ledger.db import open_ledger
 from ledger.epoch_report import epoch_numbers, epoch_report
-from tributary.home import Home
+from engine.home import Home
 
 SOURCE_TAG = "tributary/source"  # "ledger": reported by the sync, not by a run
 SETTLED_ASSET = dg.AssetKey("epoch_settlement")
@@ -67,3 +67,22 @@ def sync_ledger(instance: dg.DagsterInstance, home: Home) -> SyncResult:
                 description="settled outside Dagster (the CLI); figures read from the ledger"))
         reported.append(epoch)
     return SyncResult(tuple(missing), tuple(reported))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m assets.sync HOME`: what `tributary ui` runs, as its own process, before the webserver starts."""
+    import sys
+
+    from engine.home import open_home
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m assets.sync HOME")
+    home = open_home(args[0])
+    result = sync_home_instance(home)
+    print(f"Dagster instance {home.paths.dagster}: {len(result.partitions_added)} epoch partition(s) added, "
+          f"{len(result.epochs_reported)} settled epoch(s) reported from the ledger", flush=True)
+
+
+if __name__ == "__main__":
+    main()

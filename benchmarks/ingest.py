@@ -4,8 +4,8 @@
 
 A fresh market home under .bench/ gets a task with 32 float64 features and an int64 label (10 classes) from a
 seeded synthetic holdout, 10 registered contributors, and `--submissions` Parquet files of `--rows` rows in all,
-signed and dropped with `tributary.actions.submit` (round robin over the contributors). Copies of the dropped files
-are kept; then `tributary.stages.ingest.ingest(home)` runs (Beam, the home's default runner and workers) and is
+signed and dropped with `engine.actions.submit` (round robin over the contributors). Copies of the dropped files
+are kept; then `engine.stages.ingest.ingest(home)` runs (Beam, the home's default runner and workers) and is
 timed end to end, ledger records and file moves included. The baseline is one process, one file after another, on
 the copies: read the manifest and payload bytes, size check, BLAKE2b-256, Ed25519 verify (PyNaCl), decode, cast to
 the task schema, null/finite/range/label-domain checks with pyarrow.compute, per-row BLAKE2b-64 hashes
@@ -56,8 +56,8 @@ def synthetic(rng: np.random.Generator, means: np.ndarray, n: int) -> pa.Table:
 
 def build_market(root: Path, submissions: int, rows: int, *, seed: int = 0):
     """A fresh home with the task, contributors and `submissions` signed files of `rows` rows in all in drop/."""
-    from tributary import actions
-    from tributary.home import open_home
+    from engine import actions
+    from engine.home import open_home
 
     rng = np.random.default_rng(seed)
     means = rng.normal(scale=1.5, size=(CLASSES, FEATURES))
@@ -138,7 +138,7 @@ def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
     from ledger.accounts import all_accounts
     from ledger.db import open_ledger
     from quality.task import load_task
-    from tributary.stages.ingest import ingest
+    from engine.stages.ingest import ingest
 
     start = time.perf_counter()
     home, rows = build_market(scratch / "main", submissions, rows)
@@ -206,7 +206,7 @@ def gate_cost(home, task, copies: Path) -> None:
           f"per submission ({passed} pass); one GX validation of a single submission {one_s * 1e3:.0f} ms")
 
 
-INGEST_CHILD = ("import sys; from tributary.home import open_home; from tributary.stages.ingest import ingest; "
+INGEST_CHILD = ("import sys; from engine.home import open_home; from engine.stages.ingest import ingest; "
                 "s = ingest(open_home(sys.argv[1])); print(s.accepted, s.rows)")
 
 

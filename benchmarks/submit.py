@@ -70,8 +70,8 @@ def main() -> int:
     if args.quick:
         args.gib, args.repeats = min(args.gib, 0.25), min(args.repeats, 3)
 
-    from tributary import actions
-    from tributary.home import open_home
+    from engine import actions
+    from engine.home import open_home
 
     WORK.mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="submit-", dir=WORK))

@@ -4,7 +4,7 @@ A LakeView holds the lake's distinct rows (first acceptances, in acceptance orde
 hashes (exact duplicates), the near-duplicate index, and per test point its nearest lake rows by canonical distance
 on the sample's scaling. Valuing new rows then costs what the new rows cost: nothing here is re-sorted per epoch.
 `extend` folds a settled epoch's accepted rows in; the result is the same as building from all rows at once (the
-neighbour order is exact, so the build order cannot change it). It is derived data: `tributary.stages.lake_state`
+neighbour order is exact, so the build order cannot change it). It is derived data: `engine.stages.lake_state`
 keeps it in the home, and rebuilding it from the lake must give the same arrays (the audit checks).
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tributary.errors import TributaryError
+from engine.errors import TributaryError
 
 LABEL = "label"
 SMOTE_NEIGHBOURS = 5  # an interpolation's partner is one of a row's 5 nearest same-class rows, as in SMOTE

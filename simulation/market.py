@@ -2,15 +2,15 @@
 
 Each epoch, in this order (the order is part of the determinism):
 1. every contributor plans its submissions (players in scenario order, same-epoch copiers last, as they copy what
-   others dropped) and they are signed and dropped with `tributary.actions.submit`, under names
+   others dropped) and they are signed and dropped with `engine.actions.submit`, under names
    `EEEEE-SSSSS-<key>.parquet` that sort in the order they were dropped;
 2. validators that committed last epoch reveal (`actions.reveal`; their files `<key>-reveal-E.json` sort after the
    data files, and validators go in name order);
-3. ingest (`tributary.epoch.ingest`, the Beam pipeline and the GX gate), then a check that ingest's arrival order is
+3. ingest (`engine.epoch.ingest`, the Beam pipeline and the GX gate), then a check that ingest's arrival order is
    exactly the drop order (arrival goes by file ctime, then name: a mismatch would make runs differ);
 4. validators weigh the epoch's data: honest ones through the market's own scoring function on their own held-out
    sample, and commit (`actions.commit`) or, with commit-reveal off, send plain weight files;
-5. `tributary.epoch.run_epoch(home, close=True)`: ingest the weight files, score, weights, Yuma Consensus, settle.
+5. `engine.epoch.run_epoch(home, close=True)`: ingest the weight files, score, weights, Yuma Consensus, settle.
 
 Keys are Ed25519 seeds derived from the seed and the key's name (written in the format `tributary keygen` writes),
 so account ids, and with them every order the ledger keeps, are the same in every run of a scenario and seed.
@@ -40,10 +40,10 @@ from simulation.strategies import Planned, make_players
 
 MARKER = ".tributary-simulation"
 STAGES = ("ingest: data", "ingest: weights", "score", "weights+consensus", "settle", "validators", "driver")
-# tributary.epoch's stage functions, by the stage they are timed under (run_epoch calls them through the module;
-# the driver's own ingest of the data, before validators weigh it, is timed as "ingest: data").
-_TIMED = {"ingest": "ingest: weights", "score": "score", "validator_weights": "weights+consensus",
-          "run_consensus": "weights+consensus", "build_settlement": "settle", "settle": "settle"}
+# engine.epoch's stages (EPOCH_STAGES), by the figure they are summed under; the driver's own ingest of the data,
+# before validators weigh it, is timed as "ingest: data".
+_TIMED = {"ingest": "ingest: weights", "score": "score", "weights": "weights+consensus",
+          "consensus": "weights+consensus", "settle": "settle", "view": "settle"}
 
 
 @dataclass
@@ -118,46 +118,19 @@ class World:
 
     def score_on_sample(self, epoch: int, sample: pa.Table) -> dict[str, float]:
         """What an honest validator sends: the market's own valuation, on its own held-out sample."""
-        from tributary.stages.scoring import weights_from_sample
+        from engine.stages.scoring import weights_from_sample
 
         return weights_from_sample(self.home, epoch, sample)
 
 
 class StageTimer:
-    """Seconds spent in each of tributary.epoch's stage functions while `timing()` is active."""
+    """Seconds spent in each stage: `stage(name)` times a block; `epoch_stage` is run_epoch's `on_stage` hook."""
 
     def __init__(self) -> None:
         self.seconds = {s: 0.0 for s in STAGES}
-        self.originals: dict[str, Callable] = {}
 
-    @contextlib.contextmanager
-    def timing(self) -> Iterator[None]:
-        import tributary.epoch as epoch_module
-
-        saved = {}
-        for name, stage in _TIMED.items():
-            fn = getattr(epoch_module, name, None)
-            if fn is None:
-                continue
-            saved[name] = fn
-            setattr(epoch_module, name, self._wrap(fn, stage))
-        self.originals = dict(saved)
-        try:
-            yield
-        finally:
-            for name, fn in saved.items():
-                setattr(epoch_module, name, fn)
-            self.originals = {}
-
-    def _wrap(self, fn: Callable, stage: str) -> Callable:
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[stage] += time.perf_counter() - start
-        timed.__wrapped__ = fn
-        return timed
+    def epoch_stage(self, stage: str) -> contextlib.AbstractContextManager[None]:
+        return self.stage(_TIMED[stage])
 
     @contextlib.contextmanager
     def stage(self, stage: str) -> Iterator[None]:
@@ -174,7 +147,7 @@ def _derived_seed(seed: int, name: str) -> bytes:
 
 def _write_key(keys_dir: Path, name: str, seed: int) -> None:
     """keys/NAME.key as `tributary keygen` writes it (hex Ed25519 seed, mode 0600), from a derived seed."""
-    from tributary import keys
+    from engine import keys
 
     path = keys.key_path(keys_dir, name)
     keys_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +172,8 @@ def _setup_home(scenario: Scenario, out: Path, seed: int, ds: sd.Dataset, source
     import tomli_w
 
     from quality.task import load_task, write_task
-    from tributary import actions
-    from tributary.home import open_home
+    from engine import actions
+    from engine.home import open_home
 
     root = out / "home"
     root.mkdir()
@@ -232,8 +205,9 @@ def simulate(scenario: Scenario, *, epochs: int | None = None, seed: int | None 
              write_report: bool = True, progress: Callable[[str], None] | None = None) -> SimulationResult:
     """Run the scenario's market for `epochs` epochs into `out` (home/, work/, report.md, charts, Parquet)."""
     from ledger.db import open_ledger
-    from tributary import actions, keys
-    import tributary.epoch as epoch_module
+    from engine import actions, keys
+    from engine.epoch import run_epoch
+    from engine.stages.ingest import ingest
 
     epochs = epochs if epochs is not None else scenario.epochs
     if epochs is None or epochs < 1:
@@ -276,49 +250,48 @@ def simulate(scenario: Scenario, *, epochs: int | None = None, seed: int | None 
     submissions = 0
     files = work / "files"
     files.mkdir()
-    with timer.timing():
-        for step in range(1, epochs + 1):
-            start = time.perf_counter()
-            with open_ledger(home.paths.ledger, read_only=True) as con:
-                from ledger.epochs import current_epoch
-                epoch = current_epoch(con)
-            dropped: list[str] = []
-            landed: dict[str, tuple[str, Path]] = {}  # drop name -> (key, our copy)
-            seq = 0
-            for player in sorted(contributors, key=lambda p: p.plans_late):  # stable: scenario order otherwise
-                for planned in player.plan(epoch, world):
-                    seq += 1
-                    name = f"{epoch:05d}-{seq:05d}-{planned.key}.parquet"
-                    path = _drop(home, files, name, planned, task=scenario.task_name)
-                    dropped += [name, name + ".manifest.json"]
-                    landed[name] = (planned.key, path)
-                    sent_rows[(planned.key, epoch)] = sent_rows.get((planned.key, epoch), 0) + _rows_of(planned, path)
-            submissions += seq
+    for step in range(1, epochs + 1):
+        start = time.perf_counter()
+        with open_ledger(home.paths.ledger, read_only=True) as con:
+            from ledger.epochs import current_epoch
+            epoch = current_epoch(con)
+        dropped: list[str] = []
+        landed: dict[str, tuple[str, Path]] = {}  # drop name -> (key, our copy)
+        seq = 0
+        for player in sorted(contributors, key=lambda p: p.plans_late):  # stable: scenario order otherwise
+            for planned in player.plan(epoch, world):
+                seq += 1
+                name = f"{epoch:05d}-{seq:05d}-{planned.key}.parquet"
+                path = _drop(home, files, name, planned, task=scenario.task_name)
+                dropped += [name, name + ".manifest.json"]
+                landed[name] = (planned.key, path)
+                sent_rows[(planned.key, epoch)] = sent_rows.get((planned.key, epoch), 0) + _rows_of(planned, path)
+        submissions += seq
+        for v in sorted(validators, key=lambda v: v.key):
+            if v.key in committed:
+                actions.reveal(home, key=v.key)
+                dropped.append(f"{v.key}-reveal-{epoch - 1}.json")
+                dropped.append(f"{v.key}-reveal-{epoch - 1}.json.manifest.json")
+        committed = set()
+        with timer.stage("ingest: data"):
+            ingest(home)
+        _check_arrival_order(home, epoch, dropped)
+        _record_landed(home, epoch, landed, world)
+        with timer.stage("validators"):
             for v in sorted(validators, key=lambda v: v.key):
-                if v.key in committed:
-                    actions.reveal(home, key=v.key)
-                    dropped.append(f"{v.key}-reveal-{epoch - 1}.json")
-                    dropped.append(f"{v.key}-reveal-{epoch - 1}.json.manifest.json")
-            committed = set()
-            with timer.stage("ingest: data"):
-                timer.originals.get("ingest", epoch_module.ingest)(home)
-            _check_arrival_order(home, epoch, dropped)
-            _record_landed(home, epoch, landed, world)
-            with timer.stage("validators"):
-                for v in sorted(validators, key=lambda v: v.key):
-                    weights = v.weights(epoch, world)
-                    if weights is None:
-                        continue
-                    if home.settings.commit_reveal:
-                        actions.commit(home, weights, key=v.key)
-                        committed.add(v.key)
-                    else:
-                        path = files / f"{v.key}-weights-{epoch}.json"
-                        path.write_text(json.dumps({"epoch": epoch, "weights": weights}, sort_keys=True))
-                        actions.submit(home, path, key=v.key, task=None, kind="weights")
-            epoch_module.run_epoch(home, close=True)
-            epoch_seconds.append(time.perf_counter() - start)
-            say(f"epoch {epoch}: {seq} submissions, {epoch_seconds[-1]:.2f} s")
+                weights = v.weights(epoch, world)
+                if weights is None:
+                    continue
+                if home.settings.commit_reveal:
+                    actions.commit(home, weights, key=v.key)
+                    committed.add(v.key)
+                else:
+                    path = files / f"{v.key}-weights-{epoch}.json"
+                    path.write_text(json.dumps({"epoch": epoch, "weights": weights}, sort_keys=True))
+                    actions.submit(home, path, key=v.key, task=None, kind="weights")
+        run_epoch(home, close=True, on_stage=timer.epoch_stage)
+        epoch_seconds.append(time.perf_counter() - start)
+        say(f"epoch {epoch}: {seq} submissions, {epoch_seconds[-1]:.2f} s")
     timed = sum(timer.seconds[s] for s in STAGES if s != "driver")
     timer.seconds["driver"] = sum(epoch_seconds) - timed
 
@@ -338,7 +311,7 @@ def _rows_of(planned: Planned, path: Path) -> int:
 
 def _drop(home, files: Path, name: str, planned: Planned, *, task: str) -> Path:
     """Write our copy of the payload, sign it and drop it (backdated copiers then age the files' times)."""
-    from tributary import actions
+    from engine import actions
 
     path = files / name
     if planned.copy_of is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tributary.errors import TributaryError
+from engine.errors import TributaryError
 
 DATASETS = ("breast_cancer", "wine", "digits", "iris")  # scikit-learn's bundled copies: nothing downloads
 SCALINGS = ("standard", "range", "none")
@@ -118,7 +118,7 @@ class Scenario:
     rows_per_submission: int = 40
     synthesize: bool = True
     task: TaskOptions = TaskOptions()
-    market: dict[str, Any] = field(default_factory=dict)  # settings.toml overrides (tributary/settings.py names)
+    market: dict[str, Any] = field(default_factory=dict)  # settings.toml overrides (engine/settings.py names)
     contributors: tuple[ContributorGroup, ...] = ()
     validators: tuple[ValidatorGroup, ...] = ()
     seed: int = 0
@@ -339,8 +339,8 @@ def _validator(file: str, raw: Any, i: int) -> ValidatorGroup:
 
 
 def _market(file: str, raw: Any) -> dict[str, Any]:
-    """[market]: overrides of tributary/settings.py, checked against each setting's type."""
-    from tributary.settings import Settings
+    """[market]: overrides of engine/settings.py, checked against each setting's type."""
+    from engine.settings import Settings
 
     t = _Table(file, raw, "market.")
     defaults = Settings()

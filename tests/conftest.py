@@ -13,8 +13,8 @@ import pytest
 
 from hypothesis import settings as hypothesis_settings
 
-from tributary import actions
-from tributary.home import Home, open_home
+from engine import actions
+from engine.home import Home, open_home
 
 # Property tests are reproducible by default (the same examples every run, so CI is not a lottery); run with
 # HYPOTHESIS_PROFILE=explore to search new random examples.

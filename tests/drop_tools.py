@@ -22,8 +22,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipelines.manifest import MANIFEST_SUFFIX, payload_digest
-from tributary import actions, keys
-from tributary.home import Home, open_home
+from engine import actions, keys
+from engine.home import Home, open_home
 
 from tests.conftest import TASK, Market, digits_table  # noqa: F401  (re-exported)
 
@@ -166,12 +166,12 @@ class IngestHung(AssertionError):
 
 
 def run_ingest(home: Home, *, timeout: float = INGEST_TIMEOUT_S, fifos: Iterable[Path] = ()):
-    """tributary.stages.ingest.ingest(home) in a thread with a deadline; a hang fails the test.
+    """engine.stages.ingest.ingest(home) in a thread with a deadline; a hang fails the test.
 
     When it does not finish in time, each FIFO in `fifos` is opened for writing and closed, which gives any reader
     blocked on it an EOF, so that the hung thread can end and the test process is not left stuck.
     """
-    from tributary.stages.ingest import ingest
+    from engine.stages.ingest import ingest
 
     out: dict = {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ledger.audit import audit
 from ledger.db import open_ledger
 from tests.conftest import digits_table
-from tributary.epoch import run_epoch
+from engine.epoch import run_epoch
 
 
 def test_each_check_passes_untouched_and_names_a_tampered_row(market) -> None:

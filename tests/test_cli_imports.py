@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tributary import actions
-from tributary.home import open_home
+from engine import actions
+from engine.home import open_home
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("apache_beam", "great_expectations", "dagster", "sklearn", "duckdb", "pyarrow", "polars", "pandas", "numpy")

@@ -10,8 +10,8 @@ from ledger.db import open_ledger
 from pipelines.weights import WeightRules, WeightsRejected, parse_weights, weights_commitment
 from rewards.weight_copying import simulate_weight_copier
 from tests.conftest import digits_table
-from tributary import actions
-from tributary.epoch import run_epoch
+from engine import actions
+from engine.epoch import run_epoch
 
 V = "ab" * 32
 C1, C2 = "c1" * 32, "c2" * 32

@@ -153,7 +153,7 @@ def test_a_partition_is_one_epoch_and_a_rerun_is_a_no_op(market, instance):
 @pytest.mark.slow
 def test_backfill_settles_each_open_epoch_once_in_order(market, instance):
     market.submit("alice", digits_table(300, 360), "alice.parquet")
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     run_epoch(market.home, close=True)  # epoch 1 settled from the CLI
     emission = market.home.settings.epoch_emission_units
@@ -178,7 +178,7 @@ def test_an_epoch_that_has_not_begun_fails_and_mints_nothing(market, instance):
 
 # ---------------------------------------------------------------------------------------------------- ledger sync
 def test_cli_epochs_appear_as_materializations_with_the_run_metadata(market, instance):
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     market.submit("alice", digits_table(300, 360), "alice.parquet")
     first = run_epoch(market.home, close=True).outcome
@@ -241,7 +241,7 @@ def test_schedule_requests_the_open_epoch_once_its_window_closes(market, instanc
 
     (market.home.root / "settings.toml").write_text("epoch_seconds = 1\n")
     time.sleep(1.2)
-    from tributary.home import open_home
+    from engine.home import open_home
 
     market.home = open_home(market.home.root)
     ticks = [tick() for _ in range(5)]  # catch-up after the daemon was down: five missed ticks evaluated now
@@ -252,7 +252,7 @@ def test_schedule_requests_the_open_epoch_once_its_window_closes(market, instanc
 # ---------------------------------------------------------------------------------------------------- blocking check
 @pytest.mark.slow
 def test_failed_quality_check_blocks_settlement_until_excluded(market, instance):
-    from tributary import epoch as stages
+    from engine import epoch as stages
 
     market.submit("alice", digits_table(300, 360), "alice.parquet")
     market.submit("bob", digits_table(360, 420), "bob.parquet")
@@ -294,7 +294,7 @@ def test_failed_quality_check_blocks_settlement_until_excluded(market, instance)
 
 
 def test_exclude_refuses_what_it_cannot_change(market):
-    from tributary import epoch as stages
+    from engine import epoch as stages
 
     with pytest.raises(LedgerError, match="no such submission"):
         stages.exclude(market.home, "nope", "why")
@@ -319,7 +319,7 @@ def test_value_metadata_and_the_epoch_run_report_say_what_the_epoch_added_and_wh
     from assets.metadata import values_metadata
     from ledger.epoch_report import epoch_report
     from tests.test_views import copier_epoch
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
     from tributary.report import print_epoch_run
 
     scored = copier_epoch(market, close=False)  # epoch 2 scored, not settled

@@ -45,7 +45,7 @@ from tests.drop_tools import (
     signed,
     waiting,
 )
-from tributary import actions
+from engine import actions
 
 pytestmark = pytest.mark.slow
 
@@ -725,7 +725,7 @@ def test_attack_backdated_copy_in_the_same_run(market, backdated: bool) -> None:
     assert (a["status"], b["status"]) == (ACCEPTED, ACCEPTED)
     assert a["received_at"] <= b["received_at"], "bob's copy was stamped as arriving before alice's original"
 
-    from tributary.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
+    from engine.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
 
     run_epoch(home, close=True)
     led = read_ledger(home)
@@ -747,7 +747,7 @@ def test_attack_backdated_copy_in_a_later_run(market) -> None:
     led = read_ledger(home)
     assert led.contribution("a-original.parquet")["received_at"] <= led.contribution("b-copy.parquet")["received_at"]
 
-    from tributary.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
+    from engine.epoch import run_epoch  # imported here: the other attacks do not need scoring to import
 
     run_epoch(home, close=True)
     led = read_ledger(home)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from tests.test_cli import run
-from tributary.home import open_home
+from engine.home import open_home
 
 
 def _settled(home: Path) -> str:

@@ -19,9 +19,9 @@ from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch
 from tests.conftest import digits_table
 from tests.processes import finish_or_kill
-from tributary.failpoints import FAILPOINT_ENV
-from tributary.home import open_home
-from tributary.lock import EpochBusy, epoch_lock, lock_holder
+from engine.failpoints import FAILPOINT_ENV
+from engine.home import open_home
+from engine.lock import EpochBusy, epoch_lock, lock_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "tributary.cli"]
@@ -109,8 +109,8 @@ def test_two_closes_at_once_equal_two_in_a_row(loaded: Path, tmp_path: Path) -> 
 
 HOLD_LOCK = """
 import sys, time
-from tributary.home import open_home
-from tributary.lock import epoch_lock
+from engine.home import open_home
+from engine.lock import epoch_lock
 with epoch_lock(open_home(sys.argv[1]), "a test holding the lock"):
     print("holding", flush=True)
     time.sleep(60)
@@ -144,7 +144,7 @@ def test_a_held_lock_makes_a_writer_wait_then_name_the_holder(tmp_path: Path) ->
 
 def test_nothing_lands_in_a_pinned_epoch(market) -> None:
     """A close pins the epoch (state scored): an ingest after that decides nothing into it."""
-    from tributary.stages.ingest import ingest
+    from engine.stages.ingest import ingest
 
     market.submit("alice", digits_table(300, 360), "a.parquet")
     with open_ledger(market.home.paths.ledger) as con, transaction(con):

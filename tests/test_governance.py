@@ -16,8 +16,8 @@ from ledger.governance import stakes_at_start
 from ledger.money import UNITS_PER_TOKEN
 from tests.conftest import TASK, digits_table
 from tests.test_cli import run
-from tributary import actions
-from tributary.epoch import run_epoch
+from engine import actions
+from engine.epoch import run_epoch
 
 TOKENS_1000 = 1_000 * UNITS_PER_TOKEN
 

@@ -159,9 +159,9 @@ def test_through_the_cli_and_ingest_every_honest_shard_is_accepted(tmp_path):
     import pyarrow.parquet as pq
 
     from ledger.db import open_ledger
-    from tributary import actions
-    from tributary.home import open_home
-    from tributary.stages.ingest import ingest
+    from engine import actions
+    from engine.home import open_home
+    from engine.stages.ingest import ingest
 
     home = open_home(tmp_path / "home")
     cli = [sys.executable, "-m", "tributary.cli", "--home", str(home.root)]

@@ -21,8 +21,8 @@ from ledger.db import open_ledger
 from pipelines.lake import lake_path
 from pipelines.options import DEFAULT_RUNNER, build_options, pipeline_arg_list
 from tests.conftest import TASK, digits_table
-from tributary import actions
-from tributary.stages.ingest import ingest
+from engine import actions
+from engine.stages.ingest import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def _settings(home, **values) -> None:
 
 
 def _reopen(market):
-    from tributary.home import open_home
+    from engine.home import open_home
 
     market.home = open_home(market.home.root)
     return market.home
@@ -241,7 +241,7 @@ def test_row_hash_is_the_rewards_definition() -> None:
 def test_a_hard_link_to_a_file_outside_drop_is_not_read(market, tmp_path) -> None:
     """A second name for someone else's file would let a sender learn its size or digest from a detail."""
     from pipelines.manifest import sign_manifest
-    from tributary import keys
+    from engine import keys
 
     home = market.home
     secret = tmp_path / "secret.parquet"

@@ -17,11 +17,11 @@ from ledger.audit import audit
 from ledger.db import open_ledger
 from tests.conftest import digits_table
 from tests.processes import finish_or_kill
-from tributary.failpoints import FAILPOINT_ENV
-from tributary.home import open_home
+from engine.failpoints import FAILPOINT_ENV
+from engine.home import open_home
 
 ROOT = Path(__file__).resolve().parents[1]
-INGEST = "import sys; from tributary.home import open_home; from tributary.stages.ingest import ingest; ingest(open_home(sys.argv[1]))"
+INGEST = "import sys; from engine.home import open_home; from engine.stages.ingest import ingest; ingest(open_home(sys.argv[1]))"
 POINTS = ("ingest.sighted", "ingest.decided", "ingest.recorded", "ingest.moved_one", "ingest.moved")
 
 

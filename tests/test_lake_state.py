@@ -18,9 +18,9 @@ import pytest
 from ledger.db import open_ledger
 from tests.conftest import digits_table
 from tests.processes import finish_or_kill
-from tributary.failpoints import FAILPOINT_ENV
-from tributary.home import open_home
-from tributary.stages.lake_state import STATE_DIR, audit_views
+from engine.failpoints import FAILPOINT_ENV
+from engine.home import open_home
+from engine.stages.lake_state import STATE_DIR, audit_views
 
 pytestmark = pytest.mark.slow  # whole epochs (Beam ingest, GX)
 
@@ -39,7 +39,7 @@ def _views(home: Path) -> list[Path]:
 
 
 def test_the_view_follows_settlements_and_a_rebuild_gives_the_same_values(market) -> None:
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     market.submit("alice", digits_table(300, 400), "a1.parquet")
     run_epoch(market.home, close=True)
@@ -61,7 +61,7 @@ def test_the_view_follows_settlements_and_a_rebuild_gives_the_same_values(market
 
 def test_the_audit_names_a_kept_view_that_differs_from_the_lake(market) -> None:
     from rewards.lake_view import LakeView
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     market.submit("alice", digits_table(300, 400), "a1.parquet")
     run_epoch(market.home, close=True)
@@ -106,7 +106,7 @@ def test_a_crash_between_settlement_and_the_state_update_ends_as_an_uninterrupte
             (tmp_path / f"in-{name}").mkdir(exist_ok=True)
             path = tmp_path / f"in-{name}" / f"{key}.parquet"
             pq.write_table(digits_table(lo, lo + 60), path)
-            from tributary import actions
+            from engine import actions
 
             actions.submit(h, path, key=key, task="digits")
         assert _close(home) == 0

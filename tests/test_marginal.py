@@ -200,7 +200,7 @@ class BreastCancerMarket:
         return self.rows.slice(lo, hi - lo)
 
     def submit(self, key: str, table: pa.Table, file: str) -> None:
-        from tributary import actions
+        from engine import actions
 
         path = self.work / file
         pq.write_table(table, path)
@@ -211,8 +211,8 @@ def breast_cancer_market(root: Path, seed: int, contributors: list[str]) -> Brea
     """A market on breast_cancer made as a new user would: `task init` with its defaults on a random holdout."""
     from sklearn.datasets import load_breast_cancer
 
-    from tributary import actions
-    from tributary.home import open_home
+    from engine import actions
+    from engine.home import open_home
 
     data = load_breast_cancer()
     order = np.random.default_rng(seed).permutation(len(data.target))
@@ -250,7 +250,7 @@ def _amounts(home, epoch: int) -> dict[str, int]:
 def test_self_replayer_is_paid_nothing_in_the_market(tmp_path: Path) -> None:
     """The issue's figures: a self-replayer earned 292 and 297 tokens to an honest contributor's 118 and 113."""
     from ledger.db import open_ledger
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     m = breast_cancer_market(tmp_path, 0, ["honest", "replayer"])
     m.submit("honest", m.table(0, 60), "honest-e1.parquet")
@@ -278,8 +278,8 @@ def test_self_replayer_is_paid_nothing_in_the_market(tmp_path: Path) -> None:
 
 def test_splitting_one_dataset_over_keys_earns_what_one_key_would(tmp_path: Path) -> None:
     """Each row's value is bit-identical; the paid amounts differ only by the rounding of the split lines."""
-    from tributary.epoch import run_epoch
-    from tributary.stages.scoring import task_rows, value_task_rows
+    from engine.epoch import run_epoch
+    from engine.stages.scoring import task_rows, value_task_rows
     from ledger import contributions
     from ledger.db import open_ledger
     from quality.task import load_tasks
@@ -317,9 +317,9 @@ def _name(home, account_id: str) -> str:
 
 def test_task_init_writes_the_scaling_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     from quality.task import load_task
-    from tributary import actions
-    from tributary.errors import TributaryError
-    from tributary.home import open_home
+    from engine import actions
+    from engine.errors import TributaryError
+    from engine.home import open_home
 
     home = open_home(tmp_path / "home")
     holdout = tmp_path / "h.parquet"

@@ -26,7 +26,7 @@ from rewards.errors import ValuationError
 from rewards.house import house_weights, mixed_house_weights
 from tests.conftest import TASK, digits_table
 from tests.drop_tools import read_ledger
-from tributary import actions
+from engine import actions
 
 V = "ab" * 32
 C1, C2 = "c1" * 32, "c2" * 32
@@ -128,7 +128,7 @@ def test_a_reveal_over_the_limit_is_refused_before_hashing():
 def test_weights_whose_sum_overflows_do_not_stall_the_epoch(market):
     """val commits two weights of 1e308 (each finite, their sum is not); val2 commits 2e11 : 6e11. Epoch 2 settles:
     val's reveal is quarantined naming the field and the limit, val2's counts, stored normalized."""
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     home = market.home
     actions.keygen(home, "val2")
@@ -252,7 +252,7 @@ def test_bad_tasks_are_refused_at_the_boundary_and_the_epoch_settles(market):
     """task init refuses an open bound and a holdout with NaN or null (no task file); a hand-edited task file with
     max = inf is refused when the epoch loads it, naming file and key, before anything leaves drop/; a task whose
     holdout has a constant feature values and settles normally."""
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     home = market.home
     good = digits_table(0, 300)
@@ -294,7 +294,7 @@ def test_bad_tasks_are_refused_at_the_boundary_and_the_epoch_settles(market):
 
 @pytest.mark.slow
 def test_null_nan_and_inf_features_are_quarantined_and_the_epoch_settles(market):
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     home = market.home
     rows = digits_table(360, 420)
@@ -343,8 +343,8 @@ def test_house_weights_of_finite_values_are_finite_and_sum_to_one():
 def test_a_nan_value_fails_the_run_loudly_and_the_epoch_settles_once_fixed(market, monkeypatch):
     """A NaN value can only be an internal bug (values are KNN-Shapley of finite features): the run fails with
     ValuationError naming the contributor, nothing is settled, and the same epoch settles on the next run."""
-    import tributary.epoch as epoch_mod
-    from tributary.epoch import run_epoch
+    import engine.epoch as epoch_mod
+    from engine.epoch import run_epoch
 
     home = market.home
     market.submit("alice", digits_table(300, 360), "a1.parquet")
@@ -378,7 +378,7 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize("error", [RuntimeError("boom"), ValueError("boom"), KeyError("boom"),
                                    FileNotFoundError("boom"), ValuationError("boom")])
 def test_an_internal_error_exits_2_with_its_traceback(market, monkeypatch, capsys, error):
-    import tributary.epoch as epoch_mod
+    import engine.epoch as epoch_mod
 
     def broken(home):
         raise error
@@ -434,7 +434,7 @@ def test_commit_refuses_weights_ingest_would_refuse(market, monkeypatch, capsys,
 
 def test_an_internal_error_does_not_look_like_a_user_error_in_numpy_land():
     """A ValueError from deep inside the math (here Yuma's own check) is a bug, not the user's fault."""
-    from tributary.errors import is_user_error
+    from engine.errors import is_user_error
     from rewards.consensus import YumaParams, yuma_epoch
 
     try:
@@ -451,7 +451,7 @@ def test_settings_driven_checks_raise_typed_user_errors():
     from ledger.money import tokens_to_units
     from rewards.backend import get_xp
     from rewards.consensus import YumaParams
-    from tributary.errors import is_user_error
+    from engine.errors import is_user_error
 
     for make in (lambda: YumaParams(yuma_version="yuma4"), lambda: YumaParams(kappa=2.0), lambda: get_xp("tpu"),
                  lambda: tokens_to_units("1.5x"), lambda: tokens_to_units("0.0000000001")):

@@ -67,9 +67,9 @@ def _jitter(x: np.ndarray, scale: float, std: np.ndarray, rng: np.random.Generat
 def _market(root: Path, name: str, seed: int, variant: str) -> dict:
     """Run the two epochs; per key name: (epoch-2 tokens in base units, rows sent) and the epoch-2 scores."""
     from ledger.db import open_ledger
-    from tributary import actions
-    from tributary.epoch import run_epoch
-    from tributary.home import open_home
+    from engine import actions
+    from engine.epoch import run_epoch
+    from engine.home import open_home
 
     x, y, cols = _load(name)
     order = np.random.default_rng(seed).permutation(len(y))

@@ -9,9 +9,9 @@ import pytest
 from ledger.db import open_ledger
 from quality.task import load_task
 from tests.conftest import TASK, digits_table
-from tributary import actions
-from tributary.epoch import run_epoch
-from tributary.home import open_home
+from engine import actions
+from engine.epoch import run_epoch
+from engine.home import open_home
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from ledger import accounts
 from ledger.db import open_ledger, transaction
 from ledger.epochs import current_epoch
 from tests.conftest import TASK, digits_table
-from tributary.stages.ingest import ingest
+from engine.stages.ingest import ingest
 
 pytestmark = pytest.mark.slow  # a real Beam ingest per test
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import run
-from tributary.home import open_home
+from engine.home import open_home
 
 
 @pytest.mark.parametrize("args", [("sql", "SELECT 1"), ("audit",), ("export", "OUT")])

@@ -11,8 +11,8 @@ from ledger.money import UNITS_PER_TOKEN
 from ledger.transfers import stakes_at_epoch_start
 from pipelines.manifest import MANIFEST_SUFFIX
 from tests.test_cli import run
-from tributary import actions
-from tributary.epoch import run_epoch
+from engine import actions
+from engine.epoch import run_epoch
 
 
 def _one(con, sql: str, params: list):

@@ -13,7 +13,7 @@ from ledger.db import open_ledger
 from ledger.digest import chain_hash
 from ledger.results import RESULTS_VERSION, columns_digest, results_digest, settled_version
 from tests.conftest import digits_table
-from tributary.epoch import run_epoch
+from engine.epoch import run_epoch
 
 
 def _digest(version: int = 4, **columns) -> str:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import digits_table
-from tributary.epoch import run_epoch
+from engine.epoch import run_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,8 @@ def test_splitting_over_keys_earns_what_one_key_would(market, tmp_path):
     market.submit("alice", rows.slice(0, 50), "a.parquet")
     market.submit("bob", rows.slice(50, 50), "b.parquet")
     split = run_epoch(market.home).scores.values
-    from tributary.home import open_home
-    from tributary import actions
+    from engine.home import open_home
+    from engine import actions
 
     other = open_home(tmp_path / "other")
     import shutil

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tributary.errors import SettingsError
-from tributary.settings import SETTINGS_FILE, Settings
+from engine.errors import SettingsError
+from engine.settings import SETTINGS_FILE, Settings
 
 
 def load(tmp_path: Path, text: str) -> Settings:

@@ -297,7 +297,7 @@ SYNTHESIS_GAIN_MAX = 0.05  # what synthetic rows may add to a contributor's tota
 def test_market_with_every_new_strategy_pays_copies_and_synthesis_nothing(tmp_path):
     from ledger.db import open_ledger
     from simulation.market import simulate
-    from tributary.settings import HomePaths
+    from engine.settings import HomePaths
 
     scenario = load_scenario(write_scenario(tmp_path / "copiers.toml", copiers_market_doc()))
     result = simulate(scenario, epochs=MARKET_EPOCHS, seed=3, out=tmp_path / "copiers")

@@ -10,7 +10,7 @@ from pathlib import Path
 from ledger import accounts, transfers
 from ledger.db import open_ledger, snapshot_path, transaction
 from tests.test_cli import run
-from tributary.home import open_home
+from engine.home import open_home
 
 HOLD_WRITER = """
 import sys, time, duckdb

@@ -9,9 +9,9 @@ import pytest
 
 from pipelines.errors import IngestError
 from pipelines.manifest import file_digest, sign_manifest, write_submission
-from tributary import actions, keys
-from tributary.errors import TributaryError
-from tributary.home import existing_home, open_home
+from engine import actions, keys
+from engine.errors import TributaryError
+from engine.home import existing_home, open_home
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from ledger import accounts, transfers
 from ledger.audit import audit
 from ledger.db import open_ledger, transaction
 from ledger.epochs import current_epoch
-from tributary.epoch import run_epoch
+from engine.epoch import run_epoch
 
 
 def _balances(market, account_id: str) -> tuple[int, int, int]:

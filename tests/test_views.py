@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ledger.db import open_ledger
 from tests.conftest import digits_table
-from tributary.epoch import run_epoch
+from engine.epoch import run_epoch
 
 
 def test_explain_leaderboard_and_stakes_agree_with_the_books(market) -> None:

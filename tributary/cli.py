@@ -46,14 +46,14 @@ def _main_options(home: HomeOpt = None) -> None:
 
 
 def _home(home: Optional[Path]):
-    from tributary.home import open_home
+    from engine.home import open_home
 
     return open_home(home or _global_home)
 
 
 def _existing_home(home: Optional[Path]):
     """For read-only commands: a home that exists, opened without creating, migrating or writing anything."""
-    from tributary.home import existing_home
+    from engine.home import existing_home
 
     return existing_home(home or _global_home)
 
@@ -62,9 +62,9 @@ def _existing_home(home: Optional[Path]):
 @app.command()
 def keygen(name: str, home: HomeOpt = None) -> None:
     """Make an Ed25519 key keys/NAME.key (mode 0600) and print its public key."""
-    from tributary import actions
-    from tributary.errors import TributaryError
-    from tributary.home import existing_home
+    from engine import actions
+    from engine.errors import TributaryError
+    from engine.home import existing_home
 
     try:  # a key needs no ledger: an existing home is not opened; a new one is set up first (DuckDB, genesis)
         h = existing_home(home or _global_home)
@@ -82,7 +82,7 @@ def register(
     home: HomeOpt = None,
 ) -> None:
     """Register the key NAME in the ledger as a contributor or validator (an operator command)."""
-    from tributary import actions
+    from engine import actions
 
     account = actions.register(_home(home), name, role, fee_from=fee_from)
     console.print(f"registered {name} as {account.role}: account {account.account_id} (epoch {account.registered_epoch})")
@@ -136,8 +136,8 @@ def submit(
     home: HomeOpt = None,
 ) -> None:
     """Sign FILE and drop it, with its manifest, into the drop folder (atomically, manifest last)."""
-    from tributary import actions
-    from tributary.home import existing_home
+    from engine import actions
+    from engine.home import existing_home
 
     # Signing needs the key and drop/ only: the ledger is not opened, and a home that does not exist is an error.
     path, manifest = actions.submit(existing_home(home or _global_home), file, key=key, task=task, kind=kind)
@@ -153,8 +153,8 @@ def commit(
 ) -> None:
     """Commit-reveal, step 1: submit a salted hash of your weights for the open epoch; reveal them next epoch."""
     from pipelines.weights import WeightsRejected, check_weight_values
-    from tributary import actions
-    from tributary.errors import TributaryError
+    from engine import actions
+    from engine.errors import TributaryError
 
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
@@ -177,7 +177,7 @@ def reveal(
     home: HomeOpt = None,
 ) -> None:
     """Commit-reveal, step 2: submit the weights and salt committed in an earlier epoch; they count in this one."""
-    from tributary import actions
+    from engine import actions
 
     epochs = actions.reveal(_home(home), key=key)
     console.print(f"revealed the weights committed in epoch(s) {', '.join(map(str, epochs))}")
@@ -187,8 +187,8 @@ def reveal(
 def _request(action: str, amount: Optional[str], key: str, home: Optional[Path], to: Optional[str] = None,
              **fields: object) -> None:
     from ledger.money import units_to_tokens
-    from tributary import actions
-    from tributary.home import existing_home
+    from engine import actions
+    from engine.home import existing_home
 
     path, units = actions.request(existing_home(home or _global_home), action, amount, key=key, to=to, **fields)
     what = f"{action} of {units_to_tokens(units)} tokens" if units is not None else \
@@ -199,7 +199,7 @@ def _request(action: str, amount: Optional[str], key: str, home: Optional[Path],
 
 def _own_account(name: str, key: str) -> None:
     if name != key:
-        from tributary.errors import TributaryError
+        from engine.errors import TributaryError
 
         raise TributaryError(f"{name}: you can stake and unstake only your own account ({key}); delegation is not "
                              "supported")
@@ -282,7 +282,7 @@ def grant(
     home: HomeOpt = None,
 ) -> None:
     """Operator: mint tokens from the emission account to account NAME (e.g. a validator's initial stake)."""
-    from tributary import actions
+    from engine import actions
 
     actions.grant(_home(home), name, amount)
     console.print(f"granted {amount} tokens to {name}")
@@ -305,7 +305,7 @@ def task_init(
     home: HomeOpt = None,
 ) -> None:
     """Write tasks/NAME.toml from a holdout: columns, types, labels and a profile; hard bounds only as declared."""
-    from tributary import actions
+    from engine import actions
 
     h = _home(home)
     extra = [v.strip() for v in labels.split(",") if v.strip()] if labels else []
@@ -362,7 +362,7 @@ def epoch_run(
     home: HomeOpt = None,
 ) -> None:
     """Ingest, validate and score the drop folder for the open epoch; --close settles it too."""
-    from tributary.epoch import epoch_is_due, run_epoch, settled_already
+    from engine.epoch import epoch_is_due, run_epoch, settled_already
     from tributary.report import print_epoch_run
 
     h = _home(home)
@@ -390,7 +390,7 @@ def sql(
         raise typer.BadParameter("--format must be table, csv or json")
     import duckdb
 
-    from tributary.errors import TributaryError
+    from engine.errors import TributaryError
 
     try:
         result = run_sql(_existing_home(home).paths.ledger, query)
@@ -419,7 +419,7 @@ def audit(home: HomeOpt = None) -> None:
     from ledger.audit import audit as run_audit
     from ledger.db import open_ledger
 
-    from tributary.stages.lake_state import audit_views
+    from engine.stages.lake_state import audit_views
 
     h = _existing_home(home)
     with open_ledger(h.paths.ledger, read_only=True) as con:
@@ -444,7 +444,7 @@ def exclude(
     """Quarantine an accepted submission of an unsettled epoch as operator_excluded (nothing is deleted).
 
     The way out of a failing blocking check: exclude the submission, then run the epoch (or its partition) again."""
-    from tributary.epoch import exclude as run_exclude
+    from engine.epoch import exclude as run_exclude
 
     epoch = run_exclude(_existing_home(home), submission_id, reason)
     console.print(f"submission {submission_id} of epoch {epoch} is quarantined as operator_excluded; "
@@ -461,12 +461,14 @@ def export(out: Path, home: HomeOpt = None) -> None:
 
 
 def _sync_dagster(h) -> None:
-    """Mirror the ledger into the home's Dagster instance before the UI starts: its first page shows every epoch."""
-    from assets.sync import sync_home_instance
+    """Mirror the ledger into the home's Dagster instance before the UI starts: its first page shows every epoch.
+    A process of its own, so the CLI never imports Dagster or the assets."""
+    import subprocess
 
-    result = sync_home_instance(h)
-    console.print(f"Dagster instance {h.paths.dagster}: {len(result.partitions_added)} epoch partition(s) "
-                  f"added, {len(result.epochs_reported)} settled epoch(s) reported from the ledger", highlight=False)
+    done = subprocess.run([sys.executable, "-m", "assets.sync", str(h.root)], stdout=subprocess.PIPE, text=True)
+    console.print(done.stdout.strip(), highlight=False)
+    if done.returncode != 0:
+        raise typer.Exit(done.returncode)
 
 
 @app.command()
@@ -499,7 +501,7 @@ def demo(
 ) -> None:
     """Build a fresh market on bundled data, run two epochs and show who earned what and why."""
     from tributary.demo import run_demo
-    from tributary.settings import resolve_home
+    from engine.settings import resolve_home
 
     run_demo(console, resolve_home(home or _global_home), fresh=not keep)
 
@@ -521,7 +523,7 @@ def simulate(
 def consensus_replay(file: Path) -> None:
     """Replay a Yuma vector file; print it with each epoch's `expected` replaced by our `outputs`."""
     from rewards.consensus import replay
-    from tributary.errors import TributaryError
+    from engine.errors import TributaryError
 
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
@@ -531,7 +533,7 @@ def consensus_replay(file: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: a user error (tributary.errors.is_user_error) prints one clear line and exits 1, no traceback;
+    """Entry point: a user error (engine.errors.is_user_error) prints one clear line and exits 1, no traceback;
     anything else is a bug: its full traceback on stderr, then a one-line summary, exit 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "great_expectations", "root"):
@@ -543,7 +545,7 @@ def main() -> None:
 
         from rich.markup import escape
 
-        from tributary.errors import is_user_error
+        from engine.errors import is_user_error
 
         one_line = " ".join(str(e).split())
         if is_user_error(e):

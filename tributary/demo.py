@@ -20,10 +20,10 @@ from rich.console import Console
 from ledger import accounts
 from ledger.db import open_ledger
 from ledger.queries import LEADERBOARD_SQL
-from tributary import actions
-from tributary.epoch import run_epoch
-from tributary.errors import TributaryError
-from tributary.home import Home, open_home
+from engine import actions
+from engine.epoch import run_epoch
+from engine.errors import TributaryError
+from engine.home import Home, open_home
 from tributary.report import print_epoch_run, print_market
 
 DEMO_MARKER = ".tributary-demo"
@@ -101,7 +101,7 @@ def fresh_home(root: Path) -> Home:
 
 def honest_validator_weights(home: Home, epoch: int, sample: pa.Table) -> dict[str, float]:
     """An independent validator: the market's own valuation of the epoch's new rows, on its private sample."""
-    from tributary.stages.scoring import weights_from_sample
+    from engine.stages.scoring import weights_from_sample
 
     return weights_from_sample(home, epoch, sample)
 

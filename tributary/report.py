@@ -9,11 +9,11 @@ from rich.table import Table
 
 from ledger.money import units_to_tokens
 from ledger.queries import LEADERBOARD_SQL, QUARANTINE_SQL, VALIDATORS_SQL, run_sql
-from tributary.epoch import EpochRun
-from tributary.home import Home
+from engine.epoch import EpochRun
+from engine.home import Home
 
 if TYPE_CHECKING:
-    from tributary.stages.scoring import SubmissionScore
+    from engine.stages.scoring import SubmissionScore
 
 TOKEN_COLUMNS = ("earned_units", "stake_units")
 
@@ -67,7 +67,7 @@ def print_epoch_run(console: Console, home: Home, run: EpochRun) -> None:
     for docs in s.data_docs:
         console.print(f"  Great Expectations Data Docs: {docs}")
     if run.scores.submissions:
-        from tributary.stages.settle import dataset_submission_ids, epoch_values
+        from engine.stages.settle import dataset_submission_ids, epoch_values
 
         datasets = dataset_submission_ids(home, run.scores.epoch)
         grid = Table(title=f"epoch {s.epoch}: data value so far", title_justify="left")

@@ -91,7 +91,7 @@ def test_dagster_ui_runs_the_market(market, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
-    from tributary.epoch import run_epoch
+    from engine.epoch import run_epoch
 
     def visible(locator) -> None:
         expect(locator).to_be_visible(timeout=UI_TIMEOUT_MS)

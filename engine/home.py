@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tributary import keys
-from tributary.errors import TributaryError
-from tributary.settings import HomePaths, Settings, resolve_home
+from engine import keys
+from engine.errors import TributaryError
+from engine.settings import HomePaths, Settings, resolve_home
 
 GENESIS_EPOCH = 0
 # The home's Dagster instance: no telemetry, and one epoch writer at a time. Every epoch asset is in the

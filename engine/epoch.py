@@ -1,26 +1,33 @@
 """One epoch, stage by stage: ingest → score → weights → consensus → settle.
 
-The CLI (`tributary epoch run`) and the Dagster assets call the same stage functions (tributary/stages/); each
-takes the previous stage's value, so either driver can run them in one process or hand them between steps.
+The CLI (`tributary epoch run`) and the Dagster assets call the same stage functions (engine/stages/); each
+takes the previous stage's value, so either driver can run them in one process or hand them between steps. A
+driver that wants to know where the time goes passes `on_stage` (the simulator's stage timings).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
+from engine import failpoints
+from engine.home import Home
+from engine.lock import epoch_lock
+from engine.stages.consensus import run_consensus, validator_weights
+from engine.stages.ingest import IngestSummary, ingest, lake_snapshot
+from engine.stages.lake_state import refresh_holdout_views
+from engine.stages.scoring import EpochScores, score
+from engine.stages.settle import build_settlement, settle
 from ledger.settlement import SettleOutcome, Settlement
-from tributary import failpoints
-from tributary.home import Home
-from tributary.lock import epoch_lock
-from tributary.stages.consensus import (  # noqa: F401  (the stages, re-exported for drivers)
-    ConsensusOutcome, ValidatorWeights, house_weights_for, run_consensus, validator_weights,
-)
-from tributary.stages.ingest import (  # noqa: F401
-    IngestSummary, LakeSnapshot, ingest, lake_snapshot, revalidate,
-)
-from tributary.stages.scoring import EpochScores, SubmissionScore, score, score_predictions  # noqa: F401
-from tributary.stages.lake_state import refresh_holdout_views
-from tributary.stages.settle import account_names, build_settlement, settle, weight_copy_report  # noqa: F401
+
+# The stages run_epoch reports to `on_stage`, in the order they run ("view" refreshes the lake views after settling).
+EPOCH_STAGES = ("ingest", "score", "weights", "consensus", "settle", "view")
+StageHook = Callable[[str], AbstractContextManager[None]]
+
+
+def _untimed(_stage: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -31,26 +38,34 @@ class EpochRun:
     outcome: SettleOutcome | None
 
 
-def run_epoch(home: Home, *, close: bool = False) -> EpochRun:
+def run_epoch(home: Home, *, close: bool = False, on_stage: StageHook = _untimed) -> EpochRun:
     """Ingest and score the open epoch; with close=True also pin it, run consensus and settle it, opening the next.
 
     The whole run holds the home's epoch lock. Closing moves the epoch to `scored` before scoring: from then on
     nothing more lands in it, so a run killed anywhere and run again settles exactly the set the first run pinned.
+    `on_stage(name)` wraps each stage of EPOCH_STAGES that runs (a context manager: a timer, a log line).
     """
     with epoch_lock(home, "epoch run --close" if close else "epoch run"):
-        summary = ingest(home)
+        with on_stage("ingest"):
+            summary = ingest(home)
         if close:
             pin(home, summary.epoch)
             failpoints.reach("epoch.scored")
-        snapshot = lake_snapshot(home, summary.epoch)  # read once: what is scored is what is settled
-        scores = score(home, summary.epoch, snapshot)
+        with on_stage("score"):
+            snapshot = lake_snapshot(home, summary.epoch)  # read once: what is scored is what is settled
+            scores = score(home, summary.epoch, snapshot)
         if not close:
             return EpochRun(summary, scores, None, None)
-        vw = validator_weights(home, scores, snapshot)
-        settlement = build_settlement(home, scores, run_consensus(home, vw))
-        outcome = settle(home, settlement)
+        with on_stage("weights"):
+            vw = validator_weights(home, scores, snapshot)
+        with on_stage("consensus"):
+            consensus = run_consensus(home, vw)
+        with on_stage("settle"):
+            settlement = build_settlement(home, scores, consensus)
+            outcome = settle(home, settlement)
         failpoints.reach("epoch.settled")
-        refresh_holdout_views(home, summary.epoch)  # derived state: a crash before this only costs the next run time
+        with on_stage("view"):  # derived state: a crash before this only costs the next run time
+            refresh_holdout_views(home, summary.epoch)
         return EpochRun(summary, scores, settlement, outcome)
 
 
@@ -94,7 +109,7 @@ def epoch_is_due(home: Home) -> tuple[bool, str]:
     """Whether the open epoch has lasted `epoch_seconds` (its window has closed), and a line saying so."""
     from ledger.db import open_ledger
     from ledger.epochs import current_epoch, get_epoch
-    from tributary.home import utcnow
+    from engine.home import utcnow
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         row = get_epoch(con, current_epoch(con))
@@ -110,7 +125,7 @@ def settled_already(home: Home, epoch: int) -> str | None:
     error for an epoch that is not open yet. Makes a rerun after a crash safe: it never closes a later epoch."""
     from ledger.db import open_ledger
     from ledger.epochs import current_epoch, get_epoch
-    from tributary.errors import TributaryError
+    from engine.errors import TributaryError
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         open_now = current_epoch(con)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from ledger.money import tokens_to_units
 from pipelines.manifest import KINDS, Manifest, sign_manifest, write_submission
-from tributary import keys
-from tributary.errors import MissingFileError, TributaryError
-from tributary.home import Home, utcnow
+from engine import keys
+from engine.errors import MissingFileError, TributaryError
+from engine.home import Home, utcnow
 
 # `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
 # functions that use them, so those two commands start fast (tests/test_cli_imports.py).
@@ -36,8 +36,8 @@ def register(home: Home, name: str, role: str, *, fee_from: str | None = None) -
     from ledger.epochs import current_epoch
     from ledger.money import units_to_tokens
 
-    from tributary.lock import epoch_lock
-    from tributary.parameters import settings_at
+    from engine.lock import epoch_lock
+    from engine.parameters import settings_at
 
     public = keys.public_hex(keys.load(home.paths.keys, name))
     with epoch_lock(home, f"register {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
@@ -161,7 +161,7 @@ def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
 
-    from tributary.lock import epoch_lock
+    from engine.lock import epoch_lock
 
     units = tokens_to_units(tokens)
     with epoch_lock(home, f"stake {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
@@ -177,7 +177,7 @@ def grant(home: Home, name: str, tokens: str) -> int:
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
 
-    from tributary.lock import epoch_lock
+    from engine.lock import epoch_lock
 
     units = tokens_to_units(tokens)
     with epoch_lock(home, f"grant {name}"), open_ledger(home.paths.ledger) as con, transaction(con):

@@ -17,10 +17,10 @@ from ledger.epochs import advance, current_epoch, epoch_state
 from ledger.errors import EpochOrderError
 from quality.task import Task, load_tasks
 from pipelines.errors import IngestError
-from tributary import failpoints
-from tributary.home import Home, utcnow
-from tributary.lock import epoch_lock
-from tributary.parameters import closed_tasks, settings_at
+from engine import failpoints
+from engine.home import Home, utcnow
+from engine.lock import epoch_lock
+from engine.parameters import closed_tasks, settings_at
 
 
 @dataclass(frozen=True)

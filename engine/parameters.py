@@ -14,8 +14,8 @@ import duckdb
 
 from ledger import governance
 from ledger.db import open_ledger
-from tributary.home import Home
-from tributary.settings import Settings
+from engine.home import Home
+from engine.settings import Settings
 
 
 def settings_at(home: Home, epoch: int, con: duckdb.DuckDBPyConnection | None = None) -> Settings:

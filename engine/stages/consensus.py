@@ -11,16 +11,16 @@ from pipelines.lake import read_lake_file
 from ledger import accounts, market
 from ledger.db import open_ledger
 from rewards.yuma_chain import ChainEpochResult, EpochState
-from tributary.home import Home
-from tributary.stages.ingest import LakeSnapshot, lake_snapshot
-from tributary.stages.scoring import EpochScores
+from engine.home import Home
+from engine.stages.ingest import LakeSnapshot, lake_snapshot
+from engine.stages.scoring import EpochScores
 
 
 def house_weights_for(home: Home, scores: EpochScores) -> dict[str, float]:
     """The house validator's weights: data values and model scores mixed by the documented rule."""
     from rewards.house import mixed_house_weights
 
-    from tributary.parameters import settings_at
+    from engine.parameters import settings_at
 
     return mixed_house_weights(scores.values, scores.model_scores, settings_at(home, scores.epoch).prediction_share)
 
@@ -116,7 +116,7 @@ def run_consensus(home: Home, vw: ValidatorWeights) -> ConsensusOutcome:
     from rewards.backend import get_xp
     from rewards.consensus import YumaParams, chain_epoch
 
-    from tributary.parameters import settings_at
+    from engine.parameters import settings_at
 
     s = settings_at(home, vw.epoch)  # κ, the bonds' moving average and the owner's cut are governed
     params = YumaParams(

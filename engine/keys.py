@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from tributary.errors import KeyFileError
+from engine.errors import KeyFileError
 
 KEY_SUFFIX = ".key"
 NONCE_SUFFIX = ".nonce"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ledger.money import UNITS_PER_TOKEN
-from tributary.errors import SettingsError
+from engine.errors import SettingsError
 
 HOME_ENV = "TRIBUTARY_HOME"
 DEFAULT_HOME = Path("data")

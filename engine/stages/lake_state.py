@@ -25,7 +25,7 @@ from ledger.db import open_ledger
 from pipelines.lake import ROW_HASH_COLUMN, read_lake_file
 from quality.task import Task
 from rewards.lake_view import LakeView, sample_digest
-from tributary.home import Home
+from engine.home import Home
 
 STATE_DIR = "state/valuation"
 

@@ -12,9 +12,9 @@ from ledger.digest import canonical_json, digest_text
 from ledger.epoch_values import EpochValue
 from ledger.unbonding import due_releases
 from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
-from tributary.home import Home, utcnow
-from tributary.stages.consensus import ConsensusOutcome, ValidatorWeights, house_weights_for
-from tributary.stages.scoring import EpochScores, SubmissionScore
+from engine.home import Home, utcnow
+from engine.stages.consensus import ConsensusOutcome, ValidatorWeights, house_weights_for
+from engine.stages.scoring import EpochScores, SubmissionScore
 
 
 def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome) -> Settlement:
@@ -23,7 +23,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
 
     from ledger.governance import tally
     from quality.task import load_tasks
-    from tributary.parameters import parameters_at, settings_at
+    from engine.parameters import parameters_at, settings_at
 
     vw, r = outcome.weights, outcome.result
     governed = settings_at(home, vw.epoch)  # the values in force for this epoch (proposals passed before it)
@@ -169,7 +169,7 @@ def account_names(home: Home) -> dict[str, str]:
 def settle(home: Home, settlement: Settlement) -> SettleOutcome:
     """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs), under the
     home's epoch lock."""
-    from tributary.lock import epoch_lock
+    from engine.lock import epoch_lock
 
     with epoch_lock(home, "settle"), open_ledger(home.paths.ledger) as con:
         return settle_epoch(con, settlement, now=utcnow())

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tributary.errors import TributaryError
+from engine.errors import TributaryError
 
 LOCK_FILE = "ledger.lock"
 LOCK_POLL_SECONDS = 0.1

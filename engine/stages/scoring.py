@@ -18,11 +18,11 @@ from ledger.epochs import current_epoch
 from quality.task import Task, check_holdout, load_tasks
 from rewards.marginal import RowValues, value_new_rows
 from rewards.originality import GATE_ALPHA, GATE_P
-from tributary.home import Home
-from tributary.stages.ingest import LakeSnapshot, lake_snapshot
-from tributary.stages.lake_state import lake_view
-from tributary.stages.lake_state import task_features as _features
-from tributary.stages.lake_state import task_labels as _labels
+from engine.home import Home
+from engine.stages.ingest import LakeSnapshot, lake_snapshot
+from engine.stages.lake_state import lake_view
+from engine.stages.lake_state import task_features as _features
+from engine.stages.lake_state import task_labels as _labels
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def value_task_rows(home: Home, rows: TaskRows, test: pa.Table) -> RowValues:
     """The market's valuation of a task's new rows against a labelled test sample (features + label columns).
 
     The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules. The
-    lake comes from the view kept in the home for that sample (tributary.stages.lake_state), caught up first.
+    lake comes from the view kept in the home for that sample (engine.stages.lake_state), caught up first.
     """
     task = rows.task
     xt, yt = _features(test, task), _labels(test, task)
