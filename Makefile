@@ -23,10 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow and not browser"
+	$(BIN)/pytest -n 2 -m "not slow and not process and not browser"
 
 ui: $(STAMP)
 	$(BIN)/tributary ui

@@ -255,20 +255,17 @@ with warnings.catch_warnings():
                     description="The epoch paid its emission exactly: rewards and minted transfers both sum to it.")
     def emission_paid_exactly(context: dg.AssetCheckExecutionContext, tributary: TributaryHome) -> dg.AssetCheckResult:
         """Sum of the epoch's rewards and of its payout transfers from `emission`, each equal to the emission."""
-        from ledger.schema import EMISSION_ACCOUNT
-        from ledger.settlement import PAYOUT_KINDS
+        from ledger.audit import emission_paid
 
         home, report = _settled_report(context, tributary)
         with open_ledger(home.paths.ledger, read_only=True) as con:
-            ((minted,),) = con.execute(
-                f"SELECT COALESCE(sum(amount), 0) FROM transfers WHERE epoch = ? AND debit_account = ? "
-                f"AND kind IN ({', '.join('?' * len(PAYOUT_KINDS))})",
-                [report.epoch, EMISSION_ACCOUNT, *PAYOUT_KINDS]).fetchall()
+            paid = emission_paid(con, report.epoch)
+        minted = paid[0].minted if paid else 0  # payouts are written in the transaction that settles the epoch
         emission = report.emission_units
         return dg.AssetCheckResult(
-            passed=report.settled and emission is not None and report.paid_units == emission == int(minted),
+            passed=report.settled and bool(paid) and paid[0].exact,
             metadata={"emission_units": emission if emission is not None else -1, "rewards_units": report.paid_units,
-                      "minted_units": int(minted), "epoch_state": report.state})
+                      "minted_units": minted, "epoch_state": report.state})
 
 
 EPOCH_ASSETS = [contributions, validated_contributions, contribution_values, validator_weights, consensus, epoch_settlement]

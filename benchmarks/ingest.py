@@ -22,7 +22,6 @@ The scratch homes are deleted afterwards.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -83,15 +82,12 @@ def build_market(root: Path, submissions: int, rows: int, *, seed: int = 0):
 # ------------------------------------------------------------------------------------- the single-process baseline
 
 
-def canonical_json(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float, float]],
                     registered: set[str], max_bytes: int) -> tuple[int, int]:
     """Every per-file step of ingest, one file after another in this process; (files accepted, rows written)."""
     import nacl.signing
 
+    from protocol.canonical import canonical_json, payload_digest
     from rewards.duplicates import row_hashes
 
     features, label = task.feature_names(), task.label
@@ -104,7 +100,7 @@ def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float,
         assert m["public_key"] in registered and m["task"] == task.name
         data = (files / m["payload"]).read_bytes()
         assert len(data) == m["size"] <= max_bytes
-        assert hashlib.blake2b(data, digest_size=32).hexdigest() == m["digest"]
+        assert payload_digest(data) == m["digest"]
         table = pq.read_table(pa.BufferReader(data))
         table = pa.table({**{f: table.column(f).cast(pa.float64()) for f in features},
                           label: table.column(label).cast(pa.int64())})
@@ -137,7 +133,7 @@ def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float,
 def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
     from ledger.accounts import all_accounts
     from ledger.db import open_ledger
-    from quality.task import load_task
+    from quality.task_toml import load_task
     from engine.stages.ingest import ingest
 
     start = time.perf_counter()
@@ -180,7 +176,8 @@ def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
 def gate_cost(home, task, copies: Path) -> None:
     """The quality gate alone, if quality.gate exists: stats per table, then one GX validation over them all."""
     try:
-        from quality.gate import gate, submission_stats
+        from quality.gate import gate
+        from quality.statistics import submission_stats
     except ImportError as e:
         print(f"quality gate alone: skipped (quality.gate not importable: {e})")
         return

@@ -12,15 +12,13 @@ from pipelines.manifest import KINDS, Manifest, sign_manifest, write_submission
 from engine import keys
 from engine.errors import MissingFileError, TributaryError
 from engine.home import Home, utcnow
+from protocol.canonical import WEIGHTS_TASK
 
 # `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
 # functions that use them, so those two commands start fast (tests/test_cli_imports.py).
 if TYPE_CHECKING:
     from ledger.accounts import Account
     from quality.task import Task
-
-WEIGHTS_TASK = "-"  # weight vectors are not for a task; the manifest still carries the field
-
 
 def keygen(home: Home, name: str) -> str:
     """Make keys/NAME.key and return its public key (hex)."""
@@ -199,7 +197,8 @@ def task_init(home: Home, name: str, holdout: Path, label: str, *, extra_labels:
     """
     from dataclasses import replace
 
-    from quality.task import task_from_holdout, write_task
+    from quality.holdout import task_from_holdout
+    from quality.task_toml import write_task
     from rewards.scaling import SCALINGS
 
     if scaling not in SCALINGS:

@@ -9,6 +9,8 @@ from pathlib import Path
 import nacl.signing
 
 from engine.errors import KeyFileError
+from protocol.canonical import SEED_BYTES
+from protocol.files import write_atomic
 
 KEY_SUFFIX = ".key"
 NONCE_SUFFIX = ".nonce"
@@ -41,7 +43,7 @@ def load(keys_dir: Path, name: str) -> nacl.signing.SigningKey:
     try:
         return nacl.signing.SigningKey(bytes.fromhex(path.read_text().strip()))
     except ValueError as e:
-        raise KeyFileError(f"{path} is not a 32-byte hex Ed25519 seed: {e}") from None
+        raise KeyFileError(f"{path} is not a {SEED_BYTES}-byte hex Ed25519 seed: {e}") from None
 
 
 def public_hex(key: nacl.signing.SigningKey) -> str:
@@ -63,12 +65,7 @@ def next_nonce(keys_dir: Path, name: str) -> int:
         except ValueError:
             raise KeyFileError(f"{path} does not hold an integer nonce; put the last nonce this key used in it") from None
         nonce = last + 1
-        tmp = path.with_suffix(".nonce.tmp")
-        with open(tmp, "w") as f:
-            f.write(str(nonce))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_atomic(path, lambda f: f.write(str(nonce).encode("ascii")))
         return nonce
     finally:
         os.close(fd)  # releases the lock

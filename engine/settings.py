@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from ledger.money import UNITS_PER_TOKEN
 from engine.errors import SettingsError
+from protocol.settings_rules import SettingRuleError, check_setting
 
 HOME_ENV = "TRIBUTARY_HOME"
 DEFAULT_HOME = Path("data")
@@ -18,7 +18,8 @@ SETTINGS_FILE = "settings.toml"
 
 @dataclass(frozen=True)
 class Settings:
-    """Market parameters. A home may override any of them in `settings.toml` (same names, lower case)."""
+    """Market parameters. A home may override any of them in `settings.toml` (same names, lower case); each field's
+    type, range, unit and whether governance may change it are in protocol/settings_rules.py's SETTING_RULES."""
 
     epoch_seconds: int = 3600
     epoch_emission_units: int = 1_000 * UNITS_PER_TOKEN
@@ -67,61 +68,19 @@ class Settings:
             raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         defaults = cls()
         for key, value in data.items():
-            _check_setting(path, key, value, getattr(defaults, key))
+            _check_setting(path, key, value)
         if "beam_pipeline_args" in data:
             data["beam_pipeline_args"] = tuple(data["beam_pipeline_args"])
         return replace(defaults, **data)
 
 
-# Ranges beyond the type: (low, high) inclusive for numbers, a tuple of names for strings (filled lazily: rewards'
-# own lists, so they are never restated here).
-_FRACTIONS = ("owner_cut", "prediction_share", "kappa", "bonds_penalty", "bonds_moving_average", "alpha_low",
-              "alpha_high", "governance_pass_share")
-_AT_LEAST = {"epoch_seconds": 1, "epoch_emission_units": 0, "house_stake_units": 0, "max_payload_bytes": 1,
-             "incomplete_after_seconds": 0, "knn_k": 1, "reveal_epochs": 1, "max_allowed_validators": 0,
-             "unstake_cooldown_epochs": 0, "registration_fee_units": 0}
-
-
-def _choices(key: str) -> tuple[str, ...]:
-    if key == "array_backend":
-        from rewards.backend import BACKENDS
-
-        return BACKENDS
-    if key in ("yuma_version", "yuma_storage"):
-        from rewards.yuma_core import STORAGES, YUMA_VERSIONS
-
-        return YUMA_VERSIONS if key == "yuma_version" else STORAGES
-    return ()
-
-
-def _check_setting(path: Path, key: str, value: object, default: object) -> None:
-    """SettingsError naming the file, the key and the rule when a value has the wrong type or lies out of range."""
-
-    def bad(rule: str) -> SettingsError:
-        return SettingsError(f"{path}: setting '{key}': {rule}, got {value!r}")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("must be true or false")
-    elif isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise bad("must be a whole number")
-        if key in _AT_LEAST and value < _AT_LEAST[key]:
-            raise bad(f"must be at least {_AT_LEAST[key]}")
-    elif isinstance(default, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise bad("must be a finite number")
-        if key in _FRACTIONS and not 0.0 <= value <= 1.0:
-            raise bad("must lie in [0, 1]")
-    elif isinstance(default, str):
-        if not isinstance(value, str) or not value:
-            raise bad("must be a non-empty string")
-        allowed = _choices(key)
-        if allowed and value not in allowed:
-            raise bad(f"must be one of {', '.join(allowed)}")
-    elif isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("must be a list of strings")
+def _check_setting(path: Path, key: str, value: object) -> None:
+    """SettingsError naming the file, the key and the rule (protocol/settings_rules.py, the one rule table) when a
+    value has the wrong type or lies out of range; a governed setting's range is the one a proposal is held to."""
+    try:
+        check_setting(key, value)
+    except SettingRuleError as e:
+        raise SettingsError(f"{path}: setting '{key}': {e}") from None
 
 
 def resolve_home(home: str | Path | None) -> Path:

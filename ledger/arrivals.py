@@ -98,3 +98,9 @@ def left(con: duckdb.DuckDBPyConnection, arrivals: Iterable[int], *, now: dateti
     with registered(con, "_gone", arrow_table({"arrival": (pa.int64(), gone)})) as view:
         con.execute(f"UPDATE arrivals SET left_at = ? FROM {view} g WHERE arrivals.arrival = g.arrival "
                     "AND arrivals.left_at IS NULL", [now])
+
+
+def names_in_order(con: duckdb.DuckDBPyConnection, epoch: int) -> list[str]:
+    """The names ingest listed in `epoch`, in arrival order."""
+    return [name for (name,) in con.execute("SELECT name FROM arrivals WHERE epoch = ? ORDER BY arrival",
+                                            [epoch]).fetchall()]

@@ -158,21 +158,51 @@ def _check_transfers(con: duckdb.DuckDBPyConnection, report: AuditReport) -> Non
         report.problems.append(f"the balances of all accounts sum to {total} units, not 0: debits and credits do not balance")
 
 
-def _check_payouts(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
-    kinds = ", ".join(f"'{k}'" for k in PAYOUT_KINDS)
+@dataclass(frozen=True)
+class EmissionPaid:
+    """A settled epoch's emission beside what it paid out: the payout transfers minted from the emission account
+    and the rewards rows. Paid exactly when all three are equal."""
+
+    epoch: int
+    emission: int | None
+    minted: int  # units of the epoch's payout transfers (PAYOUT_KINDS) from the emission account
+    rewarded: int  # units of its rewards rows
+
+    @property
+    def exact(self) -> bool:
+        return self.emission is not None and self.minted == self.rewarded == self.emission
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.minted != self.emission:
+            out.append(f"epoch {self.epoch}: payout transfers sum to {self.minted} units, but its emission is "
+                       f"{self.emission}")
+        if self.rewarded != self.emission:
+            out.append(f"epoch {self.epoch}: rewards.amount sums to {self.rewarded} units, but its emission is "
+                       f"{self.emission}")
+        return out
+
+
+def emission_paid(con: duckdb.DuckDBPyConnection, epoch: int | None = None) -> list[EmissionPaid]:
+    """The emission check of every settled epoch (or of `epoch` alone: empty while it is not settled), in order."""
+    kinds = ", ".join("?" * len(PAYOUT_KINDS))
     rows = con.execute(
         f"""
         SELECT e.epoch, e.emission,
-               (SELECT COALESCE(SUM(amount), 0) FROM transfers t WHERE t.epoch = e.epoch AND t.kind IN ({kinds})),
+               (SELECT COALESCE(SUM(amount), 0) FROM transfers t WHERE t.epoch = e.epoch AND t.debit_account = ?
+                AND t.kind IN ({kinds})),
                (SELECT COALESCE(SUM(amount), 0) FROM rewards r WHERE r.epoch = e.epoch)
-        FROM epochs e WHERE e.settled_at IS NOT NULL ORDER BY e.epoch
-        """
+        FROM epochs e WHERE e.settled_at IS NOT NULL AND (? IS NULL OR e.epoch = ?) ORDER BY e.epoch
+        """,
+        [EMISSION_ACCOUNT, *PAYOUT_KINDS, epoch, epoch],
     ).fetchall()
-    for epoch, emission, paid, rewarded in rows:
-        if paid != emission:
-            report.problems.append(f"epoch {epoch}: payout transfers sum to {paid} units, but its emission is {emission}")
-        if rewarded != emission:
-            report.problems.append(f"epoch {epoch}: rewards.amount sums to {rewarded} units, but its emission is {emission}")
+    return [EmissionPaid(int(e), emission, int(minted), int(rewarded)) for e, emission, minted, rewarded in rows]
+
+
+def _check_payouts(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:
+    """Each settled epoch paid its emission exactly: its payout transfers and its rewards both sum to it."""
+    for paid in emission_paid(con):
+        report.problems.extend(paid.problems())
 
 
 def _check_one_reward_row(con: duckdb.DuckDBPyConnection, report: AuditReport) -> None:

@@ -130,3 +130,19 @@ def open_commitments(con: duckdb.DuckDBPyConnection, epoch: int, reveal_epochs: 
         [epoch - reveal_epochs, epoch],
     ).fetchall()
     return {(key, e): h for key, e, h in rows}
+
+
+def dataset_statuses(con: duckdb.DuckDBPyConnection, epoch: int) -> list[tuple[str, str]]:
+    """(file, status) of an epoch's dataset submissions, in arrival order."""
+    return con.execute("SELECT file, status FROM contributions WHERE epoch = ? AND kind = 'dataset' "
+                       "ORDER BY arrival", [epoch]).fetchall()
+
+
+def landed_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int, int]]:
+    """(epoch, account_id, rows, duplicate_rows) of the dataset submissions not quarantined, per epoch and account."""
+    return con.execute(
+        "SELECT epoch, account_id, "
+        "COALESCE(SUM(rows) FILTER (WHERE status <> 'quarantined'), 0), "
+        "COALESCE(SUM(duplicate_rows) FILTER (WHERE status <> 'quarantined'), 0) "
+        "FROM contributions WHERE kind = 'dataset' AND account_id IS NOT NULL GROUP BY epoch, account_id"
+    ).fetchall()

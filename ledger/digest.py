@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
-GENESIS_HASH = "0" * 64
+from protocol.canonical import DIGEST_HEX_CHARS, json_digest, payload_digest
 
-
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8; floats in Python's shortest round-trip form, so equal inputs hash equal."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+GENESIS_HASH = "0" * DIGEST_HEX_CHARS
 
 
 def digest(obj: Any) -> str:
-    """BLAKE2b-256 hex of an object's canonical JSON."""
-    return hashlib.blake2b(canonical_json(obj), digest_size=32).hexdigest()
+    """BLAKE2b-256 hex of an object's canonical JSON (protocol.canonical)."""
+    return json_digest(obj)
 
 
 def digest_text(document: str) -> str:
     """BLAKE2b-256 hex of a canonical JSON document kept as text: equals digest(json.loads(document))."""
-    return hashlib.blake2b(document.encode(), digest_size=32).hexdigest()
+    return payload_digest(document.encode("utf-8"))
 
 
 def chain_hash(prev_hash: str, epoch: int, inputs_digest: str, results_digest: str) -> str:

@@ -162,3 +162,21 @@ def epoch_numbers(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[int]]
     """(every epoch after genesis that has begun, those of them settled), in order."""
     rows = con.execute("SELECT epoch, settled_at IS NOT NULL FROM epochs WHERE epoch >= 1 ORDER BY epoch").fetchall()
     return [int(e) for e, _ in rows], [int(e) for e, s in rows if s]
+
+
+def paid_contributors(con: duckdb.DuckDBPyConnection, epoch: int) -> list[tuple[str, int]]:
+    """(name, units) of the contributors `epoch` paid, largest first (then by name)."""
+    return con.execute(
+        "SELECT a.name, r.amount FROM rewards r JOIN accounts a USING (account_id) "
+        "WHERE r.epoch = ? AND r.role = 'contributor' AND r.amount > 0 ORDER BY r.amount DESC, a.name",
+        [epoch]).fetchall()
+
+
+REWARD_FIGURES = ("epoch", "account_id", "role", "value", "consensus", "incentive", "dividends", "amount", "stake",
+                  "validator_trust", "weight")
+
+
+def reward_figures(con: duckdb.DuckDBPyConnection, first_epoch: int = 1) -> list[tuple]:
+    """Every rewards row from `first_epoch` on, as REWARD_FIGURES, by epoch and account."""
+    return con.execute(f"SELECT {', '.join(REWARD_FIGURES)} FROM rewards WHERE epoch >= ? ORDER BY epoch, account_id",
+                       [first_epoch]).fetchall()

@@ -10,8 +10,7 @@ import duckdb
 
 from ledger.epochs import epoch_state
 from ledger.errors import LedgerError
-
-EXCLUDED_REASON = "operator_excluded"
+from protocol.reasons import OPERATOR_EXCLUDED
 MAX_REASON_CHARS = 500
 
 
@@ -39,9 +38,9 @@ def exclude(con: duckdb.DuckDBPyConnection, submission_id: str, reason: str) -> 
         raise ExclusionError(f"submission {submission_id} belongs to epoch {epoch}, which is settled: settled epochs "
                              "never change")
     con.execute("UPDATE contributions SET status = 'quarantined', reason = ? WHERE submission_id = ?",
-                [EXCLUDED_REASON, submission_id])
+                [OPERATOR_EXCLUDED, submission_id])
     con.execute("INSERT INTO quarantine (submission_id, epoch, account_id, file, reason, detail, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [submission_id, epoch, account_id, file or "-", EXCLUDED_REASON, f"excluded by the operator: {reason}",
+                [submission_id, epoch, account_id, file or "-", OPERATOR_EXCLUDED, f"excluded by the operator: {reason}",
                  received_at])
     return int(epoch)

@@ -7,7 +7,6 @@ at that epoch's start, and a passed one is in force from the next epoch on (neve
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -15,12 +14,10 @@ from dataclasses import dataclass
 import duckdb
 
 from ledger.errors import LedgerError
-from ledger.money import UNITS_PER_TOKEN
 from ledger.transfers import stakes_at_epoch_start
+from protocol.reasons import NOT_STAKED, PROPOSAL_CLOSED, UNKNOWN_PROPOSAL
+from protocol.settings_rules import GOVERNED_RULES, SettingRule, SettingRuleError, task_open_rule
 
-MAX_EMISSION_UNITS = 1_000_000 * UNITS_PER_TOKEN  # per epoch: far above any sane emission, far below BIGINT
-MAX_REGISTRATION_FEE_UNITS = 1_000_000 * UNITS_PER_TOKEN
-MAX_COOLDOWN_EPOCHS = 1_000
 TASK_OPEN = re.compile(r"task\.([A-Za-z0-9_.-]+)\.open")  # opening or closing a task: task.NAME.open = true|false
 
 
@@ -32,32 +29,9 @@ class GovernanceError(LedgerError):
         self.reason, self.detail = reason, detail
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A governed setting: its type and inclusive range."""
-
-    kind: str  # int | fraction | bool
-    low: float = 0
-    high: float = 1
-
-    def describe(self) -> str:
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "int":
-            return f"a whole number in [{int(self.low)}, {int(self.high)}]"
-        return f"a number in [{self.low:g}, {self.high:g}]"
-
-
-GOVERNED: dict[str, Rule] = {
-    "epoch_emission_units": Rule("int", 0, MAX_EMISSION_UNITS),
-    "kappa": Rule("fraction", 0.0, 1.0),
-    "owner_cut": Rule("fraction", 0.0, 0.5),
-    "bonds_moving_average": Rule("fraction", 0.0, 1.0),
-    "prediction_share": Rule("fraction", 0.0, 1.0),
-    "registration_fee_units": Rule("int", 0, MAX_REGISTRATION_FEE_UNITS),
-    "unstake_cooldown_epochs": Rule("int", 0, MAX_COOLDOWN_EPOCHS),
-    "governance_pass_share": Rule("fraction", 0.5, 1.0),  # never below a majority: a minority cannot rule
-}
+# The governed settings and their ranges are rows of the one rule table (protocol/settings_rules.py), which
+# settings.toml and scenario files are checked against too: no home can hold a value no vote could set.
+GOVERNED: dict[str, SettingRule] = dict(GOVERNED_RULES)
 
 
 def governed_names(tasks: Collection[str] = ()) -> list[str]:
@@ -65,13 +39,13 @@ def governed_names(tasks: Collection[str] = ()) -> list[str]:
     return [*GOVERNED, *(f"task.{t}.open" for t in sorted(tasks))]
 
 
-def rule_for(setting: str, tasks: Collection[str]) -> Rule:
+def rule_for(setting: str, tasks: Collection[str]) -> SettingRule:
     """The rule of a governed setting; GovernanceError (reason not_governed) naming the list otherwise."""
     if setting in GOVERNED:
         return GOVERNED[setting]
     m = TASK_OPEN.fullmatch(setting)
     if m and m.group(1) in tasks:
-        return Rule("bool")
+        return task_open_rule(m.group(1))
     raise GovernanceError("not_governed", f"setting {setting!r} cannot be voted on; governed settings: "
                                           f"{', '.join(governed_names(tasks))}")
 
@@ -83,31 +57,15 @@ def check_proposal(setting: str, value: str, tasks: Collection[str] = ()) -> str
         parsed = json.loads(value) if isinstance(value, str) else value
     except ValueError:
         parsed = value
-    bad = GovernanceError("out_of_range", f"setting {setting!r} must be {rule.describe()}, got {value!r}")
-    if rule.kind == "bool":
-        if not isinstance(parsed, bool):
-            raise bad
-        return json.dumps(parsed)
-    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
-        raise bad
-    if rule.kind == "int":
-        if isinstance(parsed, float):
-            if not parsed.is_integer():
-                raise bad
-            parsed = int(parsed)
-    elif not math.isfinite(parsed):
-        raise bad
-    if not rule.low <= parsed <= rule.high:
-        raise bad
-    return json.dumps(int(parsed) if rule.kind == "int" else float(parsed))
-
-
-# Reason codes of refused proposals and votes (the same codes as pipelines/reasons.py).
-NOT_GOVERNED = "not_governed"
-OUT_OF_RANGE = "out_of_range"
-NOT_STAKED = "not_staked"
-UNKNOWN_PROPOSAL = "unknown_proposal"
-PROPOSAL_CLOSED = "proposal_closed"
+    if rule.type == "int" and isinstance(parsed, float) and parsed.is_integer():
+        parsed = int(parsed)  # JSON's 5e11 is a whole number
+    try:
+        rule.check(parsed)
+    except SettingRuleError:
+        raise GovernanceError("out_of_range", f"setting {setting!r} must be {rule.describe()}, got {value!r}") from None
+    if rule.type == "float":
+        parsed = float(parsed)
+    return json.dumps(parsed)
 
 
 @dataclass(frozen=True)

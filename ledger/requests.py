@@ -15,10 +15,7 @@ import duckdb
 
 from ledger import accounts, governance, transfers
 from ledger.errors import InsufficientFunds
-
-INSUFFICIENT_FUNDS = "insufficient_funds"  # the same codes as pipelines/reasons.py
-UNKNOWN_RECIPIENT = "unknown_recipient"
-NOT_ALLOWED = "kind_not_allowed"
+from protocol.reasons import INSUFFICIENT_FUNDS, KIND_NOT_ALLOWED, UNKNOWN_RECIPIENT
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ def _apply(con: duckdb.DuckDBPyConnection, epoch: int, r: Request, role: str, co
         return _Applied(counterparty=recipient.account_id)
     if r.action == "auto_stake":
         if role != "contributor":
-            raise _Refused(NOT_ALLOWED, f"field 'action': auto_stake is for contributors' rewards; {r.account_id} is "
+            raise _Refused(KIND_NOT_ALLOWED, f"field 'action': auto_stake is for contributors' rewards; {r.account_id} is "
                                         f"a {role} (validators' dividends always compound into stake)")
         con.execute("UPDATE accounts SET auto_stake = ? WHERE account_id = ?", [bool(r.enabled), r.account_id])
         return _Applied(value="true" if r.enabled else "false")

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 
 from ledger.db import complete_pending
-from ledger.digest import canonical_json, digest
+from ledger.digest import digest
+from protocol.canonical import canonical_json
 
 RESULTS_VERSION = 4  # what settlement writes now
 KNOWN_VERSIONS = (1, 2, 3, 4)

@@ -23,6 +23,7 @@ from ledger.money import largest_remainder_array
 from ledger.results import (RESULT_REWARD_COLUMNS, RESULT_TABLES, RESULT_TRANSFER_COLUMNS, RESULTS_VERSION,
                             columns_digest, result_tables)
 from ledger.schema import EMISSION_ACCOUNT
+from ledger.transfers import next_transfer_id
 from ledger.unbonding import RELEASE_KIND
 
 PAYOUT_KINDS = ("incentive", "dividend", "owner_cut")
@@ -134,7 +135,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         # Payouts are the lines with an amount, minted from emission (no balance to check): ids consecutive in line
         # order, every column ready in Arrow so the rows go in as they are.
         payouts = line_table if bool(np.all(amounts > 0)) else line_table.filter(pc.greater(line_table.column("amount"), 0))
-        ((first_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
+        first_id = next_transfer_id(con)
         payout_rows = _payout_transfers(s.epoch, payouts, first_id)
         if payout_rows.num_rows:
             with registered(con, "_settle_payouts", payout_rows) as view:
@@ -143,7 +144,7 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
             with registered(con, "_settle_moves", payouts.select(["account_id", "bucket", "amount"])) as view:
                 apply_payouts(con, view, EMISSION_ACCOUNT, s.emission)
         if s.releases:  # unbonding that has served its cooldown becomes liquid, one transfer per account
-            ((next_id,),) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchall()
+            next_id = next_transfer_id(con)
             insert_columns(con, "transfers", {
                 "id": (pa.int64(), list(range(next_id, next_id + len(s.releases)))),
                 "epoch": (pa.int64(), [s.epoch] * len(s.releases)),

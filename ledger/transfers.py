@@ -37,14 +37,22 @@ def post(
             raise InsufficientFunds(
                 f"account {debit} has {available} units {debit_bucket}, {amount} needed for this {kind}"
             )
-    # Ids are max + 1 inside the transaction, not a sequence: DuckDB sequences are not transactional (a rolled-back
-    # nextval stays consumed), so a crashed and replayed step would get other ids and another results digest.
-    (next_id,) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchone()
+    next_id = next_transfer_id(con)
     con.execute(
         "INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [next_id, epoch, debit, debit_bucket, credit, credit_bucket, amount, kind, memo],
     )
     apply_transfers(con, "transfers WHERE id = ?", [next_id])
+    return next_id
+
+
+def next_transfer_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The id the next transfer gets: one above the largest so far (1 on an empty ledger).
+
+    Ids are max + 1 inside the transaction, not a sequence: DuckDB sequences are not transactional (a rolled-back
+    nextval stays consumed), so a crashed and replayed step would get other ids and another results digest.
+    """
+    (next_id,) = con.execute("SELECT COALESCE(max(id), 0) + 1 FROM transfers").fetchone()
     return next_id
 
 

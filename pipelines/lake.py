@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-WEIGHTS_TASK = "_weights"  # lake task directory for validator weight vectors
+WEIGHTS_LAKE_DIR = "_weights"  # the lake task directory of weights and requests (their manifests say task "-")
 ID_COLUMNS = ("_submission_id", "_contributor", "_row")  # added to every landed table
 ROW_HASH_COLUMN = "_row_hash"  # datasets only: rewards.duplicates.row_hashes of features and label
 
@@ -21,7 +21,7 @@ def lake_path(lake: str, epoch: int, kind: str, task: str, digest: str, public_k
     The sender is part of the address because the landed rows carry it: a copy of someone else's file from
     another key is other content, and must land so that scoring can find it a duplicate.
     """
-    task_dir = WEIGHTS_TASK if kind in ("weights", "request") else task
+    task_dir = WEIGHTS_LAKE_DIR if kind in ("weights", "request") else task
     return f"{lake.rstrip('/')}/epoch={epoch}/kind={kind}/task={task_dir}/{digest}-{public_key[:16]}.parquet"
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -15,15 +12,14 @@ import nacl.exceptions
 import nacl.signing
 
 from pipelines.errors import IngestError, ManifestError, SignatureError
+from protocol.canonical import DIGEST_HEX_CHARS, PUBLIC_KEY_HEX_CHARS, SIGNATURE_HEX_CHARS, canonical_json, \
+    file_digest, hasher
+from protocol.files import READ_CHUNK_BYTES, TEMP_PREFIX, write_atomic
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = ("dataset", "predictions", "weights", "request")
 MAX_MANIFEST_BYTES = 64 * 1024      # a manifest is a few hundred bytes; anything far larger is not one
-DIGEST_HEX_CHARS = 64               # BLAKE2b-256
-PUBLIC_KEY_HEX_CHARS = 64           # Ed25519 verify key, 32 bytes
-SIGNATURE_HEX_CHARS = 128           # Ed25519 signature, 64 bytes
-_READ_CHUNK_BYTES = 1 << 20
 MAX_NONCE = 2**63 - 1               # nonces are stored as BIGINT: 0 <= nonce < 2^63
 MAX_SIZE_FIELD = 2**53 - 1          # a size field above this cannot be a file anyone sends (max_payload_bytes decides)
 MAX_PAYLOAD_NAME_BYTES = 255        # a file name on every filesystem we target
@@ -60,25 +56,6 @@ class Manifest:
         return json.dumps(asdict(self), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def canonical_json(obj: dict) -> bytes:
-    """The bytes that get signed: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-def payload_digest(data: bytes) -> str:
-    """BLAKE2b-256 hex digest of payload bytes."""
-    return hashlib.blake2b(data, digest_size=32).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """BLAKE2b-256 hex digest of a file, read in chunks so large payloads do not sit in memory."""
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_payload_name(name: str) -> str | None:
     """Why `name` is not a plain file name in the drop folder, or None when it is."""
     if not name:
@@ -91,7 +68,7 @@ def check_payload_name(name: str) -> str | None:
         return f"must be at most {MAX_PAYLOAD_NAME_BYTES} bytes"
     if "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
         return "must be a plain file name, without a directory"
-    if name.startswith("."):
+    if name.startswith(TEMP_PREFIX):
         return "must not start with '.' (those are temporary names)"
     if name.endswith(MANIFEST_SUFFIX):
         return f"must not end with {MANIFEST_SUFFIX}"
@@ -225,20 +202,6 @@ def read_manifest(path: Path) -> Manifest:
     return parse_manifest(data, path.name)
 
 
-def _write_then_rename(target: Path, write) -> None:
-    """Write via a dot-prefixed temporary name (ingest ignores those) and rename into place."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_submission(drop: Path, payload: Path, m: Manifest) -> Path:
     """Put payload and manifest in `drop` under temp names, then rename them in, manifest last; return its path."""
     drop = Path(drop)
@@ -254,9 +217,9 @@ def write_submission(drop: Path, payload: Path, m: Manifest) -> Path:
 
     def copy_payload(f) -> None:
         # Streamed in chunks, and hashed as copied: a payload that changed after it was signed never reaches drop/.
-        h, size = hashlib.blake2b(digest_size=32), 0
+        h, size = hasher(), 0
         with open(payload, "rb") as src:
-            while chunk := src.read(_READ_CHUNK_BYTES):
+            while chunk := src.read(READ_CHUNK_BYTES):
                 f.write(chunk)
                 h.update(chunk)
                 size += len(chunk)
@@ -264,6 +227,7 @@ def write_submission(drop: Path, payload: Path, m: Manifest) -> Path:
             raise IngestError(f"{payload}: changed while it was being submitted (its size or BLAKE2b-256 digest is "
                               "no longer the signed manifest's); submit it again")
 
-    _write_then_rename(target, copy_payload)
-    _write_then_rename(manifest_path, lambda f: f.write(m.to_json().encode("utf-8")))
+    # Each through a dot-prefixed temporary name (ingest ignores those), fsynced and renamed in: payload, then manifest.
+    write_atomic(target, copy_payload)
+    write_atomic(manifest_path, lambda f: f.write(m.to_json().encode("utf-8")))
     return manifest_path

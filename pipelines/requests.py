@@ -19,7 +19,8 @@ import re
 
 import pyarrow as pa
 
-from pipelines.reasons import SCHEMA_MISMATCH
+from protocol.canonical import PUBLIC_KEY_HEX_CHARS
+from protocol.reasons import SCHEMA_MISMATCH
 
 MONEY_ACTIONS = ("stake", "unstake", "transfer")
 ACTIONS = (*MONEY_ACTIONS, "auto_stake", "propose", "vote")
@@ -27,7 +28,6 @@ MAX_AMOUNT_UNITS = 2**63 - 1  # amounts are stored as BIGINT
 MAX_PROPOSAL_ID = 2**63 - 1
 MAX_SETTING_CHARS = 128
 MAX_VALUE_CHARS = 256
-PUBLIC_KEY_HEX_CHARS = 64
 VOTES = ("yes", "no")
 
 # The fields each action carries, beside `action` (all required).

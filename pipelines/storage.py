@@ -3,6 +3,7 @@
 drop/, the lake and the staging area may then live on shared or object storage. Local paths get two extra
 guarantees that object stores give by construction: a listing that never follows links (`lstat`), and reads that
 open regular files only (`O_NOFOLLOW | O_NONBLOCK`, then `fstat`), so a symlink or FIFO in drop/ is never opened.
+Local reads and the local atomic writer (fsynced) are protocol.files's, the one reader `tributary validate` uses too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-READ_CHUNK_BYTES = 1 << 20
-TEMP_PREFIX = "."  # a writer's in-progress name in drop/ (the rename contract); also our own temporaries
-
-
-class NotRegularFile(OSError):
-    """A path is a symlink, FIFO, socket, device or directory: it was not opened."""
+from protocol import files
+from protocol.files import TEMP_PREFIX, file_kind
 
 
 @dataclass(frozen=True)
@@ -47,21 +44,6 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
-def _what(mode: int, links: int = 1) -> str:
-    if stat.S_ISREG(mode):
-        # A second name for a file elsewhere (a hard link) could make us read what the sender cannot: refused too.
-        return "file" if links == 1 else "hard link"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "device"
-
-
 def list_folder(folder: str) -> list[Entry]:
     """The entries of `folder`, sorted by name; a missing folder is empty. Never follows a link."""
     if is_local(folder):
@@ -77,7 +59,7 @@ def list_folder(folder: str) -> list[Entry]:
                 continue
             regular = stat.S_ISREG(st.st_mode) and st.st_nlink == 1
             out.append(Entry(e.name, regular, st.st_size if regular else 0,
-                             f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}", _what(st.st_mode, st.st_nlink),
+                             f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}", file_kind(st.st_mode, st.st_nlink),
                              st.st_ctime_ns))
         return sorted(out, key=lambda x: x.name)
     prefix = folder.rstrip("/") + "/"
@@ -95,39 +77,19 @@ def listing_digest(entries: list[Entry]) -> str:
     return h.hexdigest()
 
 
-def _open_regular_local(path: str) -> BinaryIO:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno in (getattr(os, "ELOOP", 40), 40):
-            raise NotRegularFile(e.errno, "a symbolic link, not opened", path) from None
-        raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        raise NotRegularFile(0, f"a {_what(st.st_mode, st.st_nlink)}, not a regular file", path)
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
 def open_regular(path: str) -> BinaryIO:
-    """Open a regular file for reading; NotRegularFile for anything else (never follows a local link)."""
+    """Open a regular file for reading; protocol.files.NotRegularFile for anything else (never follows a local link)."""
     if is_local(path):
-        return _open_regular_local(path)
+        return files.open_regular(path)
     return FileSystems.open(path)
 
 
 def read_regular(path: str, max_bytes: int) -> bytes:
     """At most `max_bytes + 1` bytes of a regular file, so a caller can tell 'over the limit' without reading it all."""
-    with open_regular(path) as f:
-        chunks, left = [], max_bytes + 1
-        while left > 0:
-            chunk = f.read(min(READ_CHUNK_BYTES, left))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    return b"".join(chunks)
+    if is_local(path):
+        return files.read_regular(path, max_bytes)
+    with FileSystems.open(path) as f:
+        return files.read_bounded(f, max_bytes)
 
 
 def exists(path: str) -> bool:
@@ -137,11 +99,13 @@ def exists(path: str) -> bool:
 
 
 def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` through a temporary name in the same folder, then rename it into place."""
+    """Write `path` through a temporary name in the same folder, then rename it into place (locally: fsynced, with
+    its folder; protocol.files.write_atomic)."""
+    if is_local(path):
+        files.write_atomic(path, write)
+        return
     folder, name = path.rsplit("/", 1)
     tmp = f"{folder}/{TEMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}.tmp"
-    if is_local(path):
-        os.makedirs(folder, exist_ok=True)
     f = FileSystems.create(tmp)
     try:
         write(f)

@@ -14,7 +14,6 @@ so no sum or product downstream can overflow or become NaN.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -22,8 +21,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines.manifest import canonical_json
-from pipelines.reasons import COMMIT_REQUIRED, REVEAL_MISMATCH, SCHEMA_MISMATCH, UNKNOWN_KEY, WRONG_EPOCH
+from protocol.canonical import DIGEST_HEX_CHARS, json_digest
+from protocol.reasons import COMMIT_REQUIRED, REVEAL_MISMATCH, SCHEMA_MISMATCH, UNKNOWN_KEY, WRONG_EPOCH
 
 SALT_MIN_HEX_CHARS = 32  # 128 bits: a commitment must not be brute-forced back to its weights
 MAX_WEIGHT = 1e12  # the largest weight a file may give one key: n of them sum far below float overflow
@@ -59,7 +58,7 @@ class WeightRules:
 def weights_commitment(epoch: int, weights: Mapping[str, float], salt: str) -> str:
     """The hash a validator commits to: BLAKE2b-256 of the canonical JSON of {epoch, weights, salt}."""
     doc = {"epoch": epoch, "weights": {k: float(v) for k, v in weights.items()}, "salt": salt}
-    return hashlib.blake2b(canonical_json(doc), digest_size=32).hexdigest()
+    return json_digest(doc)
 
 
 def parse_weights(data: bytes, name: str, *, validator_key: str, rules: WeightRules,
@@ -102,7 +101,7 @@ def _commit(doc: dict, e: int, name: str, validator_key: str, rules: WeightRules
         raise WeightsRejected(WRONG_EPOCH, f"{name}: field 'epoch': a commitment is for the epoch it is sent in "
                                              f"({rules.epoch}), not {e}")
     c = doc["commitment"]
-    if not isinstance(c, str) or len(c) != 64 or any(ch not in "0123456789abcdef" for ch in c):
+    if not isinstance(c, str) or len(c) != DIGEST_HEX_CHARS or any(ch not in "0123456789abcdef" for ch in c):
         raise WeightsRejected(SCHEMA_MISMATCH, f"{name}: field 'commitment': must be 64 lowercase hex digits "
                                                  "(BLAKE2b-256)")
     return pa.Table.from_pylist([{"validator": validator_key, "miner_key": None, "weight": None, "mode": "commit",

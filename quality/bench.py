@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from quality.gate import gate, submission_stats
-from quality.task import task_from_holdout
+from quality.gate import gate
+from quality.holdout import task_from_holdout
+from quality.statistics import submission_stats
 
 
 def main() -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import errno
-import os
-import stat
 from pathlib import Path
 
 import pyarrow as pa
 
+from protocol.files import MAX_PAYLOAD_BYTES, NotRegularFile, read_regular
 from quality.errors import UnreadableError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -83,30 +82,21 @@ def read_table_bytes(data: bytes, name: str) -> pa.Table:
     return table
 
 
-def read_table(path: Path | str) -> pa.Table:
-    """Read one regular file (never a symlink, FIFO or device: opened with O_NOFOLLOW|O_NONBLOCK) and decode it."""
+def read_table(path: Path | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> pa.Table:
+    """Read one file exactly as ingest reads a payload (protocol.files.read_regular: a regular file with a single
+    link, never a symlink, FIFO or device, at most `max_bytes`, the market's max_payload_bytes) and decode it."""
     path = str(path)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)
+        data = read_regular(path, max_bytes)
     except FileNotFoundError:
         raise UnreadableError(path, "no such file") from None
-    except OSError as e:
+    except NotRegularFile as e:
         if e.errno == errno.ELOOP:
             raise UnreadableError(path, "is a symbolic link; submit the file itself") from None
-        raise UnreadableError(path, f"cannot open ({e.strerror or e})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableError(path, "not a regular file")
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 24)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        raise UnreadableError(path, f"{e.strerror}; submit a regular file with a single link") from None
     except OSError as e:
         raise UnreadableError(path, f"cannot read ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    return read_table_bytes(b"".join(chunks), path)
+    if len(data) > max_bytes:
+        raise UnreadableError(path, f"larger than max_payload_bytes={max_bytes}; ingest would quarantine it as "
+                                    "too_large")
+    return read_table_bytes(data, path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,15 @@ class Report:
         return {"task": self.task, "success": self.success, "rows": self.rows,
                 "suspicious": list(self.suspicious), "docs": self.docs,
                 "lines": [asdict(line) for line in self.lines]}
+
+
+def fmt(x: Any) -> str:
+    """A statistic or label as a report quotes it: floats to 6 significant digits (whole ones as 1.0), NaN as
+    "none", strings quoted."""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "none"
+        if x.is_integer() and abs(x) < 1e15:
+            return f"{x:.1f}"
+        return f"{x:.6g}"
+    return repr(x) if isinstance(x, str) else str(x)

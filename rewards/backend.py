@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from protocol.settings_rules import ARRAY_BACKENDS as BACKENDS
 from rewards.errors import BackendUnavailable, SettingError
-
-BACKENDS = ("auto", "numpy", "cupy")
 
 
 @functools.lru_cache(maxsize=1)

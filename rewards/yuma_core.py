@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from protocol.settings_rules import YUMA_STORAGES as STORAGES, YUMA_VERSIONS
 from rewards.backend import get_xp, to_numpy
 from rewards.errors import SettingError
 
-YUMA_VERSIONS = ("yuma2", "yuma3")
-STORAGES = ("float64", "u16")
 U16_MAX = 65535
 _BLOCK_ELEMENTS = 1 << 16  # per median block on NumPy: sized (by measurement) to stay in cache
 

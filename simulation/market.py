@@ -97,23 +97,22 @@ class World:
 
     def top_earner(self, epoch: int, exclude: set[str]) -> str | None:
         from ledger.db import open_ledger
+        from ledger.epoch_report import paid_contributors
 
         with open_ledger(self.home.paths.ledger, read_only=True) as con:
-            rows = con.execute(
-                "SELECT a.name, r.amount FROM rewards r JOIN accounts a USING (account_id) "
-                "WHERE r.epoch = ? AND r.role = 'contributor' AND r.amount > 0 ORDER BY r.amount DESC, a.name",
-                [epoch]).fetchall()
+            rows = paid_contributors(con, epoch)
         return next((name for name, _ in rows if name not in exclude), None)
 
     def last_consensus(self, epoch: int) -> dict[str, float]:
         """The consensus the ledger published for the last settled epoch before `epoch`, by public key."""
+        from ledger.accounts import all_accounts
         from ledger.db import open_ledger
+        from ledger.history import last_public_consensus
 
         with open_ledger(self.home.paths.ledger, read_only=True) as con:
-            rows = con.execute(
-                "SELECT a.public_key, r.consensus FROM rewards r JOIN accounts a USING (account_id) "
-                "WHERE r.role = 'contributor' AND r.epoch = (SELECT max(epoch) FROM rewards WHERE epoch < ?) "
-                "ORDER BY a.public_key", [epoch]).fetchall()
+            consensus = last_public_consensus(con, epoch)
+            key_of = {a.account_id: a.public_key for a in all_accounts(con)}
+        rows = sorted((key_of[a], c) for a, c in consensus.items() if key_of.get(a) is not None)
         return {pub: float(c) for pub, c in rows if c is not None and c > 0}
 
     def score_on_sample(self, epoch: int, sample: pa.Table) -> dict[str, float]:
@@ -171,7 +170,7 @@ def prepare_out(out: Path) -> Path:
 def _setup_home(scenario: Scenario, out: Path, seed: int, ds: sd.Dataset, source: sd.RowSource):
     import tomli_w
 
-    from quality.task import load_task, write_task
+    from quality.task_toml import load_task, write_task
     from engine import actions
     from engine.home import open_home
 
@@ -330,11 +329,11 @@ def _drop(home, files: Path, name: str, planned: Planned, *, task: str) -> Path:
 
 def _check_arrival_order(home, epoch: int, dropped: list[str]) -> None:
     """Ingest numbers names by ctime, then name: it must have seen this epoch's files in exactly the drop order."""
+    from ledger.arrivals import names_in_order
     from ledger.db import open_ledger
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        seen = [r[0] for r in con.execute("SELECT name FROM arrivals WHERE epoch = ? ORDER BY arrival",
-                                          [epoch]).fetchall()]
+        seen = names_in_order(con, epoch)
     if seen != dropped:
         first = next((i for i, (a, b) in enumerate(zip(seen, dropped)) if a != b), min(len(seen), len(dropped)))
         raise SimulationError(
@@ -344,11 +343,11 @@ def _check_arrival_order(home, epoch: int, dropped: list[str]) -> None:
 
 def _record_landed(home, epoch: int, landed: dict[str, tuple[str, Path]], world: World) -> None:
     """Which of this epoch's files ingest accepted into the lake (copiers copy only those)."""
+    from ledger.contributions import dataset_statuses
     from ledger.db import open_ledger
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        rows = con.execute("SELECT file, status FROM contributions WHERE epoch = ? AND kind = 'dataset' "
-                           "ORDER BY arrival", [epoch]).fetchall()
+        rows = dataset_statuses(con, epoch)
     for file, status in rows:
         if file in landed and status != "quarantined":
             key, path = landed[file]

@@ -38,19 +38,15 @@ VALIDATOR_SCHEMA = pa.schema([
 
 def collect_figures(home, contributors, validators, sent_rows: dict, *, epochs_run: int) -> tuple[pa.Table, pa.Table]:
     """Per key and epoch, from the ledger (read-only): rows, duplicates, value, incentive, amount paid, stake."""
+    from ledger.accounts import all_accounts
+    from ledger.contributions import landed_rows
     from ledger.db import open_ledger
+    from ledger.epoch_report import reward_figures
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
-        names = dict(con.execute("SELECT account_id, name FROM accounts").fetchall())
-        contrib = con.execute(
-            "SELECT epoch, account_id, "
-            "COALESCE(SUM(rows) FILTER (WHERE status <> 'quarantined'), 0), "
-            "COALESCE(SUM(duplicate_rows) FILTER (WHERE status <> 'quarantined'), 0) "
-            "FROM contributions WHERE kind = 'dataset' AND account_id IS NOT NULL GROUP BY epoch, account_id"
-        ).fetchall()
-        rewards = con.execute(
-            "SELECT epoch, account_id, role, value, consensus, incentive, dividends, amount, stake, validator_trust, "
-            "weight FROM rewards WHERE epoch >= 1 ORDER BY epoch, account_id").fetchall()
+        names = {a.account_id: a.name for a in all_accounts(con)}
+        contrib = landed_rows(con)
+        rewards = reward_figures(con, first_epoch=1)
     landed = {(e, names[a]): (int(r), int(d)) for e, a, r, d in contrib}
     reward = {(e, names[a]): row for e, a, *row in rewards}
     epochs = sorted({e for e, *_ in rewards})[:epochs_run]

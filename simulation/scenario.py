@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TributaryError
+from protocol.settings_rules import RULES, SettingRuleError, check_setting
 
 DATASETS = ("breast_cancer", "wine", "digits", "iris")  # scikit-learn's bundled copies: nothing downloads
 SCALINGS = ("standard", "range", "none")
@@ -339,32 +340,13 @@ def _validator(file: str, raw: Any, i: int) -> ValidatorGroup:
 
 
 def _market(file: str, raw: Any) -> dict[str, Any]:
-    """[market]: overrides of engine/settings.py, checked against each setting's type."""
-    from engine.settings import Settings
-
+    """[market]: overrides of engine/settings.py, each checked against its rule in protocol/settings_rules.py (the
+    table settings.toml and governance use): a value no vote could set is refused here too."""
     t = _Table(file, raw, "market.")
-    defaults = Settings()
-    known = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Settings)}
-    t.allow(set(known) - {"house_name"})
-    out: dict[str, Any] = {}
+    t.allow(set(RULES) - {"house_name"})  # the simulator names the house itself
     for name, value in t.data.items():
-        default = known[name]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-        else:  # tuples (beam_pipeline_args)
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if not ok:
-            raise t.fail(name, f"must be {type(default).__name__} like the setting's default {default!r}, got {value!r}")
-        out[name] = value
-    if "kappa" in out and not 0.0 < out["kappa"] < 1.0:
-        raise t.fail("kappa", f"must be in (0, 1), got {out['kappa']!r}")
-    for name in ("epoch_emission_units", "house_stake_units"):
-        if name in out and out[name] < 0:
-            raise t.fail(name, f"must be >= 0, got {out[name]}")
-    return out
+        try:
+            check_setting(name, value)
+        except SettingRuleError as e:
+            raise t.fail(name, str(e)) from None
+    return dict(t.data)

@@ -84,3 +84,35 @@ def market(tmp_path) -> Market:
     actions.grant(home, "val", "1000")
     actions.stake(home, "val", "1000")
     return m
+
+
+# ------------------------------------------------------------------------------------------ what a fast test may do
+# `make test-fast` runs tests marked neither `slow`, `process` nor `browser`. Marks say what a test does, and this
+# guard holds them to it: an unmarked test that starts a process or runs a whole epoch fails, naming the mark it needs.
+_HEAVY_MARKS = ("slow", "process", "browser")
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_no_process_and_run_no_epoch(request, monkeypatch):
+    if any(request.node.get_closest_marker(m) for m in _HEAVY_MARKS):
+        yield
+        return
+    import subprocess
+
+    import engine.epoch
+
+    def no_process(*_args, **_kwargs):
+        raise AssertionError("this test starts a process: mark it @pytest.mark.process (or slow)")
+
+    real_score = engine.epoch.score
+
+    def no_epoch(*args, **kwargs):
+        import inspect
+
+        if any(f.function == "run_epoch" and f.filename == engine.epoch.__file__ for f in inspect.stack()[1:4]):
+            raise AssertionError("this test runs a whole epoch (run_epoch): mark it @pytest.mark.slow")
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", no_process)
+    monkeypatch.setattr(engine.epoch, "score", no_epoch)
+    yield

@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from pipelines.manifest import MANIFEST_SUFFIX, payload_digest
+from pipelines.manifest import MANIFEST_SUFFIX
 from engine import actions, keys
 from engine.home import Home, open_home
+from protocol.canonical import canonical_json, payload_digest
 
 from tests.conftest import TASK, Market, digits_table  # noqa: F401  (re-exported)
 
 CREATED_AT = "2026-11-25T12:00:00+00:00"
-WEIGHTS_TASK = "-"
 INGEST_TIMEOUT_S = 240.0   # a Beam run takes seconds; anything near this is a hang
 
 
@@ -114,8 +114,7 @@ def fields_for(sk: nacl.signing.SigningKey | None, payload: bytes, name: str, *,
 def sign(sk: nacl.signing.SigningKey, doc: dict) -> dict:
     """`doc` plus the Ed25519 signature of `sk` over the canonical JSON of every field in `doc` (§3)."""
     body = {k: v for k, v in doc.items() if k != "signature"}
-    msg = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return {**body, "signature": sk.sign(msg).signature.hex()}
+    return {**body, "signature": sk.sign(canonical_json(body)).signature.hex()}
 
 
 def signed(sk: nacl.signing.SigningKey, payload: bytes, name: str, *, nonce: int, **kw) -> dict:

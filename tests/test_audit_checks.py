@@ -3,12 +3,15 @@ valued, stakes that equal the books, balances that equal their transfers, states
 
 from __future__ import annotations
 
+import pytest
+
 from ledger.audit import audit
 from ledger.db import open_ledger
 from tests.conftest import digits_table
 from engine.epoch import run_epoch
 
 
+@pytest.mark.slow
 def test_each_check_passes_untouched_and_names_a_tampered_row(market) -> None:
     market.submit("alice", digits_table(300, 360), "a.parquet")
     run_epoch(market.home, close=True)
@@ -30,10 +33,11 @@ def test_each_check_passes_untouched_and_names_a_tampered_row(market) -> None:
     assert "epochs jump from 2 to 9" in problems
 
 
+@pytest.mark.slow
 def test_audit_recomputes_the_inputs_digest_and_checks_the_document_against_the_tables(market) -> None:
     import json
 
-    from ledger.digest import canonical_json
+    from protocol.canonical import canonical_json
 
     market.submit("alice", digits_table(300, 360), "a.parquet")
     run_epoch(market.home, close=True)

@@ -28,6 +28,7 @@ def run(*args: str, home: Path | None = None, env: dict | None = None, check: bo
     return result
 
 
+@pytest.mark.process
 def test_help_lists_every_command_with_its_help():
     top = run("--help").stdout
     for name in ("keygen", "register", "validate", "submit", "stake", "sql", "audit", "ui", "demo", "task", "epoch",
@@ -40,6 +41,7 @@ def test_help_lists_every_command_with_its_help():
         assert "--home" in run(cmd, "--help").stdout
 
 
+@pytest.mark.process
 def test_keygen_writes_a_private_key_and_prints_the_public_one(tmp_path):
     out = run("keygen", "alice", home=tmp_path / "h").stdout.strip()
     assert len(out) == 64 and int(out, 16) >= 0
@@ -49,12 +51,14 @@ def test_keygen_writes_a_private_key_and_prints_the_public_one(tmp_path):
     assert again.returncode == 1 and "never overwritten" in again.stderr
 
 
+@pytest.mark.process
 def test_home_comes_from_the_environment(tmp_path):
     run("keygen", "zed", env={"TRIBUTARY_HOME": str(tmp_path / "envhome")})
     assert (tmp_path / "envhome" / "keys" / "zed.key").exists()
     assert (tmp_path / "envhome" / "ledger.duckdb").exists()
 
 
+@pytest.mark.process
 def test_task_init_validate_and_submit(market, tmp_path):
     home = market.home.root
     good = market.write("good.parquet", digits_table(400, 450))
@@ -86,6 +90,7 @@ def test_task_init_validate_and_submit(market, tmp_path):
     assert {r["role"] for r in rewards} == {"owner", "contributor", "validator"}
 
 
+@pytest.mark.process
 def test_user_errors_are_one_clear_line(market):
     home = market.home.root
     r = run("register", "alice", "--role", "wizard", home=home, check=False)
@@ -105,6 +110,7 @@ def test_user_errors_are_one_clear_line(market):
     assert r.returncode == 1 and "12.5 tokens" in r.stderr
 
 
+@pytest.mark.process
 def test_user_errors_print_no_traceback(market):
     home = market.home.root
     for args in (("register", "alice", "--role", "wizard"), ("submit", "/no/such.parquet", "--key", "alice",
@@ -113,6 +119,7 @@ def test_user_errors_print_no_traceback(market):
         assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["case01_yuma3.json", "case11_yuma3_liquid.json", "random_32x64_seed1_yuma2.json"])
 def test_consensus_replay_reproduces_the_vectors(name):
     doc = json.loads((VECTORS / name).read_text())

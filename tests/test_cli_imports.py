@@ -47,6 +47,7 @@ def home(tmp_path):
     return h
 
 
+@pytest.mark.process
 def test_submit_loads_no_ledger_no_arrow_no_pipeline(home, tmp_path):
     payload = tmp_path / "shard.parquet"
     payload.write_bytes(b"PAR1 not really parquet: submit signs bytes and never decodes them PAR1")
@@ -56,6 +57,7 @@ def test_submit_loads_no_ledger_no_arrow_no_pipeline(home, tmp_path):
     assert heavy == set(), f"submit imported {sorted(heavy)}"
 
 
+@pytest.mark.process
 def test_keygen_in_an_existing_home_loads_no_ledger(home, tmp_path):
     done, heavy = loaded(tmp_path, "--home", str(home.root), "keygen", "bob")
     assert done.returncode == 0, done.stderr
@@ -63,6 +65,7 @@ def test_keygen_in_an_existing_home_loads_no_ledger(home, tmp_path):
     assert heavy == set(), f"keygen imported {sorted(heavy)}"
 
 
+@pytest.mark.process
 def test_sql_loads_duckdb_and_nothing_of_the_pipeline(home, tmp_path):
     done, heavy = loaded(tmp_path, "--home", str(home.root), "sql", "--format", "json", "SELECT count(*) AS n FROM accounts")
     assert done.returncode == 0, done.stderr
@@ -70,6 +73,7 @@ def test_sql_loads_duckdb_and_nothing_of_the_pipeline(home, tmp_path):
     assert "duckdb" in heavy and not heavy & set(NEVER), f"sql imported {sorted(heavy)}"
 
 
+@pytest.mark.process
 def test_submit_never_creates_a_home(tmp_path):
     payload = tmp_path / "shard.parquet"
     payload.write_bytes(b"data")

@@ -177,6 +177,7 @@ def test_an_epoch_that_has_not_begun_fails_and_mints_nothing(market, instance):
 
 
 # ---------------------------------------------------------------------------------------------------- ledger sync
+@pytest.mark.slow
 def test_cli_epochs_appear_as_materializations_with_the_run_metadata(market, instance):
     from engine.epoch import run_epoch
 
@@ -293,6 +294,7 @@ def test_failed_quality_check_blocks_settlement_until_excluded(market, instance)
     assert path.exists()  # nothing deleted
 
 
+@pytest.mark.slow
 def test_exclude_refuses_what_it_cannot_change(market):
     from engine import epoch as stages
 
@@ -308,6 +310,7 @@ def test_exclude_refuses_what_it_cannot_change(market):
 
 
 # ---------------------------------------------------------------------------------------------------- originality
+@pytest.mark.slow
 def test_value_metadata_and_the_epoch_run_report_say_what_the_epoch_added_and_who_was_unoriginal(market):
     """contribution_values' metadata (built by scored_report before settlement, from the ledger after) and `epoch
     run`'s report show per task the gain and U'(lake), and per submission its originality figures."""

@@ -19,10 +19,10 @@ import nacl.signing
 import pyarrow as pa
 import pytest
 
-from pipelines.manifest import MANIFEST_SUFFIX, payload_digest
+from pipelines.manifest import MANIFEST_SUFFIX
+from protocol.canonical import WEIGHTS_TASK, payload_digest
 from tests.conftest import TASK, digits_table
 from tests.drop_tools import (
-    WEIGHTS_TASK,
     Ledger,
     account_id_of,
     backdate,

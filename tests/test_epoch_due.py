@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.test_cli import run
+import pytest
+
 from engine.home import open_home
+from tests.test_cli import run
 
 
 def _settled(home: Path) -> str:
@@ -14,6 +16,7 @@ def _settled(home: Path) -> str:
                home=home).stdout.splitlines()[1]
 
 
+@pytest.mark.process
 def test_close_when_due_waits_for_the_window(tmp_path: Path) -> None:
     root = tmp_path / "home"
     root.mkdir()
@@ -27,6 +30,7 @@ def test_close_when_due_waits_for_the_window(tmp_path: Path) -> None:
     assert "its window has closed" in r.stdout and _settled(root) == "2"
 
 
+@pytest.mark.process
 def test_knn_k_is_the_k_a_new_task_starts_from(tmp_path: Path) -> None:
     import pandas as pd
     from sklearn.datasets import load_iris

@@ -117,6 +117,7 @@ with epoch_lock(open_home(sys.argv[1]), "a test holding the lock"):
 """
 
 
+@pytest.mark.process
 def test_a_held_lock_makes_a_writer_wait_then_name_the_holder(tmp_path: Path) -> None:
     root = tmp_path / "home"
     root.mkdir()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ledger.audit import audit
 from ledger.db import open_ledger
 from ledger.governance import stakes_at_start
@@ -33,6 +35,7 @@ def _to_epoch_2(market) -> int:
     return first.ingest.epoch + 1
 
 
+@pytest.mark.slow
 def test_a_passed_proposal_changes_the_emission_from_the_next_epoch(market) -> None:
     home = market.home
     epoch = _to_epoch_2(market)
@@ -75,6 +78,7 @@ def test_a_passed_proposal_changes_the_emission_from_the_next_epoch(market) -> N
     assert epoch == 2
 
 
+@pytest.mark.slow
 def test_the_latest_vote_of_each_key_counts(market) -> None:
     home = market.home
     _to_epoch_2(market)
@@ -89,6 +93,7 @@ def test_the_latest_vote_of_each_key_counts(market) -> None:
     assert _rows(home, "SELECT count(*) FROM votes WHERE proposal_id = ?", [pid])[0][0] == 3  # val's implicit yes
 
 
+@pytest.mark.slow
 def test_what_may_not_be_voted_on_is_quarantined_naming_the_rule(market) -> None:
     home = market.home
     _to_epoch_2(market)
@@ -107,6 +112,7 @@ def test_what_may_not_be_voted_on_is_quarantined_naming_the_rule(market) -> None
     assert r.returncode != 0 and "yes or no" in (r.stderr + r.stdout)
 
 
+@pytest.mark.slow
 def test_governance_closes_a_task(market) -> None:
     home = market.home
     _to_epoch_2(market)
@@ -122,6 +128,7 @@ def test_governance_closes_a_task(market) -> None:
     assert values[result.ingest.epoch] == "false" and values[result.ingest.epoch - 1] == "true"
 
 
+@pytest.mark.slow
 def test_registration_fee_is_burned_from_the_sponsor(market) -> None:
     home = market.home
     (home.root / "settings.toml").write_text(f"registration_fee_units = {5 * UNITS_PER_TOKEN}\n")
@@ -141,6 +148,7 @@ def test_registration_fee_is_burned_from_the_sponsor(market) -> None:
         assert audit(con).ok, audit(con).problems
 
 
+@pytest.mark.slow
 def test_a_contributor_may_auto_stake_its_rewards(market) -> None:
     home = market.home
     run("auto-stake", "on", "--key", "alice", home=home.root)

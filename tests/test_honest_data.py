@@ -14,9 +14,10 @@ import pytest
 from sklearn import datasets
 
 from quality.errors import SchemaError
-from quality.gate import check_table, gate, submission_stats
+from quality.gate import check_table, gate
+from quality.holdout import task_from_holdout
 from quality.schema import cast_to_task
-from quality.task import task_from_holdout
+from quality.statistics import submission_stats
 
 pytestmark = pytest.mark.slow
 

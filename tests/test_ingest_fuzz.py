@@ -7,7 +7,6 @@ accepted or quarantined with exactly one contributions row.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import re
@@ -22,7 +21,9 @@ from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.errors import ManifestError
-from pipelines.manifest import MANIFEST_SUFFIX, parse_manifest, payload_digest
+from pipelines.manifest import MANIFEST_SUFFIX, parse_manifest
+from quality.errors import SchemaError
+from quality.reader import read_table_bytes
 from tests.conftest import digits_table
 from tests.drop_tools import (
     build_market,
@@ -235,23 +236,6 @@ def test_parse_manifest_field_errors_name_the_field() -> None:
 # ---- the payload reader
 
 
-def _reader():
-    for mod in ("quality.reader", "quality.schema"):
-        try:
-            fn = getattr(importlib.import_module(mod), "read_table_bytes", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    pytest.skip("no read_table_bytes(data, name) in quality.reader or quality.schema yet")
-
-
-def _schema_error():
-    from quality.errors import SchemaError
-
-    return SchemaError
-
-
 def _arrow_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pa_feather.write_feather(table, buf)
@@ -318,12 +302,10 @@ def payloads(draw) -> tuple[bytes, str]:
 @FAST
 @given(payloads())
 def test_read_table_bytes_raises_only_schema_errors(payload: tuple[bytes, str]) -> None:
-    read = _reader()
-    schema_error = _schema_error()
     data, name = payload
     try:
-        table = read(data, name)
-    except schema_error as e:
+        table = read_table_bytes(data, name)
+    except SchemaError as e:
         assert name in str(e), f"the error does not name the file: {e}"
         return
     assert isinstance(table, pa.Table)
@@ -333,7 +315,7 @@ def test_read_table_bytes_raises_only_schema_errors(payload: tuple[bytes, str]) 
 def digits_task(tmp_path_factory):
     import pyarrow.parquet as pq
 
-    from quality.task import task_from_holdout
+    from quality.holdout import task_from_holdout
 
     path = tmp_path_factory.mktemp("task") / "holdout.parquet"
     pq.write_table(digits_table(0, 300), path)
@@ -345,18 +327,16 @@ def digits_task(tmp_path_factory):
 def test_decode_then_cast_raises_only_schema_errors(digits_task, payload: tuple[bytes, str]) -> None:
     from quality.schema import cast_to_task
 
-    read = _reader()
-    schema_error = _schema_error()
     data, name = payload
     try:
-        cast_to_task(read(data, name), digits_task, file=name)
-    except schema_error:
+        cast_to_task(read_table_bytes(data, name), digits_task, file=name)
+    except SchemaError:
         pass
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow", ".csv"])
 def test_read_table_bytes_reads_valid_payloads(suffix: str) -> None:
-    assert _reader()(VALID_PAYLOADS[suffix], "ok" + suffix).num_rows == _SMALL.num_rows
+    assert read_table_bytes(VALID_PAYLOADS[suffix], "ok" + suffix).num_rows == _SMALL.num_rows
 
 
 # ---- weight vectors

@@ -16,14 +16,13 @@ from pipelines.manifest import (
     MANIFEST_SUFFIX,
     MANIFEST_VERSION,
     Manifest,
-    canonical_json,
     parse_manifest,
-    payload_digest,
     read_manifest,
     sign_manifest,
     verify_signature,
     write_submission,
 )
+from protocol.canonical import canonical_json, payload_digest
 
 CREATED_AT = "2026-11-25T12:00:00+00:00"
 

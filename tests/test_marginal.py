@@ -282,7 +282,7 @@ def test_splitting_one_dataset_over_keys_earns_what_one_key_would(tmp_path: Path
     from engine.stages.scoring import task_rows, value_task_rows
     from ledger import contributions
     from ledger.db import open_ledger
-    from quality.task import load_tasks
+    from quality.task_toml import load_tasks
 
     k = 3
     solo = breast_cancer_market(tmp_path / "solo", 4, ["honest", "solo"])
@@ -316,7 +316,7 @@ def _name(home, account_id: str) -> str:
 
 
 def test_task_init_writes_the_scaling_and_refuses_an_unknown_one(tmp_path: Path) -> None:
-    from quality.task import load_task
+    from quality.task_toml import load_task
     from engine import actions
     from engine.errors import TributaryError
     from engine.home import open_home

@@ -22,8 +22,8 @@ def models():
     x, y = d.data[order], d.target[order]
     train, test = slice(0, 1200), slice(1200, None)
     honest = [
-        LogisticRegression(max_iter=5000).fit(x[train][:, :32], y[train]).predict_proba(x[test][:, :32]),
-        RandomForestClassifier(200, random_state=0).fit(x[train][:, 32:], y[train]).predict_proba(x[test][:, 32:]),
+        LogisticRegression(max_iter=1000).fit(x[train][:, :32] / 16, y[train]).predict_proba(x[test][:, :32] / 16),
+        RandomForestClassifier(60, random_state=0).fit(x[train][:, 32:], y[train]).predict_proba(x[test][:, 32:]),
         KNeighborsClassifier(7).fit(x[train], y[train]).predict_proba(x[test]),
     ]
     return honest, y[test]

@@ -21,7 +21,9 @@ import pytest
 from ledger.db import open_ledger
 from pipelines.weights import MAX_WEIGHT, WeightRules, WeightsRejected, parse_weights, weights_commitment
 from quality.errors import TaskError
-from quality.task import Task, load_task, task_from_holdout
+from quality.holdout import task_from_holdout
+from quality.task import Task
+from quality.task_toml import load_task
 from rewards.errors import ValuationError
 from rewards.house import house_weights, mixed_house_weights
 from tests.conftest import TASK, digits_table

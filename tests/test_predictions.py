@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ledger.db import open_ledger
-from quality.task import load_task
+from quality.task_toml import load_task
 from tests.conftest import TASK, digits_table
 from engine import actions
 from engine.epoch import run_epoch

@@ -17,13 +17,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 from quality.errors import QualityError, SchemaError, TaskError, UnreadableError
-from quality.gate import (check_file, check_predictions, check_table, gate, gate_predictions, predictions_stats,
-                          submission_stats)
+from quality.gate import check_file, check_predictions, check_table, gate, gate_predictions
+from quality.holdout import task_from_holdout
 from quality.reader import read_table_bytes
 from quality.schema import cast_to_task, read_table
+from quality.statistics import predictions_stats, submission_stats
 from quality.suite import Report, validate
-from quality.task import (PROFILE_MARGIN, Feature, FeatureProfile, Task, load_task, load_tasks, task_from_holdout,
-                          write_task)
+from quality.task import PROFILE_MARGIN, Feature, FeatureProfile, Task
+from quality.task_toml import load_task, load_tasks, write_task
 
 PX = [f"px_{i}" for i in range(64)]
 

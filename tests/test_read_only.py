@@ -11,6 +11,7 @@ from tests.test_cli import run
 from engine.home import open_home
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("args", [("sql", "SELECT 1"), ("audit",), ("export", "OUT")])
 def test_a_missing_home_is_an_error_and_stays_missing(tmp_path: Path, args: tuple[str, ...]) -> None:
     typo = tmp_path / "typo"
@@ -20,6 +21,7 @@ def test_a_missing_home_is_an_error_and_stays_missing(tmp_path: Path, args: tupl
     assert not typo.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.process
 def test_reads_leave_the_ledger_file_as_it_was(tmp_path: Path) -> None:
     home = open_home(tmp_path / "home")
     before = hashlib.sha256(home.paths.ledger.read_bytes()).hexdigest()

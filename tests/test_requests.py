@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from ledger.audit import audit
 from ledger.db import open_ledger
 from ledger.money import UNITS_PER_TOKEN
@@ -19,6 +21,7 @@ def _one(con, sql: str, params: list):
     return con.execute(sql, params).fetchone()
 
 
+@pytest.mark.slow
 def test_signed_requests_move_only_what_the_sender_holds(market) -> None:
     home = market.home
     actions.grant(home, "val", "100")  # liquid, to stake and send
@@ -51,6 +54,7 @@ def test_signed_requests_move_only_what_the_sender_holds(market) -> None:
         assert audit(con).ok, audit(con).problems
 
 
+@pytest.mark.slow
 def test_a_replayed_request_is_refused(market) -> None:
     home = market.home
     actions.grant(home, "val", "10")
@@ -69,6 +73,7 @@ def test_a_replayed_request_is_refused(market) -> None:
         assert _one(con, "SELECT count(*) FROM requests", [])[0] == 1
 
 
+@pytest.mark.slow
 def test_a_malformed_request_names_the_field(market) -> None:
     payload = market.work / "bad.json"
     payload.write_text('{"action": "stake", "amount_units": -3}')

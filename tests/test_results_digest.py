@@ -63,6 +63,7 @@ def test_versions_2_and_3_digest_as_they_did_when_epochs_were_settled_with_them(
     assert columns_digest(tables, 4) not in {columns_digest(tables, 2), columns_digest(tables, 3)}
 
 
+@pytest.mark.slow
 def test_new_epochs_use_version_4_and_epochs_settled_in_versions_1_to_3_still_audit(market):
     market.submit("alice", digits_table(300, 360), "a.parquet")
     run_epoch(market.home, close=True)

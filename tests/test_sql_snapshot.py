@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ledger import accounts, transfers
 from ledger.db import open_ledger, snapshot_path, transaction
 from tests.test_cli import run
@@ -22,6 +24,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.process
 def test_sql_answers_while_another_process_writes(tmp_path: Path) -> None:
     home = open_home(tmp_path / "home")
     assert snapshot_path(home.paths.ledger).exists(), "setting up the home wrote the readers' snapshot"
@@ -40,6 +43,7 @@ def test_sql_answers_while_another_process_writes(tmp_path: Path) -> None:
         writer.wait()
 
 
+@pytest.mark.process
 def test_the_snapshot_follows_each_commit(tmp_path: Path) -> None:
     home = open_home(tmp_path / "home")
     with open_ledger(home.paths.ledger) as con, transaction(con):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ledger import accounts, transfers
 from ledger.audit import audit
 from ledger.db import open_ledger, transaction
@@ -15,6 +17,7 @@ def _balances(market, account_id: str) -> tuple[int, int, int]:
                            [account_id]).fetchone()
 
 
+@pytest.mark.slow
 def test_unbonding_is_released_after_the_cooldown(market) -> None:
     units = 7 * 10**9
     with open_ledger(market.home.paths.ledger) as con, transaction(con):

@@ -312,6 +312,7 @@ _MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_20000_x_2000_x_32_stays_under_1_gib() -> None:
     # A fresh process, so its VmHWM (the peak resident set, which counts every allocation) is this run's alone.
     # Not ru_maxrss: Linux carries the parent's peak into it across exec, and the full suite's pytest is large.

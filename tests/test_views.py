@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ledger.db import open_ledger
 from tests.conftest import digits_table
 from engine.epoch import run_epoch
 
 
+@pytest.mark.slow
 def test_explain_leaderboard_and_stakes_agree_with_the_books(market) -> None:
     market.submit("alice", digits_table(300, 400), "a.parquet")
     market.submit("bob", digits_table(300, 400), "b.parquet")  # a copy of alice's rows: duplicates, earns 0
@@ -56,6 +59,7 @@ def copier_epoch(market, *, close: bool = True):
     return run_epoch(market.home, close=close)
 
 
+@pytest.mark.slow
 def test_originality_explain_and_epoch_value_say_what_an_epoch_paid_for(market) -> None:
     epoch = copier_epoch(market).ingest.epoch
     with open_ledger(market.home.paths.ledger, read_only=True) as con:

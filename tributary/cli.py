@@ -97,7 +97,7 @@ def validate(
 ) -> None:
     """Dry-run a file against a task's rules, exactly as ingest will (read, cast, stats, GX); exits 1 if it would fail."""
     from quality.gate import check_file
-    from quality.task import load_task
+    from quality.task_toml import load_task
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"--format must be table or json, got {format!r}")

@@ -15,7 +15,8 @@ from ledger.requests import Request, apply_requests
 from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch, epoch_state
 from ledger.errors import EpochOrderError
-from quality.task import Task, load_tasks
+from quality.task import Task
+from quality.task_toml import load_tasks
 from pipelines.errors import IngestError
 from engine import failpoints
 from engine.home import Home, utcnow
@@ -53,9 +54,9 @@ def ingest(home: Home, epoch: int | None = None) -> IngestSummary:
 
 
 def _ingest(home: Home) -> IngestSummary:
-    from pipelines.ingest import (  # Beam is imported only when ingest runs
-        Registry, Sighting, display_name, iso, run_ingest, scan_drop,
-    )
+    from pipelines.drop import display_name, scan_drop  # Beam is imported only when ingest runs
+    from pipelines.ingest import iso, run_ingest
+    from pipelines.records import Registry, Sighting
 
     paths = home.paths
     tasks = load_tasks(paths.tasks)
@@ -149,7 +150,7 @@ def _request_of(home: Home, a) -> Request:
 
 def _refused(a, reason: str, detail: str):
     """An accepted request the books could not apply, as a reject: quarantined with its reason, its nonce used."""
-    from pipelines.ingest import Rejected
+    from pipelines.records import Rejected
 
     return Rejected(submission_id=a.submission_id, arrival=a.arrival, account_id=a.account_id,
                     public_key=a.public_key, kind=a.kind, task=a.task, nonce=a.nonce, digest=a.digest, verified=True,
@@ -179,7 +180,7 @@ def _move_decided(home: Home, pending: list, real: dict) -> None:
 
     `real` maps (name as recorded, identity) to the name on disk; a decided name no longer listed has already left.
     """
-    from pipelines.ingest import move_files
+    from pipelines.drop import move_files
 
     paths = home.paths
     groups: dict[tuple[str, int], list] = {}
@@ -258,7 +259,8 @@ def lake_snapshot(home: Home, epoch: int) -> LakeSnapshot:
 def revalidate(home: Home, snapshot: LakeSnapshot) -> list[tuple[str, object]]:
     """Run each task's suite again over what landed (one GX validation per task): (submission_id, quality Report)."""
     from pipelines.lake import read_lake_file
-    from quality.gate import gate, submission_stats
+    from quality.gate import gate
+    from quality.statistics import submission_stats
 
     tasks = load_tasks(home.paths.tasks)
     reports = []

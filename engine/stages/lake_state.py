@@ -95,7 +95,7 @@ def refresh_holdout_views(home: Home, settled_epoch: int) -> int:
     scoring reads nothing but its own rows. Returns how many views moved. Skipping this (a crash) costs time only."""
     import pyarrow.parquet as pq
 
-    from quality.task import load_tasks
+    from quality.task_toml import load_tasks
 
     with open_ledger(home.paths.ledger, read_only=True) as con:
         names = sorted({s.task for s in contributions.accepted(con, settled_epoch, "dataset")})
@@ -116,7 +116,7 @@ def audit_views(home: Home) -> tuple[int, list[str]]:
     """
     import pyarrow.parquet as pq
 
-    from quality.task import load_tasks
+    from quality.task_toml import load_tasks
 
     problems: list[str] = []
     checked = 0

@@ -15,7 +15,9 @@ from ledger import accounts, contributions
 from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
-from quality.task import Task, check_holdout, load_tasks
+from quality.holdout import check_holdout
+from quality.task import Task
+from quality.task_toml import load_tasks
 from rewards.marginal import RowValues, value_new_rows
 from rewards.originality import GATE_ALPHA, GATE_P
 from engine.home import Home

@@ -8,7 +8,8 @@ import numpy as np
 
 from ledger import accounts, contributions
 from ledger.db import open_ledger
-from ledger.digest import canonical_json, digest_text
+from ledger.digest import digest_text
+from protocol.canonical import canonical_json
 from ledger.epoch_values import EpochValue
 from ledger.unbonding import due_releases
 from ledger.settlement import ContributionUpdate, RewardLine, SettleOutcome, Settlement, settle_epoch
@@ -22,7 +23,7 @@ def build_settlement(home: Home, scores: EpochScores, outcome: ConsensusOutcome)
     from rewards.backend import to_numpy
 
     from ledger.governance import tally
-    from quality.task import load_tasks
+    from quality.task_toml import load_tasks
     from engine.parameters import parameters_at, settings_at
 
     vw, r = outcome.weights, outcome.result
