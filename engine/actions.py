@@ -15,7 +15,7 @@ from engine.home import Home, utcnow
 from protocol.canonical import WEIGHTS_TASK
 
 # `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
-# functions that use them, so those two commands start fast (tests/test_cli_imports.py).
+# functions that use them, so those two commands start fast (tests/tributary/test_cli_imports.py).
 if TYPE_CHECKING:
     from ledger.accounts import Account
     from quality.task import Task
@@ -231,7 +231,8 @@ def _publish_challenge(home: Home, task: Task, challenge: Path) -> Task:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from quality.schema import cast_to_task, read_table
+    from quality.reader import read_table
+    from quality.schema import cast_to_task
 
     table = cast_to_task(read_table(challenge), task, file=str(challenge))
     ids = pa.array(range(table.num_rows), pa.int64())

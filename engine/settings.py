@@ -7,8 +7,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from ledger.money import UNITS_PER_TOKEN
 from engine.errors import SettingsError
+from ledger.money import UNITS_PER_TOKEN
+from protocol.files import MAX_PAYLOAD_BYTES
 from protocol.settings_rules import SettingRuleError, check_setting
 
 HOME_ENV = "TRIBUTARY_HOME"
@@ -25,7 +26,7 @@ class Settings:
     epoch_emission_units: int = 1_000 * UNITS_PER_TOKEN
     house_stake_units: int = 10_000 * UNITS_PER_TOKEN
     owner_cut: float = 0.18
-    max_payload_bytes: int = 64 * 2**20
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
     incomplete_after_seconds: int = 3600  # a submission still missing a part this long after ingest first saw it
     knn_k: int = 5
     commit_reveal: bool = True  # validators commit a hash of their weights in one epoch, reveal them in the next

@@ -15,7 +15,7 @@ import duckdb
 
 from ledger.errors import LedgerError
 from ledger.transfers import stakes_at_epoch_start
-from protocol.reasons import NOT_STAKED, PROPOSAL_CLOSED, UNKNOWN_PROPOSAL
+from protocol.reasons import NOT_GOVERNED, NOT_STAKED, OUT_OF_RANGE, PROPOSAL_CLOSED, UNKNOWN_PROPOSAL
 from protocol.settings_rules import GOVERNED_RULES, SettingRule, SettingRuleError, task_open_rule
 
 TASK_OPEN = re.compile(r"task\.([A-Za-z0-9_.-]+)\.open")  # opening or closing a task: task.NAME.open = true|false
@@ -46,7 +46,7 @@ def rule_for(setting: str, tasks: Collection[str]) -> SettingRule:
     m = TASK_OPEN.fullmatch(setting)
     if m and m.group(1) in tasks:
         return task_open_rule(m.group(1))
-    raise GovernanceError("not_governed", f"setting {setting!r} cannot be voted on; governed settings: "
+    raise GovernanceError(NOT_GOVERNED, f"setting {setting!r} cannot be voted on; governed settings: "
                                           f"{', '.join(governed_names(tasks))}")
 
 
@@ -62,7 +62,7 @@ def check_proposal(setting: str, value: str, tasks: Collection[str] = ()) -> str
     try:
         rule.check(parsed)
     except SettingRuleError:
-        raise GovernanceError("out_of_range", f"setting {setting!r} must be {rule.describe()}, got {value!r}") from None
+        raise GovernanceError(OUT_OF_RANGE, f"setting {setting!r} must be {rule.describe()}, got {value!r}") from None
     if rule.type == "float":
         parsed = float(parsed)
     return json.dumps(parsed)

@@ -1,6 +1,6 @@
 """Quarantine reason codes: the one list ingest, the ledger, the docs (docs/PROTOCOL.md §5) and tests share.
 
-Every code a submission or request can be recorded with is here and in ALL_REASONS; tests/test_protocol_facts.py
+Every code a submission or request can be recorded with is here and in ALL_REASONS; tests/protocol/test_protocol_facts.py
 checks that PROTOCOL.md's table lists exactly these.
 """
 

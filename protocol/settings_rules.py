@@ -3,7 +3,7 @@
 Loading settings.toml (engine/settings.py), checking a governance proposal (ledger/governance.py) and reading a
 simulation scenario's [market] table (simulation/scenario.py) all check values here, so a value no vote could set is
 refused where it is first read. Defaults live in engine/settings.py's Settings; the table covers every field of it
-(tests/test_settings.py checks both ways). A governed setting's range is the only range it has: settings.toml may
+(tests/engine/test_settings.py checks both ways). A governed setting's range is the only range it has: settings.toml may
 set it anywhere a passed proposal could, and nowhere else.
 
 A leaf module: the standard library only, never our packages (ledger/ imports it, and must not import engine/).

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from protocol.files import MAX_PAYLOAD_BYTES
 from quality.report import Report
 from quality.report_lines import dataset_report, predictions_report
 from quality.rules import dataset_rows, dataset_rules, frame, predictions_rows, predictions_rules
@@ -81,13 +82,13 @@ def check_table(table: pa.Table, task: Task, *, docs_dir: Path | None = None) ->
     return gate([submission_stats(table, task, SINGLE)], task, docs_dir=docs_dir)[SINGLE]
 
 
-def check_file(path: Path, task: Task, *, docs_dir: Path | None = None) -> Report:
-    """What ingest does to a dataset file, minus the signature: read, cast, stats, gate (SchemaError if unreadable
-    or off-schema)."""
+def check_file(path: Path, task: Task, *, docs_dir: Path | None = None, max_bytes: int = MAX_PAYLOAD_BYTES) -> Report:
+    """What ingest does to a dataset file, minus the signature: read (through the same reader, with the home's
+    max_payload_bytes), cast, stats, gate (SchemaError if unreadable, too large or off-schema)."""
     from quality.reader import read_table
     from quality.schema import cast_to_task
 
-    table = cast_to_task(read_table(path), task, file=str(path))
+    table = cast_to_task(read_table(path, max_bytes), task, file=str(path))
     return gate([submission_stats(table, task, SINGLE)], task, docs_dir=docs_dir)[SINGLE]
 
 

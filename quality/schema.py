@@ -1,4 +1,4 @@
-"""Reading contributed files into Arrow and fitting them to a task's canonical schema."""
+"""Fitting a contributed table to a task's canonical schema (quality/reader.py reads it)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quality.errors import SchemaError
-from quality.reader import (  # noqa: F401  (the one reader; re-exported for existing imports)
-    CSV_SUFFIXES, IPC_SUFFIXES, PARQUET_SUFFIXES, read_table, read_table_bytes)
 from quality.task import Task
 
 

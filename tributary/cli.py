@@ -103,7 +103,7 @@ def validate(
         raise typer.BadParameter(f"--format must be table or json, got {format!r}")
     h = _home(home)
     t = load_task(h.paths.tasks / f"{task}.toml")
-    report = check_file(file, t)
+    report = check_file(file, t, max_bytes=h.settings.max_payload_bytes)
     if format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -20,7 +19,8 @@ from quality.errors import QualityError, SchemaError, TaskError, UnreadableError
 from quality.gate import check_file, check_predictions, check_table, gate, gate_predictions
 from quality.holdout import task_from_holdout
 from quality.reader import read_table_bytes
-from quality.schema import cast_to_task, read_table
+from quality.reader import read_table
+from quality.schema import cast_to_task
 from quality.statistics import predictions_stats, submission_stats
 from quality.suite import Report, validate
 from quality.task import PROFILE_MARGIN, Feature, FeatureProfile, Task

@@ -321,7 +321,7 @@ def test_value_metadata_and_the_epoch_run_report_say_what_the_epoch_added_and_wh
     from assets.epoch_assets import scored_report
     from assets.metadata import values_metadata
     from ledger.epoch_report import epoch_report
-    from tests.test_views import copier_epoch
+    from tests.ledger.test_views import copier_epoch
     from engine.epoch import run_epoch
     from tributary.report import print_epoch_run
 

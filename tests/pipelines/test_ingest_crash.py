@@ -20,7 +20,7 @@ from tests.processes import finish_or_kill
 from engine.failpoints import FAILPOINT_ENV
 from engine.home import open_home
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INGEST = "import sys; from engine.home import open_home; from engine.stages.ingest import ingest; ingest(open_home(sys.argv[1]))"
 POINTS = ("ingest.sighted", "ingest.decided", "ingest.recorded", "ingest.moved_one", "ingest.moved")
 

@@ -24,7 +24,7 @@ from engine.stages.lake_state import STATE_DIR, audit_views
 
 pytestmark = pytest.mark.slow  # whole epochs (Beam ingest, GX)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tributary.cli"]
 
 

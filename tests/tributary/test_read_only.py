@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run
+from tests.tributary.test_cli import run
 from engine.home import open_home
 
 

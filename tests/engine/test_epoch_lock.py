@@ -23,7 +23,7 @@ from engine.failpoints import FAILPOINT_ENV
 from engine.home import open_home
 from engine.lock import EpochBusy, epoch_lock, lock_holder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tributary.cli"]
 POINTS = ("ingest.recorded", "epoch.scored", "epoch.settled")
 

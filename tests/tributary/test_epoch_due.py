@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.home import open_home
-from tests.test_cli import run
+from tests.tributary.test_cli import run
 
 
 def _settled(home: Path) -> str:

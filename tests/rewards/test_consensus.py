@@ -13,7 +13,7 @@ from rewards.backend import get_xp, gpu_available
 from rewards.consensus import EpochState, YumaParams, YumaResult, chain_epoch, replay, yuma_epoch
 from rewards.yuma_core import _weighted_median
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared/reference/yuma-vectors"
+VECTORS = Path(__file__).resolve().parents[3] / "shared/reference/yuma-vectors"
 VECTOR_FILES = sorted(VECTORS.glob("*.json"))
 TOLERANCE = 1e-6  # absolute, as the vectors' README requires
 FIELDS = ("consensus", "incentive", "dividends", "validator_trust", "bonds")

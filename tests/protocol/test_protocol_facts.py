@@ -15,7 +15,7 @@ import pytest
 from protocol import reasons
 from protocol.reasons import ALL_REASONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OURS = ("pipelines", "quality", "rewards", "ledger", "engine", "assets", "simulation", "tributary", "tests",
         "benchmarks", "scripts", "examples")
 WRITERS = ("pipelines", "ledger", "engine")  # the code that decides what reason a ledger row carries

@@ -21,7 +21,7 @@ from simulation.report import contributor_summary, vs_honest_per_epoch
 from simulation.scenario import ScenarioError, load_scenario, parse_scenario
 from simulation.strategies import make_players
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "simulate" / "copiers.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulate" / "copiers.toml"
 NEW = ("jitter_copier", "smote_copier", "self_augmenter", "same_epoch_copier")
 HONEST = {"strategy": "honest", "count": 2, "rows": 20}
 SEGMENT_TOL = 1e-9  # an interpolation lies on its segment up to float rounding (relative to the segment's length)

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import TASK, digits_table
 
 CLI = [sys.executable, "-m", "tributary.cli"]
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "yuma-vectors"
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "yuma-vectors"
 
 
 def run(*args: str, home: Path | None = None, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

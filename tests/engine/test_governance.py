@@ -17,7 +17,7 @@ from ledger.db import open_ledger
 from ledger.governance import stakes_at_start
 from ledger.money import UNITS_PER_TOKEN
 from tests.conftest import TASK, digits_table
-from tests.test_cli import run
+from tests.tributary.test_cli import run
 from engine import actions
 from engine.epoch import run_epoch
 

@@ -18,7 +18,7 @@ import tomli_w
 from simulation.report import contributor_summary, validator_summary
 from simulation.scenario import ScenarioError, load_scenario, parse_scenario
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "simulate" / "breast_cancer.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulate" / "breast_cancer.toml"
 CLI = [sys.executable, "-m", "tributary.cli"]
 CHEAT_BOUND = 0.05  # a copier, self-replayer or garbage sender earns under 5% of an honest contributor per row
 SPLIT_TOLERANCE = 0.02  # consensus clips per key, so k keys are not exactly additive in tokens (values are)

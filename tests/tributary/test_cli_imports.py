@@ -16,7 +16,7 @@ import pytest
 from engine import actions
 from engine.home import open_home
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("apache_beam", "great_expectations", "dagster", "sklearn", "duckdb", "pyarrow", "polars", "pandas", "numpy")
 NEVER = ("apache_beam", "great_expectations", "dagster", "sklearn")  # for any command that does not run them
 

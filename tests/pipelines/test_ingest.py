@@ -1,6 +1,6 @@
 """Ingest end to end on a real market home: real keys, real payloads, a real Beam run, the real ledger.
 
-The adversarial matrix (every bad input a stranger can drop) is in tests/test_drop_attacks.py; this file covers
+The adversarial matrix (every bad input a stranger can drop) is in tests/pipelines/test_drop_attacks.py; this file covers
 what an honest run must do, and the pipeline's plumbing: options, runners, storage, idempotence.
 """
 
@@ -24,7 +24,7 @@ from tests.conftest import TASK, digits_table
 from engine import actions
 from engine.stages.ingest import ingest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(home, sql: str, params: list | None = None) -> list[tuple]:

@@ -12,7 +12,7 @@ from ledger.db import open_ledger
 from ledger.money import UNITS_PER_TOKEN
 from ledger.transfers import stakes_at_epoch_start
 from pipelines.manifest import MANIFEST_SUFFIX
-from tests.test_cli import run
+from tests.tributary.test_cli import run
 from engine import actions
 from engine.epoch import run_epoch
 

@@ -11,7 +11,7 @@ import pytest
 
 from ledger import accounts, transfers
 from ledger.db import open_ledger, snapshot_path, transaction
-from tests.test_cli import run
+from tests.tributary.test_cli import run
 from engine.home import open_home
 
 HOLD_WRITER = """

@@ -20,7 +20,7 @@ from rewards.consensus import (
 )
 from rewards.yuma_core import u16_weights
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared/reference/yuma-vectors"
+VECTORS = Path(__file__).resolve().parents[3] / "shared/reference/yuma-vectors"
 U = 65535
 FIELDS = ("consensus", "incentive", "dividends", "validator_trust", "bonds")
 PARAMS = {

@@ -316,7 +316,7 @@ _MEMORY_PROBE = textwrap.dedent("""
 def test_20000_x_2000_x_32_stays_under_1_gib() -> None:
     # A fresh process, so its VmHWM (the peak resident set, which counts every allocation) is this run's alone.
     # Not ru_maxrss: Linux carries the parent's peak into it across exec, and the full suite's pytest is large.
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], cwd=root, capture_output=True, text=True,
                          check=True, timeout=300)
     report = json.loads(out.stdout.strip().splitlines()[-1])

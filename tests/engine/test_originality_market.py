@@ -184,7 +184,7 @@ def test_synthesis_does_not_pay(markets, name) -> None:
 @pytest.mark.parametrize("name", DATASETS)
 def test_no_honest_submission_is_zeroed_in_the_market(markets, name) -> None:
     """In every market, the honest submissions pass the gate and lose at most a few rows to the per-row rule (what
-    that costs them is measured against the same game without the rule in tests/test_originality.py)."""
+    that costs them is measured against the same game without the rule in tests/rewards/test_originality.py)."""
     for seed in SEEDS:
         for variant in ("plain", "same", "spread"):
             m = markets[(name, seed, variant)]
