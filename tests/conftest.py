@@ -116,3 +116,29 @@ def _unmarked_tests_start_no_process_and_run_no_epoch(request, monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "_execute_child", no_process)
     monkeypatch.setattr(engine.epoch, "score", no_epoch)
     yield
+
+
+# The longest modules, measured with --durations (each over a minute on two cores), started first of all.
+_LONGEST_MODULES = ("tests/engine/test_originality_market.py", "tests/simulation/test_simulate.py",
+                    "tests/browser/test_ui.py", "tests/assets/test_dagster_daemon.py",
+                    "tests/pipelines/test_ingest_crash.py", "tests/engine/test_epoch_lock.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest modules first, then the other modules with heavy tests (slow, process, browser), each module's own
+    order kept: with `make test` on two workers by module (--dist loadscope), the long ones start at once instead of
+    ending the run alone."""
+    def module(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    missing = [m for m in _LONGEST_MODULES if not (config.rootpath / m).is_file()]
+    assert not missing, f"_LONGEST_MODULES names files that are gone: {missing}"
+    heavy = {module(i) for i in items if any(i.get_closest_marker(m) for m in _HEAVY_MARKS)}
+
+    def rank(item) -> tuple[int, int]:
+        m = module(item)
+        if m in _LONGEST_MODULES:
+            return 0, _LONGEST_MODULES.index(m)
+        return (1 if m in heavy else 2), 0
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
