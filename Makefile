@@ -23,10 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/ensure-chromium.sh
-	$(BIN)/pytest -n 2 --dist loadscope
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadscope -m "not slow and not process and not browser"
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder -m "not slow and not process and not browser"
 
 ui: $(STAMP)
 	$(BIN)/tributary ui

@@ -67,13 +67,14 @@ class Market:
         return path
 
 
-@pytest.fixture()
-def market(tmp_path) -> Market:
-    """A home with task `digits` (300-row hidden holdout), contributors alice/bob/carol and validator val (staked)."""
-    home = open_home(tmp_path / "home")
-    work = tmp_path / "work"
-    work.mkdir()
-    m = Market(home, work)
+@pytest.fixture(scope="session")
+def market_template(tmp_path_factory) -> Path:
+    """The `market` home, built once per session (per worker): task `digits` (300-row hidden holdout), contributors
+    alice/bob/carol and validator val (staked). A home holds no absolute path, so a copy is the same market."""
+    root = tmp_path_factory.mktemp("market-template")
+    home = open_home(root / "home")
+    (root / "work").mkdir()
+    m = Market(home, root / "work")
     actions.task_init(home, TASK, m.write("holdout.parquet", digits_table(0, 300)), "label",
                       bounds={"*": (0.0, 16.0)})  # digits pixels are 0..16: the operator declares it
     for name in ("alice", "bob", "carol"):
@@ -83,7 +84,17 @@ def market(tmp_path) -> Market:
     actions.register(home, "val", "validator")
     actions.grant(home, "val", "1000")
     actions.stake(home, "val", "1000")
-    return m
+    return root
+
+
+@pytest.fixture()
+def market(tmp_path, market_template) -> Market:
+    """A fresh copy of the session's market home for this test to change as it likes."""
+    import shutil
+
+    for part in ("home", "work"):
+        shutil.copytree(market_template / part, tmp_path / part, symlinks=True)
+    return Market(open_home(tmp_path / "home"), tmp_path / "work")
 
 
 # ------------------------------------------------------------------------------------------ what a fast test may do
