@@ -67,11 +67,10 @@ class Market:
         return path
 
 
-@pytest.fixture(scope="session")
-def market_template(tmp_path_factory) -> Path:
-    """The `market` home, built once per session (per worker): task `digits` (300-row hidden holdout), contributors
-    alice/bob/carol and validator val (staked). A home holds no absolute path, so a copy is the same market."""
-    root = tmp_path_factory.mktemp("market-template")
+def build_market(root: Path) -> Market:
+    """A home under `root` with task `digits` (300-row hidden holdout), contributors alice/bob/carol and validator val
+    (staked): the `market` fixture's home, for fixtures of wider scope."""
+    root.mkdir(parents=True, exist_ok=True)
     home = open_home(root / "home")
     (root / "work").mkdir()
     m = Market(home, root / "work")
@@ -84,6 +83,14 @@ def market_template(tmp_path_factory) -> Path:
     actions.register(home, "val", "validator")
     actions.grant(home, "val", "1000")
     actions.stake(home, "val", "1000")
+    return m
+
+
+@pytest.fixture(scope="session")
+def market_template(tmp_path_factory) -> Path:
+    """build_market once per session (per worker); a home holds no absolute path, so a copy is the same market."""
+    root = tmp_path_factory.mktemp("market-template")
+    build_market(root)
     return root
 
 

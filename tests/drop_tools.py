@@ -39,9 +39,7 @@ def build_market(root: Path) -> Market:
     """The market of tests/conftest.py's `market` fixture (the same function), under `root` (for module scope)."""
     from tests import conftest
 
-    root.mkdir(parents=True, exist_ok=True)
-    make = getattr(conftest.market, "__wrapped__", None) or conftest.market._get_wrapped_function()
-    return make(root)
+    return conftest.build_market(root)
 
 
 def reopen(home: Home, **settings) -> Home:
