@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/tributary demo
 
 test: $(STAMP)
-	sh scripts/ensure-chromium.sh
+	sh scripts/ensure-debian.sh /usr/bin/chromium chromium "the browser test of the Dagster UI"
+	sh scripts/ensure-debian.sh node nodejs "the Node.js client test"
 	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(STAMP)

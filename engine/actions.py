@@ -17,6 +17,8 @@ from protocol.canonical import WEIGHTS_TASK
 # `submit` and `keygen` only read keys and write files: DuckDB (ledger) and pyarrow (quality) are imported by the
 # functions that use them, so those two commands start fast (tests/tributary/test_cli_imports.py).
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ledger.accounts import Account
     from quality.task import Task
 
@@ -25,10 +27,15 @@ def keygen(home: Home, name: str) -> str:
     return keys.public_hex(keys.generate(home.paths.keys, name))
 
 
-def register(home: Home, name: str, role: str, *, fee_from: str | None = None) -> Account:
+def register(home: Home, name: str, role: str, *, fee_from: str | None = None,
+             public_key: str | None = None) -> Account:
     """Register the key NAME under a role, in the open epoch. When `registration_fee_units` (governed) is above 0,
     the fee is burned from the liquid balance of `fee_from` (an existing account: a sponsor, or the operator's
-    `owner`), in the same transaction: a key that costs nothing to register costs nothing to multiply."""
+    `owner`), in the same transaction: a key that costs nothing to register costs nothing to multiply.
+
+    The public key is read from keys/NAME.key, or, for a contributor on its own machine whose secret the operator
+    never sees, given as `public_key` (64 hex characters, either case; stored lowercase): then no key file is read,
+    and if keys/NAME.key exists it must hold that same key."""
     from ledger import accounts
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
@@ -37,7 +44,14 @@ def register(home: Home, name: str, role: str, *, fee_from: str | None = None) -
     from engine.lock import epoch_lock
     from engine.parameters import settings_at
 
-    public = keys.public_hex(keys.load(home.paths.keys, name))
+    if public_key is None:
+        public = keys.public_hex(keys.load(home.paths.keys, name))
+    else:
+        public = keys.parse_public_hex(public_key)
+        path = keys.key_path(home.paths.keys, name)  # the same rule for names as keys/NAME.key
+        if path.exists() and keys.public_hex(keys.load(home.paths.keys, name)) != public:
+            raise TributaryError(f"{path} holds another public key than --public-key {public}; register this key "
+                                 "under another NAME")
     with epoch_lock(home, f"register {name}"), open_ledger(home.paths.ledger) as con, transaction(con):
         epoch = current_epoch(con)
         fee = settings_at(home, epoch, con).registration_fee_units
@@ -242,3 +256,57 @@ def _publish_challenge(home: Home, task: Task, challenge: Path) -> Task:
     pq.write_table(pa.table({"row_id": ids, task.label: table.column(task.label)}), hidden)
     return dataclasses.replace(task, challenge=str(public.relative_to(home.root)),
                                challenge_labels=str(hidden.relative_to(home.root)))
+
+
+def task_cards(home: Home) -> dict[str, tuple[dict, pa.Table | None]]:
+    """Every task's public card (quality.task_card) as the market stands now: open or closed by governance at the
+    open epoch (engine.parameters.closed_tasks, as ingest decides), the home's max_payload_bytes, and for a
+    prediction task its public challenge rows (row_id and features). Name -> (card, challenge table or None).
+    Reads the ledger read-only; writes nothing."""
+    import pyarrow.parquet as pq
+
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch
+    from quality.task_card import public_challenge, task_card
+    from quality.task_toml import load_tasks
+
+    from engine.parameters import closed_tasks
+
+    tasks = load_tasks(home.paths.tasks)
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        epoch = current_epoch(con)
+        closed = closed_tasks(home, epoch, list(tasks), con)
+    out: dict[str, tuple[dict, pa.Table | None]] = {}
+    for name, task in sorted(tasks.items()):
+        challenge = public_challenge(task, pq.read_table(home.path_of(task.challenge))) if task.challenge else None
+        out[name] = (task_card(task, open=name not in closed, challenge=challenge, epoch=epoch,
+                               max_payload_bytes=home.settings.max_payload_bytes), challenge)
+    return out
+
+
+def task_card_of(home: Home, name: str) -> dict:
+    """One task's public card; TributaryError naming the known tasks if there is no such task."""
+    cards = task_cards(home)
+    if name not in cards:
+        raise TributaryError(f"no task {name!r} (known: {', '.join(cards) or 'none'})")
+    return cards[name][0]
+
+
+def publish_task_cards(home: Home, out_dir: Path) -> list[Path]:
+    """Write DIR/T.json for every task and DIR/T.challenge.parquet for a prediction task, each atomically
+    (protocol.files.write_atomic: a reader never sees half a file). Returns the paths written."""
+    import pyarrow.parquet as pq
+
+    from protocol.files import write_atomic
+    from quality.task_card import card_to_json, challenge_file
+
+    written = []
+    for name, (card, challenge) in task_cards(home).items():
+        if challenge is not None:
+            path = Path(out_dir) / challenge_file(name)
+            write_atomic(path, lambda f, t=challenge: pq.write_table(t, f))
+            written.append(path)
+        path = Path(out_dir) / f"{name}.json"
+        write_atomic(path, lambda f, c=card: f.write(card_to_json(c).encode("utf-8")))
+        written.append(path)
+    return written

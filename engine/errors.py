@@ -16,6 +16,10 @@ class KeyFileError(TributaryError):
     """A key file is missing, malformed or would be overwritten."""
 
 
+class PublicKeyError(TributaryError, ValueError):
+    """A public key given as hex (`register --public-key`) is not 64 hex characters of a valid Ed25519 point."""
+
+
 class SettingsError(TributaryError, ValueError):
     """settings.toml is not TOML, or names a setting that does not exist."""
 

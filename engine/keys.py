@@ -6,10 +6,11 @@ import fcntl
 import os
 from pathlib import Path
 
+import nacl.bindings
 import nacl.signing
 
-from engine.errors import KeyFileError
-from protocol.canonical import SEED_BYTES
+from engine.errors import KeyFileError, PublicKeyError
+from protocol.canonical import PUBLIC_KEY_BYTES, PUBLIC_KEY_HEX_CHARS, SEED_BYTES
 from protocol.files import write_atomic
 
 KEY_SUFFIX = ".key"
@@ -48,6 +49,22 @@ def load(keys_dir: Path, name: str) -> nacl.signing.SigningKey:
 
 def public_hex(key: nacl.signing.SigningKey) -> str:
     return key.verify_key.encode().hex()
+
+
+def parse_public_hex(text: str, *, option: str = "--public-key") -> str:
+    """A public key sent as hex (docs/PROTOCOL.md §1), checked and returned as 64 lowercase hex characters.
+
+    Upper- or lowercase hex is accepted; the 32 bytes must encode a valid Ed25519 point (on the curve, in the
+    prime-order subgroup, canonically encoded), as every key made by Ed25519 key generation does: a typo or a key of
+    another scheme is refused here rather than registered as an account that can never sign."""
+    rule = f"{option} must be {PUBLIC_KEY_HEX_CHARS} hex characters (a {PUBLIC_KEY_BYTES}-byte Ed25519 public key)"
+    if len(text) != PUBLIC_KEY_HEX_CHARS or not all(c in "0123456789abcdefABCDEF" for c in text):
+        raise PublicKeyError(f"{rule}, got {len(text)} characters: {text[:80]!r}")
+    raw = bytes.fromhex(text)
+    if nacl.bindings.has_crypto_core_ed25519 and not nacl.bindings.crypto_core_ed25519_is_valid_point(raw):
+        raise PublicKeyError(f"{rule}: {text.lower()} is not a valid Ed25519 public key (not a point of the curve's "
+                             "prime-order group); send the public key your key generation printed")
+    return text.lower()
 
 
 def next_nonce(keys_dir: Path, name: str) -> int:

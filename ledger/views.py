@@ -8,7 +8,7 @@ for a balance, and a filter on one epoch or one account is pushed down into the 
 | `balances` | account | what do I hold now? |
 | `stakes` | account with stake or unbonding | who has a say, and what share of all stake? |
 | `leaderboard` | epoch x rewarded account | who earned most in epoch E? |
-| `explain` | epoch x account | why did X earn Y: submissions, accepted, duplicate, judged and unoriginal rows, submissions zeroed as unoriginal, quarantined, value and what the originality rules took, house weight, consensus, incentive or dividends, stake, amount |
+| `explain` | epoch x account | why did X earn Y: submissions, accepted data rows (datasets, predictions), duplicate, judged and unoriginal rows, submissions zeroed as unoriginal, quarantined, value and what the originality rules took, house weight, consensus, incentive or dividends, stake, amount |
 | `originality` | dataset submission with originality figures | was it paid for information? rows judged (could earn), unoriginal (earn 0), below the gate's level; the gate's p-value (below GATE_P = 1e-6: zeroed as a whole, status 'unoriginal'), the median p-value, value with and without the originality rules |
 | `epoch_value` | epoch x task | what did the epoch's rows add? the table `epoch_values` (lake rows, new rows, rows admitted to the game, holdout rows, U'(lake), gain = U'(lake + rows that played) - U'(lake)) with the utility after, and the epoch's submissions, duplicate and unoriginal rows, value paid for (adds up to gain) and originality cost |
 | `emission_by_epoch` | epoch | where did the emission go, what was burned? |
@@ -48,10 +48,13 @@ VIEWS: dict[str, str] = {
     # Originality: its rows judged (could earn) and unoriginal (earned 0), its submissions zeroed as unoriginal by the
     # gate, and what the originality rules took (value without them less value; NULL where not measured).
     # An account with submissions but no reward row (all quarantined, say) is here too, with amount 0.
+    # accepted_rows counts data rows only (accepted datasets and predictions, less duplicates): a request or a weight
+    # vector is a submission, not rows of data.
     "explain": """
         WITH subs AS (
             SELECT epoch, account_id, COUNT(*) AS submissions,
-                   CAST(COALESCE(SUM(CASE WHEN status = 'accepted' THEN rows - COALESCE(duplicate_rows, 0) END), 0)
+                   CAST(COALESCE(SUM(CASE WHEN status = 'accepted' AND kind IN ('dataset', 'predictions')
+                                          THEN rows - COALESCE(duplicate_rows, 0) END), 0)
                         AS BIGINT) AS accepted_rows,
                    CAST(COALESCE(SUM(COALESCE(duplicate_rows, 0)), 0) AS BIGINT) AS duplicate_rows,
                    CAST(COALESCE(SUM(judged_rows), 0) AS BIGINT) AS judged_rows,

@@ -57,7 +57,8 @@ class ReadManifests(beam.PTransform):
 
 
 class Admit(beam.PTransform):
-    """Key, task, kind and payload checks; passing submissions come out keyed by public key."""
+    """Key, task, kind and payload checks; passing submissions come out keyed by public key, and so does the nonce
+    of each verified one rejected here (a SpentNonce), for the nonce check of the key's later arrivals."""
 
     def __init__(self, drop: str, registry: Registry, max_payload_bytes: int):
         super().__init__()
@@ -70,7 +71,8 @@ class Admit(beam.PTransform):
 
 
 class CheckNonces(beam.PTransform):
-    """Group by key and admit nonces in increasing order, each above the registry's last used nonce."""
+    """Group by key and walk each key's submissions in arrival order: each nonce must be above the highest nonce of
+    every earlier verified submission of the key (the registry's last used nonce, and earlier arrivals of this run)."""
 
     def __init__(self, last_nonce: Mapping[str, int]):
         super().__init__()

@@ -137,7 +137,11 @@ class AdmitFn(beam.DoFn):
         self.max_payload_bytes = max_payload_bytes
 
     def process(self, sub: Submission) -> Iterator[Any]:
-        yield self._admit(sub)
+        out = self._admit(sub)
+        yield out
+        if isinstance(out, TaggedOutput) and out.tag == REJECTED:
+            # Rejected, but signed by its key: its nonce still counts against the key's later arrivals.
+            yield sub.manifest.public_key, SpentNonce(sub.listed.arrival, sub.manifest.nonce)
 
     def _admit(self, sub: Submission) -> Any:
         m = sub.manifest
@@ -201,24 +205,45 @@ class AdmitFn(beam.DoFn):
                                              f"says {m.digest}")
 
 
+@dataclass(frozen=True)
+class SpentNonce:
+    """A verified submission AdmitFn already rejected: decided, but its nonce still counts for its key's later arrivals
+    (as ledger.contributions.last_nonces counts it in later runs)."""
+
+    arrival: int
+    nonce: int
+
+
+def _arrival_of(item: Submission | SpentNonce) -> int:
+    return item.arrival if isinstance(item, SpentNonce) else item.listed.arrival
+
+
 class NonceOrderFn(beam.DoFn):
-    """Per key, in nonce order: each nonce must exceed the key's last used one; repeats and lower ones are replays."""
+    """Per key, in ARRIVAL order (docs/PROTOCOL.md §4, step 7): a nonce must be above the highest nonce of every
+    earlier verified submission of the key, of any kind: those of earlier runs (`last_nonce`) and those that arrived
+    before it in this run, accepted or not (SpentNonce marks the ones AdmitFn rejected). Anything else is a replay,
+    and its detail names that highest earlier nonce."""
 
     def __init__(self, last_nonce: dict):
         self.last_nonce = last_nonce
 
-    def process(self, keyed: tuple[str, Iterable[Submission]]) -> Iterator[Any]:
-        key, subs = keyed
-        last = self.last_nonce.get(key)
-        for sub in sorted(subs, key=lambda s: (s.manifest.nonce, s.listed.arrival)):
-            n = sub.manifest.nonce
-            if last is not None and n <= last:
-                yield TaggedOutput(REJECTED, rejected_record(
-                    sub, R.REPLAYED_NONCE, f"{sub.listed.payload_file}: nonce {n} is not above the last used nonce "
-                                           f"{last} of key {key}; nonces must strictly increase"))
+    def process(self, keyed: tuple[str, Iterable[Submission | SpentNonce]]) -> Iterator[Any]:
+        key, items = keyed
+        high = self.last_nonce.get(key)
+        for item in sorted(items, key=_arrival_of):
+            if isinstance(item, SpentNonce):
+                high = item.nonce if high is None else max(high, item.nonce)
                 continue
-            last = n
-            yield sub
+            n = item.manifest.nonce
+            if high is not None and n <= high:
+                yield TaggedOutput(REJECTED, rejected_record(
+                    item, R.REPLAYED_NONCE, f"{item.listed.payload_file}: nonce {n} is not above {high}, the highest "
+                                            f"nonce of an earlier verified submission of key {key} (any kind, in "
+                                            "an earlier run or earlier in this run's arrival order); nonces must "
+                                            "strictly increase in arrival order"))
+                continue
+            high = n
+            yield item
 
 
 @dataclass(frozen=True)

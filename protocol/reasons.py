@@ -16,7 +16,7 @@ UNKNOWN_TASK = "unknown_task"        # the task does not exist
 KIND_NOT_ALLOWED = "kind_not_allowed"  # the kind is not allowed for the role (or predictions are not open yet)
 TOO_LARGE = "too_large"              # the payload is over max_payload_bytes
 DIGEST_MISMATCH = "digest_mismatch"  # the payload's size or BLAKE2b-256 digest is not the manifest's
-REPLAYED_NONCE = "replayed_nonce"    # the nonce is not above the key's last used nonce
+REPLAYED_NONCE = "replayed_nonce"    # the nonce is not above every earlier-arrived verified nonce of the key
 # Decoding and checking the payload.
 SCHEMA_MISMATCH = "schema_mismatch"  # a column missing, extra or not castable; a malformed weight vector or request
 QUALITY_FAILED = "quality_failed"    # a hard rule of the task's quality suite failed

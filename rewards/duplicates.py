@@ -10,17 +10,16 @@ new rows cost.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from protocol.files import write_atomic
 
 # One canonical quiet NaN, so nulls read back as NaN hash the same whatever payload bits they carried.
 _CANONICAL_NAN = np.frombuffer(bytes.fromhex("000000000000f87f"), dtype="<f8")[0]
@@ -621,8 +620,7 @@ class NearIndex:
         return out
 
     def save(self, path: Path) -> None:
-        """Write the index to one .npz file (np.savez, no pickles), atomically: a temporary file beside it, synced,
-        then renamed over `path`."""
+        """Write the index to one .npz file (np.savez, no pickles), atomically (protocol.files.write_atomic)."""
         path = Path(path)
         empty = np.zeros(0, dtype=np.int64)
         arrays = {
@@ -640,17 +638,8 @@ class NearIndex:
             "run_sizes": np.array([keys.size for keys, _ in self._runs], dtype=np.int64),
         }
         arrays.update({f"features_{i}": block for i, block in enumerate(self._blocks)})  # no copy of the lake
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # plain numeric and string arrays: nothing is pickled
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # plain numeric and string arrays: nothing is pickled
+        write_atomic(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> NearIndex:

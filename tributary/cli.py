@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from tributary.console import CliConsole  # tables keep every column when output is piped
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 app = typer.Typer(help="Tributary: a data-contribution market. Submit signed data, earn tokens for its measured value.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -79,31 +80,56 @@ def register(
     role: Annotated[str, typer.Option(help="contributor (sends data) or validator (stakes and sends weights).")],
     fee_from: Annotated[Optional[str], typer.Option(help="The account whose liquid tokens pay the registration "
                                                          "fee, when registration_fee_units is above 0.")] = None,
+    public_key: Annotated[Optional[str], typer.Option(help="The key's Ed25519 public key, 64 hex characters, sent "
+                                                           "by a contributor who keeps its secret on its own "
+                                                           "machine (docs/PROTOCOL.md §1); default: read "
+                                                           "keys/NAME.key.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Register the key NAME in the ledger as a contributor or validator (an operator command)."""
     from engine import actions
 
-    account = actions.register(_home(home), name, role, fee_from=fee_from)
+    account = actions.register(_home(home), name, role, fee_from=fee_from, public_key=public_key)
     console.print(f"registered {name} as {account.role}: account {account.account_id} (epoch {account.registered_epoch})")
 
 
 @app.command()
 def validate(
     file: Path,
-    task: Annotated[str, typer.Option(help="Task name (tasks/TASK.toml).")],
+    task: Annotated[Optional[str], typer.Option(help="Task name (tasks/TASK.toml in the home).")] = None,
+    task_card: Annotated[Optional[Path], typer.Option(
+        "--task-card", help="A published task card (T.json from `tributary task publish`): no home needed.")] = None,
     format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     home: HomeOpt = None,
 ) -> None:
-    """Dry-run a file against a task's rules, exactly as ingest will (read, cast, stats, GX); exits 1 if it would fail."""
+    """Dry-run a file against a task's rules, exactly as ingest will (read, cast, stats, GX); exits 1 if it would fail.
+
+    Give the task by name (--task, from the home) or by its published card (--task-card, on any machine)."""
     from quality.gate import check_file
-    from quality.task_toml import load_task
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"--format must be table or json, got {format!r}")
-    h = _home(home)
-    t = load_task(h.paths.tasks / f"{task}.toml")
-    report = check_file(file, t, max_bytes=h.settings.max_payload_bytes)
+    if (task is None) == (task_card is None):
+        raise typer.BadParameter("give exactly one of --task (a task of the home) and --task-card (a published card)")
+    if task_card is not None:  # a card alone: no home is opened, created or needed
+        from protocol.files import MAX_PAYLOAD_BYTES
+        from quality.task_card import card_from_json, card_max_payload_bytes
+        from engine.errors import MissingFileError
+
+        try:
+            text = task_card.read_bytes()
+        except OSError as e:
+            raise MissingFileError(f"{task_card}: cannot read the task card ({e.strerror or e})") from None
+        card, t = card_from_json(text, file=str(task_card))
+        max_bytes = card_max_payload_bytes(card, MAX_PAYLOAD_BYTES)
+        task = t.name
+    else:
+        from quality.task_toml import load_task
+
+        h = _home(home)
+        t = load_task(h.paths.tasks / f"{task}.toml")
+        max_bytes = h.settings.max_payload_bytes
+    report = check_file(file, t, max_bytes=max_bytes)
     if format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -119,8 +145,15 @@ def validate(
             verdict = "rejected: the task sets reject_suspicious" if t.reject_suspicious else "accepted, but flagged"
             console.print(f"[yellow]suspicious columns (far outside the holdout profile; {verdict}): "
                           f"{', '.join(report.suspicious)}[/]")
+        if task_card is not None:
+            note = ("the task REJECTS suspicious submissions (reject_suspicious = true): ingest may still refuse a "
+                    "file far outside it" if t.reject_suspicious else "ingest only flags such files (reject_suspicious "
+                    "= false)")
+            console.print(f"[dim]the holdout profile is not published on a card, so 'suspicious' was not checked; "
+                          f"{note}[/]")
     if not report.success:
-        err_console.print(f"[red]{file}: would be quarantined (quality_failed): {report.summary()}[/]")
+        err_console.print(f"[red]{file}: would be quarantined (quality_failed): {report.summary()}[/]",
+                          soft_wrap=True)
         raise typer.Exit(1)
     if format == "table":
         hard = sum(line.hard for line in report.lines)
@@ -337,6 +370,65 @@ def task_init(
                       f"{', '.join(task.prediction_columns()[:3])}, ... in a predictions file)")
 
 
+@task_app.command("show")
+def task_show(
+    name: str,
+    format: Annotated[str, typer.Option("--format", help="table or json (the card as `task publish` writes it).")]
+    = "table",
+    home: HomeOpt = None,
+) -> None:
+    """Print task NAME's public card: what a contributor needs (columns, types, labels, bounds, row limits, ...)."""
+    from engine import actions
+
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"--format must be table or json, got {format!r}")
+    card = actions.task_card_of(_existing_home(home), name)
+    if format == "json":
+        from quality.task_card import card_to_json
+
+        sys.stdout.write(card_to_json(card))
+        return
+    _print_card(card)
+
+
+def _print_card(card: dict) -> None:
+    state = "open" if card["open"] else "CLOSED by governance (submissions are quarantined task_closed)"
+    grid = Table(title=f"task {card['name']} (card v{card['card_version']}, epoch {card.get('epoch', '?')}): {state}")
+    for col in ("field", "column", "value"):
+        grid.add_column(col)
+    grid.add_row("kinds", "", ", ".join(card["kinds"]))
+    for f in card["features"]:
+        lo, hi = f.get("min"), f.get("max")
+        bounds = "" if lo is None and hi is None else \
+            f"; bounds [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        grid.add_row("feature", f["name"], f"{f['dtype']}, finite, non-null{bounds}")
+    grid.add_row("label", card["label"], f"{card['label_dtype']}, one of {', '.join(map(str, card['label_domain']))}")
+    grid.add_row("rows", "", f"{card['min_rows']}..{card['max_rows']}")
+    if "max_payload_bytes" in card:
+        grid.add_row("max payload", "", f"{card['max_payload_bytes']} bytes")
+    v = card["valuation"]
+    grid.add_row("valuation", "", f"{v['method']}, k={v['k']}, scaling {v['scaling']}, near-duplicate tolerance "
+                                  f"{v['near_duplicate_tol']:g}")
+    grid.add_row("suspicious", "", card["suspicious"]["rule"] + " (the profile itself is not published)")
+    if card.get("challenge"):
+        c = card["challenge"]
+        grid.add_row("challenge", "", f"{c['rows']} rows in {c['file']}; predictions have columns "
+                                      f"{', '.join(c['prediction_columns'])}")
+    console.print(grid)
+
+
+@task_app.command("publish")
+def task_publish(
+    out: Annotated[Path, typer.Argument(help="Folder to write DIR/T.json (and DIR/T.challenge.parquet) into.")],
+    home: HomeOpt = None,
+) -> None:
+    """Publish every task's public card as DIR/T.json (and a prediction task's challenge rows), atomically."""
+    from engine import actions
+
+    for path in actions.publish_task_cards(_existing_home(home), out):
+        console.print(str(path), highlight=False)
+
+
 def _parse_bounds(specs: list[str]) -> dict[str, tuple[float, float]]:
     """--bound COL=LO:HI options as a mapping; BadParameter naming the option that does not parse."""
     out: dict[str, tuple[float, float]] = {}
@@ -402,7 +494,7 @@ def sql(
         sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
     elif format == "csv":
         buf = io.StringIO()
-        writer = csv.writer(buf)
+        writer = csv.writer(buf, lineterminator="\n")  # the csv module's default ends lines with \r\n
         writer.writerow(result.columns)
         writer.writerows(result.rows)
         sys.stdout.write(buf.getvalue())

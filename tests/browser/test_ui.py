@@ -44,7 +44,7 @@ def _chromium() -> str:
     while not os.access(CHROMIUM, os.X_OK) and _package_manager_busy() and time.monotonic() < deadline:
         time.sleep(2)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM}: run `sh scripts/ensure-chromium.sh` "
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM}: run `sh scripts/ensure-debian.sh /usr/bin/chromium chromium browser` "
                     "(or `apt-get install -y chromium`); the browser tests never download a browser")
     return str(CHROMIUM)
 

@@ -91,3 +91,25 @@ def test_originality_explain_and_epoch_value_say_what_an_epoch_paid_for(market) 
         assert after == base + gain and abs(value - gain) < 1e-12 and gain > 0
         assert q("SELECT count(*) FROM epoch_values")[0][0] == 2  # epoch 1 added alice's rows to an empty lake
         assert q("SELECT count(*) FROM leaderboard WHERE epoch = ? AND name = 'bob'", [epoch])[0][0] == 1
+
+
+def test_explain_accepted_rows_counts_data_rows_not_requests_or_weights(market) -> None:
+    """A request lands as one row and a weight vector as one row per key, but neither is data: explain's
+    accepted_rows is the accepted datasets' and predictions' rows (less duplicates) only."""
+    from ledger.contributions import ContributionRecord, record
+    from ledger.db import transaction
+
+    def rec(n: int, kind: str, rows: int, status: str = "accepted") -> ContributionRecord:
+        return ContributionRecord(submission_id=f"s{n}", epoch=1, account_id=alice, public_key=key, task="digits",
+                                  kind=kind, rows=rows, status=status,
+                                  reason="quality_failed" if status == "quarantined" else None, digest="0" * 64, nonce=n,
+                                  file=f"f{n}", received_at="2026-01-01T00:00:00+00:00", arrival=n, verified=True)
+
+    with open_ledger(market.home.paths.ledger) as con, transaction(con):
+        alice, key = con.execute("SELECT account_id, public_key FROM accounts WHERE name = 'alice'").fetchone()
+        record(con, [rec(1, "dataset", 40), rec(2, "dataset", 20), rec(3, "request", 1), rec(4, "request", 1),
+                     rec(5, "predictions", 7), rec(6, "weights", 3), rec(7, "dataset", 9, "quarantined")])
+    with open_ledger(market.home.paths.ledger, read_only=True) as con:
+        row = con.execute("SELECT submissions, accepted_rows, quarantined FROM explain WHERE name = 'alice' "
+                          "AND epoch = 1").fetchone()
+    assert row == (7, 40 + 20 + 7, 1)

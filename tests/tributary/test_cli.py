@@ -129,3 +129,25 @@ def test_consensus_replay_reproduces_the_vectors(name):
         assert "expected" not in got
         for key, value in want["expected"].items():
             np.testing.assert_allclose(got["outputs"][key], value, atol=1e-6, rtol=0)  # the vectors' stated tolerance
+
+
+@pytest.mark.process
+def test_register_public_key_registers_a_key_whose_secret_stays_elsewhere(market):
+    home = market.home.root
+    import nacl.signing
+
+    public = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+    r = run("register", "remote", "--role", "contributor", "--public-key", public.upper(), home=home)
+    assert "registered remote as contributor" in r.stdout
+    assert not (home / "keys" / "remote.key").exists()
+    out = json.loads(run("sql", "--format", "json", "SELECT public_key FROM accounts WHERE name = 'remote'",
+                         home=home).stdout)
+    assert out == [{"public_key": public}]  # stored lowercase
+    for bad, says in (("ab" * 31, "64 hex characters"), ("xy" * 32, "64 hex characters"),
+                      ("00" * 32, "not a valid Ed25519 public key")):
+        r = run("register", "typo", "--role", "contributor", "--public-key", bad, home=home, check=False)
+        assert r.returncode == 1 and "--public-key" in r.stderr and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # keys/alice.key exists and holds another key: refused rather than silently preferring one of the two
+    r = run("register", "alice", "--role", "contributor", "--public-key", public, home=home, check=False)
+    assert r.returncode == 1 and "alice.key holds another public key" in r.stderr, r.stderr
