@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 
 def keygen(home: Home, name: str) -> str:
     """Make keys/NAME.key and return its public key (hex)."""
+    _not_the_operator(name)
     return keys.public_hex(keys.generate(home.paths.keys, name))
+
+
+def _not_the_operator(name: str) -> None:
+    """keys/operator.key signs every settled epoch: no account may be made of it, nor a key file take its name."""
+    if name == keys.OPERATOR_KEY:
+        raise TributaryError(f"the key name {name!r} is reserved: keys/{name}.key signs each settled epoch "
+                             "(tributary operator-key prints its public key); choose another name")
 
 
 def register(home: Home, name: str, role: str, *, fee_from: str | None = None,
@@ -36,6 +44,7 @@ def register(home: Home, name: str, role: str, *, fee_from: str | None = None,
     The public key is read from keys/NAME.key, or, for a contributor on its own machine whose secret the operator
     never sees, given as `public_key` (64 hex characters, either case; stored lowercase): then no key file is read,
     and if keys/NAME.key exists it must hold that same key."""
+    _not_the_operator(name)
     from ledger import accounts
     from ledger.db import open_ledger, transaction
     from ledger.epochs import current_epoch
@@ -164,6 +173,46 @@ def request(home: Home, action: str, tokens: str | None = None, *, key: str, to:
         payload.write_bytes(data)
         path, _ = submit(home, payload, key=key, task=None, kind="request")
     return path, units
+
+
+def request_register(home: Home, *, key: str, role: str, name: str | None = None,
+                     epoch: int | None = None) -> tuple[Path, int, int, int]:
+    """Sign and drop KEY's own `register` request (open registration, docs/PROTOCOL.md §6): role, account name
+    (default: KEY) and a proof of work over KEY's public key and `epoch` (default: the open epoch), of the
+    `registration_pow_bits` in force. Refused at once when the home's registration is not open or carries a fee.
+    Returns (dropped manifest, epoch, pow_nonce, bits)."""
+    import tempfile
+
+    from ledger.db import open_ledger
+    from ledger.epochs import current_epoch
+    from pipelines.requests import request_payload
+    from protocol.registration import solve
+
+    from engine.parameters import settings_at
+
+    public = keys.public_hex(keys.load(home.paths.keys, key))
+    with open_ledger(home.paths.ledger, read_only=True) as con:
+        open_epoch = current_epoch(con)
+        rules = settings_at(home, open_epoch, con)
+    if home.settings.registration != "open":
+        raise TributaryError("this market registers keys by its operator (setting registration = \"operator\"): "
+                             "send the operator your public key instead (docs/PROTOCOL.md §1)")
+    if rules.registration_fee_units > 0:
+        raise TributaryError(f"registration costs {rules.registration_fee_units} base units (registration_fee_units) "
+                             "that a self-registration cannot pay: ask the operator to register the key")
+    epoch = open_epoch if epoch is None else epoch
+    bits = rules.registration_pow_bits
+    pow_nonce = solve(public, epoch, bits)
+    try:
+        data = request_payload("register", role=role, name=name or key, epoch=epoch, pow_nonce=pow_nonce)
+    except ValueError as e:  # RequestRejected: the same rule ingest would apply, said now
+        raise TributaryError(str(e)) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+        payload = Path(tmp) / f"{key}-register-{stamp}.json"
+        payload.write_bytes(data)
+        path, _ = submit(home, payload, key=key, task=None, kind="request")
+    return path, epoch, pow_nonce, bits
 
 
 def stake(home: Home, name: str, tokens: str, *, unstake: bool = False) -> tuple[int, int]:

@@ -24,6 +24,10 @@ class SettingsError(TributaryError, ValueError):
     """settings.toml is not TOML, or names a setting that does not exist."""
 
 
+class VerificationFailed(TributaryError):
+    """`tributary verify` found problems in a public export (each printed on its own line before this one)."""
+
+
 class MissingFileError(TributaryError, FileNotFoundError):
     """A file the user named (to submit, a holdout, a challenge) does not exist."""
 

@@ -100,4 +100,5 @@ def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
                     transfers.grant(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH, "house stake")
                     transfers.stake(con, house.account_id, settings.house_stake_units, GENESIS_EPOCH)
         genesis = {"house": keys.public_hex(house_key), "stake": settings.house_stake_units}
-        settle_epoch(con, Settlement(epoch=GENESIS_EPOCH, inputs_digest=digest(genesis), emission=0), now=now)
+        settle_epoch(con, Settlement(epoch=GENESIS_EPOCH, inputs_digest=digest(genesis), emission=0), now=now,
+                     sign=keys.signer(keys.operator_key(paths.keys)))

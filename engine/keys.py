@@ -86,3 +86,21 @@ def next_nonce(keys_dir: Path, name: str) -> int:
         return nonce
     finally:
         os.close(fd)  # releases the lock
+
+
+OPERATOR_KEY = "operator"  # keys/operator.key: signs each settled epoch's chain hash and the public export
+
+
+def operator_key(keys_dir: Path) -> nacl.signing.SigningKey:
+    """The operator's signing key, made on first use (keys/operator.key, mode 0600, like every key)."""
+    if key_path(keys_dir, OPERATOR_KEY).exists():
+        return load(keys_dir, OPERATOR_KEY)
+    try:
+        return generate(keys_dir, OPERATOR_KEY)
+    except KeyFileError:  # made meanwhile by another process: use that one
+        return load(keys_dir, OPERATOR_KEY)
+
+
+def signer(key: nacl.signing.SigningKey):
+    """message -> its Ed25519 signature as hex: what settlement and the public export sign with."""
+    return lambda message: key.sign(message).signature.hex()

@@ -50,6 +50,10 @@ class Settings:
     # Staking, fees and governance (issue 10; README "Staking and governance").
     unstake_cooldown_epochs: int = 2  # unstaked tokens stay unbonding until this many more epochs have settled
     registration_fee_units: int = 0  # burned from a sponsor's liquid at registration, so sybil keys are not free
+    # Open registration (issue 22; docs/PROTOCOL.md §6 `register`): "open" lets an unknown key register itself with a
+    # signed register request carrying a proof of work of registration_pow_bits leading zero bits.
+    registration: str = "operator"
+    registration_pow_bits: int = 16
     governance_pass_share: float = 0.5  # a proposal passes when yes-stake exceeds this share of the active stake
     lock_wait_seconds: float = 300.0  # how long a writer waits for the home's epoch lock before naming its holder
 

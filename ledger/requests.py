@@ -1,5 +1,5 @@
 """Signed requests applied to the books: stake, unstake and transfer of the sender's own tokens, auto-staking of
-rewards, and governance (propose, vote).
+rewards, governance (propose, vote), and open registration (register: an unknown key registers itself).
 
 Applied in arrival order inside the transaction that records them, so a request is either applied with its record
 or neither is. One the books refuse (a balance that cannot cover it, a setting nobody may vote on, a vote on a
@@ -15,7 +15,11 @@ import duckdb
 
 from ledger import accounts, governance, transfers
 from ledger.errors import InsufficientFunds
-from protocol.reasons import INSUFFICIENT_FUNDS, KIND_NOT_ALLOWED, UNKNOWN_RECIPIENT
+from protocol.reasons import (
+    ALREADY_REGISTERED, BAD_PROOF_OF_WORK, INSUFFICIENT_FUNDS, KIND_NOT_ALLOWED, NAME_TAKEN, REGISTRATION_CLOSED,
+    UNKNOWN_RECIPIENT,
+)
+from protocol.registration import POW_EPOCHS_ACCEPTED, pow_bits_of
 
 
 @dataclass(frozen=True)
@@ -32,14 +36,37 @@ class Request:
     value: str | None = None  # propose: JSON text
     proposal_id: int | None = None  # vote
     vote: str | None = None  # vote: yes | no
+    public_key: str | None = None  # register: the signer's key (account_id is "" while it has no account)
+    role: str | None = None  # register
+    name: str | None = None  # register
+    pow_epoch: int | None = None  # register: the epoch the proof of work is bound to
+    pow_nonce: int | None = None  # register
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The rules a register request is held to at the epoch it lands in (settings_at: pow bits and fee governed)."""
+
+    open: bool = False  # settings `registration = "open"`
+    fee_units: int = 0  # registration_fee_units: above 0, self-registration is closed (no sponsor signs for it)
+    pow_bits: int = 16  # registration_pow_bits
 
 
 def apply_requests(con: duckdb.DuckDBPyConnection, epoch: int, requests: list[Request], *, cooldown_epochs: int,
-                   tasks: Collection[str] = ()) -> dict[str, tuple[str, str]]:
-    """Apply each request in arrival order; returns submission_id -> (reason, detail) for those refused."""
+                   tasks: Collection[str] = (), registration: Registration = Registration()) -> dict[str, tuple[str, str]]:
+    """Apply each request in arrival order; returns submission_id -> (reason, detail) for those refused.
+
+    A register request that is applied creates its account (an `accounts` row, as `tributary register` does) and
+    no `requests` row; its record in `contributions` carries the new account's id."""
     refused: dict[str, tuple[str, str]] = {}
     roles = {a.account_id: a.role for a in accounts.all_accounts(con)}
     for r in sorted(requests, key=lambda r: r.arrival):
+        if r.action == "register":
+            try:
+                _register(con, epoch, r, registration)
+            except _Refused as e:
+                refused[r.submission_id] = (e.reason, f"{r.file}: {e.detail}")
+            continue
         try:
             applied = _apply(con, epoch, r, roles.get(r.account_id, ""), cooldown_epochs, tasks)
         except InsufficientFunds as e:
@@ -71,6 +98,41 @@ class _Refused(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+def _register(con: duckdb.DuckDBPyConnection, epoch: int, r: Request, rules: Registration) -> None:
+    """Open registration (docs/PROTOCOL.md §6, `register`): checked in this order, the first failure refuses it."""
+    key = (r.public_key or "").lower()
+    row = con.execute("SELECT account_id FROM accounts WHERE public_key = ?", [key]).fetchone()
+    existing = accounts.get(con, row[0]) if row else None
+    if existing is not None:
+        raise _Refused(ALREADY_REGISTERED, f"key {key[:16]}… is already registered as {existing.role} "
+                                           f"({existing.name!r}); a key registers once")
+    if not rules.open:
+        raise _Refused(REGISTRATION_CLOSED, "registration is by the operator on this market (setting registration "
+                                            "= \"operator\"); ask the operator to run `tributary register`")
+    if rules.fee_units > 0:
+        raise _Refused(REGISTRATION_CLOSED, f"registration costs a fee of {rules.fee_units} base units "
+                                            "(registration_fee_units) that a self-registration has no sponsor to "
+                                            "pay; ask the operator to register the key with --fee-from")
+    oldest = epoch - (POW_EPOCHS_ACCEPTED - 1)
+    if r.pow_epoch is None or not oldest <= r.pow_epoch <= epoch:
+        raise _Refused(BAD_PROOF_OF_WORK, f"field 'epoch': the proof is bound to epoch {r.pow_epoch}, but only the "
+                                          f"open epoch {epoch} or the one before it ({oldest}) is accepted; "
+                                          "compute a new proof")
+    bits = pow_bits_of(key, r.pow_epoch, r.pow_nonce if r.pow_nonce is not None else -1)
+    if bits < rules.pow_bits:
+        raise _Refused(BAD_PROOF_OF_WORK, f"field 'pow_nonce': BLAKE2b-256 of the proof for key {key[:16]}… and "
+                                          f"epoch {r.pow_epoch} has {bits} leading zero bits, "
+                                          f"registration_pow_bits = {rules.pow_bits} are required")
+    account_id = accounts.account_id_for(key)
+    taken = accounts.find(con, account_id)  # by id, key or name: a new id must not name anything already
+    if taken is not None:
+        raise _Refused(ALREADY_REGISTERED, f"account id {account_id} (the key's first 16 hex digits) already names "
+                                           f"account {taken.name!r}; register another key")
+    if accounts.find(con, r.name or "") is not None:  # a name must not be any account's name, id or key either
+        raise _Refused(NAME_TAKEN, f"field 'name': {r.name!r} already names another account; pick another")
+    accounts.register(con, key, r.name or "", r.role or "", epoch)
 
 
 def _apply(con: duckdb.DuckDBPyConnection, epoch: int, r: Request, role: str, cooldown_epochs: int,

@@ -337,6 +337,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (epoch, task)
     );
     """,
+    # 11: each settled epoch's chain hash signed with the operator's Ed25519 key (ledger/digest.py
+    # epoch_signing_message), so an operator cannot publish two histories; NULL for epochs settled before.
+    "ALTER TABLE epochs ADD COLUMN operator_signature VARCHAR;",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from ledger.balances import apply_payouts, apply_transfers
 from ledger.db import arrow_table, complete_pending, insert_columns, registered, transaction
-from ledger.digest import GENESIS_HASH, chain_hash, digest_text
+from ledger.digest import GENESIS_HASH, chain_hash, digest_text, epoch_signing_message
 from ledger.epoch_values import EpochValue
 from ledger.epochs import current_epoch, get_epoch, last_hash, open_epoch
 from ledger.errors import DuplicateRewardLine, EpochOrderError, SettlementConflict
@@ -99,8 +99,12 @@ class SettleOutcome:
         return dict(zip(self.paid.column("account_id").to_pylist(), self.paid.column("amount").to_pylist()))
 
 
-def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime) -> SettleOutcome:
+def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime,
+                 sign: Callable[[bytes], str] | None = None) -> SettleOutcome:
     """Write an epoch's settlement in one transaction and open the next epoch.
+
+    `sign`: the operator's signer (message -> Ed25519 signature hex) of the epoch's chain hash
+    (digest.epoch_signing_message), kept in epochs.operator_signature; None leaves it NULL.
 
     Re-settling with the same inputs digest is a no-op; with another digest it raises SettlementConflict.
     """
@@ -201,9 +205,11 @@ def settle_epoch(con: duckdb.DuckDBPyConnection, s: Settlement, *, now: datetime
         link = chain_hash(prev, s.epoch, s.inputs_digest, results)
         con.execute(
             "UPDATE epochs SET ends_at = ?, settled_at = ?, inputs_digest = ?, results_digest = ?, prev_hash = ?, "
-            "hash = ?, emission = ?, state = 'settled', inputs_version = ?, results_version = ? WHERE epoch = ?",
+            "hash = ?, emission = ?, state = 'settled', inputs_version = ?, results_version = ?, "
+            "operator_signature = ? WHERE epoch = ?",
             [now, now, s.inputs_digest, results, prev, link, s.emission,
-             INPUTS_VERSION if s.inputs_document is not None else None, RESULTS_VERSION, s.epoch],
+             INPUTS_VERSION if s.inputs_document is not None else None, RESULTS_VERSION,
+             sign(epoch_signing_message(s.epoch, link)) if sign is not None else None, s.epoch],
         )
         open_epoch(con, s.epoch + 1, now)
     return SettleOutcome(s.epoch, True, link, line_table.select(["account_id", "amount"]))

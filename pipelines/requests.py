@@ -6,7 +6,9 @@ A request is a small JSON payload, signed and nonce-checked like any submission:
 - `{"action": "transfer", "amount_units": N, "to": "<recipient public key>"}`: liquid → the recipient's liquid;
 - `{"action": "auto_stake", "enabled": true|false}`: a contributor's rewards land in its stake from then on (or not);
 - `{"action": "propose", "setting": S, "value": "<JSON value>"}`: a change of a governed setting (a staked validator);
-- `{"action": "vote", "proposal_id": N, "vote": "yes"|"no"}`: a say on an open proposal, weighed by stake.
+- `{"action": "vote", "proposal_id": N, "vote": "yes"|"no"}`: a say on an open proposal, weighed by stake;
+- `{"action": "register", "role": R, "name": NAME, "epoch": E, "pow_nonce": N}`: an unknown key registers itself
+  (settings `registration = "open"`), with a proof of work over its key and epoch E (protocol/registration.py).
 Ingest checks the shape here; whether the balance allows it, and whether a setting is governed and the value in
 its range, is decided when it is recorded (ledger/requests.py, ledger/governance.py), in arrival order, inside the
 transaction that records it.
@@ -21,9 +23,11 @@ import pyarrow as pa
 
 from protocol.canonical import PUBLIC_KEY_HEX_CHARS
 from protocol.reasons import SCHEMA_MISMATCH
+from protocol.registration import MAX_POW_NONCE, NAME_PATTERN, SELF_ROLES, valid_name
 
 MONEY_ACTIONS = ("stake", "unstake", "transfer")
-ACTIONS = (*MONEY_ACTIONS, "auto_stake", "propose", "vote")
+ACTIONS = (*MONEY_ACTIONS, "auto_stake", "propose", "vote", "register")
+MAX_EPOCH = 2**63 - 1
 MAX_AMOUNT_UNITS = 2**63 - 1  # amounts are stored as BIGINT
 MAX_PROPOSAL_ID = 2**63 - 1
 MAX_SETTING_CHARS = 128
@@ -34,6 +38,7 @@ VOTES = ("yes", "no")
 FIELDS: dict[str, tuple[str, ...]] = {
     "stake": ("amount_units",), "unstake": ("amount_units",), "transfer": ("amount_units", "to"),
     "auto_stake": ("enabled",), "propose": ("setting", "value"), "vote": ("proposal_id", "vote"),
+    "register": ("role", "name", "epoch", "pow_nonce"),
 }
 
 REQUEST_SCHEMA = pa.schema([
@@ -45,6 +50,10 @@ REQUEST_SCHEMA = pa.schema([
     ("value", pa.string()),  # propose: the value as JSON text
     ("proposal_id", pa.int64()),  # vote
     ("vote", pa.string()),  # vote: yes | no
+    ("role", pa.string()),  # register: contributor | validator
+    ("name", pa.string()),  # register: the account's name
+    ("pow_epoch", pa.int64()),  # register: the payload's `epoch`, the epoch its proof of work is bound to
+    ("pow_nonce", pa.int64()),  # register: the proof of work's nonce
 ])
 
 
@@ -113,6 +122,18 @@ def parse_request(data: bytes, name: str) -> pa.Table:
         if doc["vote"] not in VOTES:
             raise bad("field 'vote': must be yes or no")
         row["proposal_id"], row["vote"] = doc["proposal_id"], doc["vote"]
+    if action == "register":
+        if doc["role"] not in SELF_ROLES:
+            raise bad(f"field 'role': must be one of {', '.join(SELF_ROLES)}")
+        if not valid_name(doc["name"]):
+            raise bad(f"field 'name': must match {NAME_PATTERN} (1 to 64 of A-Z a-z 0-9 _ . -, not starting with "
+                      "'.'), and not 16 or 64 hex digits (the form of an account id or a public key)")
+        if not _whole(doc["epoch"]) or not 0 <= doc["epoch"] <= MAX_EPOCH:
+            raise bad(f"field 'epoch': must be a whole number in [0, {MAX_EPOCH}], the epoch the proof is bound to")
+        if not _whole(doc["pow_nonce"]) or not 0 <= doc["pow_nonce"] <= MAX_POW_NONCE:
+            raise bad(f"field 'pow_nonce': must be a whole number in [0, {MAX_POW_NONCE}]")
+        row["role"], row["name"], row["pow_epoch"], row["pow_nonce"] = (doc["role"], doc["name"], doc["epoch"],
+                                                                        doc["pow_nonce"])
     return pa.Table.from_pylist([row], schema=REQUEST_SCHEMA)
 
 

@@ -126,7 +126,11 @@ class ParseFn(beam.DoFn):
 
 
 class AdmitFn(beam.DoFn):
-    """Registered key, known task, kind allowed for the role; then the payload: regular, size, digest."""
+    """Registered key, known task, kind allowed for the role; then the payload: regular, size, digest.
+
+    A `request` from an unregistered key goes on (with no account): only a `register` request may come from one,
+    which DecodeFn tells once the payload is read (any other action is `unknown_key` there), and the ledger decides
+    whether registration is open (docs/PROTOCOL.md §6, `register`)."""
 
     def __init__(self, drop: str, accounts: dict, task_names: dict, max_payload_bytes: int,
                  closed_tasks: frozenset[str] = frozenset()):
@@ -146,12 +150,14 @@ class AdmitFn(beam.DoFn):
     def _admit(self, sub: Submission) -> Any:
         m = sub.manifest
         acct = self.accounts.get(m.public_key)
-        if acct is None:
+        if acct is None and m.kind != "request":
             return TaggedOutput(REJECTED, rejected_record(sub, R.UNKNOWN_KEY, f"{m.payload}: public key "
                                                           f"{m.public_key} is not registered; register it first"))
-        sub = Submission(listed=sub.listed, manifest=m, account_id=acct[0], role=acct[1])
+        if acct is not None:
+            sub = Submission(listed=sub.listed, manifest=m, account_id=acct[0], role=acct[1])
         try:
-            self._admissible(m, acct[1])
+            if acct is not None:
+                self._admissible(m, acct[1])
             self._payload(sub)
         except _Reject as r:
             return TaggedOutput(REJECTED, rejected_record(sub, r.reason, r.detail))
@@ -298,6 +304,10 @@ class DecodeFn(beam.DoFn):
                 table = parse_request(data, m.payload)
             except RequestRejected as r:
                 raise _Reject(r.reason, r.detail) from None
+            action = table.column("action")[0].as_py()
+            if sub.account_id is None and action != "register":
+                raise _Reject(R.UNKNOWN_KEY, f"{m.payload}: public key {m.public_key} is not registered; an "
+                                             f"unregistered key may send only a register request, not {action}")
             return self._stage(sub, _with_submission_columns(table, sid, sub.account_id), {})
         if m.kind == "weights":
             try:

@@ -35,8 +35,14 @@ OUT_OF_RANGE = "out_of_range"              # a proposal for a value outside its 
 NOT_STAKED = "not_staked"                  # a proposal from a key that is not a staked validator; a vote without stake
 UNKNOWN_PROPOSAL = "unknown_proposal"      # a vote on a proposal id that does not exist
 PROPOSAL_CLOSED = "proposal_closed"        # a vote on a proposal already tallied
+# Open registration (ledger/requests.py, a `register` request).
+REGISTRATION_CLOSED = "registration_closed"  # a register request while registration is "operator" or carries a fee
+BAD_PROOF_OF_WORK = "bad_proof_of_work"      # a register request whose proof is short of the bits or for a stale epoch
+ALREADY_REGISTERED = "already_registered"    # a register request from a key (or account id) already registered
+NAME_TAKEN = "name_taken"                    # a register request for a name another account holds
 
 ALL_REASONS = (UNREADABLE, NOT_REGULAR, INCOMPLETE, BAD_SIGNATURE, UNKNOWN_KEY, UNKNOWN_TASK, KIND_NOT_ALLOWED,
                TOO_LARGE, DIGEST_MISMATCH, REPLAYED_NONCE, SCHEMA_MISMATCH, QUALITY_FAILED, WRONG_EPOCH,
                COMMIT_REQUIRED, REVEAL_MISMATCH, INSUFFICIENT_FUNDS, UNKNOWN_RECIPIENT, TASK_CLOSED,
-               OPERATOR_EXCLUDED, NOT_GOVERNED, OUT_OF_RANGE, NOT_STAKED, UNKNOWN_PROPOSAL, PROPOSAL_CLOSED)
+               OPERATOR_EXCLUDED, NOT_GOVERNED, OUT_OF_RANGE, NOT_STAKED, UNKNOWN_PROPOSAL, PROPOSAL_CLOSED,
+               REGISTRATION_CLOSED, BAD_PROOF_OF_WORK, ALREADY_REGISTERED, NAME_TAKEN)

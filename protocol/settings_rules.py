@@ -18,12 +18,14 @@ from dataclasses import dataclass
 ARRAY_BACKENDS = ("auto", "numpy", "cupy")
 YUMA_VERSIONS = ("yuma2", "yuma3")
 YUMA_STORAGES = ("float64", "u16")
+REGISTRATION_MODES = ("operator", "open")  # engine/settings.py's `registration`
 
 # Upper bounds of governed amounts. A token is 10**9 base units (ledger/money.py UNITS_PER_TOKEN; a test checks).
 _UNITS_PER_TOKEN = 10**9
 MAX_EMISSION_UNITS = 1_000_000 * _UNITS_PER_TOKEN  # per epoch: far above any sane emission, far below BIGINT
 MAX_REGISTRATION_FEE_UNITS = 1_000_000 * _UNITS_PER_TOKEN
 MAX_COOLDOWN_EPOCHS = 1_000
+MAX_REGISTRATION_POW_BITS = 40  # 2**40 hashes: hours of one core; far above what a test or a demo asks
 
 TYPES = ("bool", "int", "float", "str", "list[str]")
 
@@ -51,7 +53,7 @@ class SettingRule:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
-    unit: str = ""  # seconds | base units | fraction | rows | bytes | epochs | validators | "" (a pure number)
+    unit: str = ""  # seconds | base units | fraction | rows | bytes | epochs | validators | bits | "" (a pure number)
     governed: bool = False  # a passed proposal may change it, within the same range
     meaning: str = ""
 
@@ -150,6 +152,11 @@ SETTING_RULES: tuple[SettingRule, ...] = (
                 meaning="unstaked tokens stay unbonding until this many more epochs have settled"),
     SettingRule("registration_fee_units", "int", 0, MAX_REGISTRATION_FEE_UNITS, unit="base units", governed=True,
                 meaning="burned from a sponsor's liquid tokens at registration, so sybil keys are not free"),
+    SettingRule("registration", "str", choices=REGISTRATION_MODES,
+                meaning="who registers keys: the operator only, or also any key by a signed register request with "
+                        "a proof of work (open)"),
+    SettingRule("registration_pow_bits", "int", 0, MAX_REGISTRATION_POW_BITS, unit="bits", governed=True,
+                meaning="leading zero bits an open registration's proof of work must have (about 2**bits hashes)"),
     _fraction("governance_pass_share", "a proposal passes when yes-stake exceeds this share of the active stake",
               low=0.5, governed=True),  # never below a majority: a minority cannot rule
     SettingRule("lock_wait_seconds", "float", 0.0, unit="seconds",

@@ -26,6 +26,9 @@ consensus_app = typer.Typer(help="Yuma Consensus tools.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 app.add_typer(epoch_app, name="epoch")
 app.add_typer(consensus_app, name="consensus")
+request_app = typer.Typer(help="Signed requests that need their own subcommand (open registration).",
+                          no_args_is_help=True)
+app.add_typer(request_app, name="request")
 
 WORKSPACE_YAML = """load_from:
   - python_module:
@@ -308,6 +311,26 @@ def vote(
     _request("vote", None, key, home, proposal_id=proposal_id, vote=choice)
 
 
+@request_app.command("register")
+def request_register(
+    key: Annotated[str, typer.Option(help="The key that registers itself (keys/KEY.key) and signs.")],
+    role: Annotated[str, typer.Option(help="contributor (sends data) or validator (stakes and sends weights).")],
+    name: Annotated[Optional[str], typer.Option(help="The account's name (default: KEY).")] = None,
+    epoch: Annotated[Optional[int], typer.Option(help="The epoch the proof of work is bound to (default: the "
+                                                      "open epoch; the one before it is accepted too).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Signed request: register KEY itself on a market with registration = "open", with a proof of work over its
+    public key and the epoch (docs/PROTOCOL.md §6, register)."""
+    from engine import actions
+    from engine.home import existing_home
+
+    path, at, pow_nonce, bits = actions.request_register(existing_home(home or _global_home), key=key, role=role,
+                                                         name=name, epoch=epoch)
+    console.print(f"{key}: signed register as {role} (proof: epoch {at}, pow_nonce {pow_nonce}, {bits} bits) as "
+                  f"{path.name}; the key is registered when the next ingest lands it", highlight=False)
+
+
 @app.command()
 def grant(
     name: str,
@@ -544,12 +567,113 @@ def exclude(
 
 
 @app.command()
-def export(out: Path, home: HomeOpt = None) -> None:
-    """Export every ledger table as Parquet, plus a DuckDB file the DuckDB CLI can open."""
-    from ledger.queries import export as run_export
+def export(
+    out: Path,
+    public: Annotated[bool, typer.Option("--public", help="Only what any contributor may see, with a manifest "
+                                         "signed by the operator key: what `tributary verify` checks.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Export every ledger table as Parquet, plus a DuckDB file the DuckDB CLI can open (--public: the public
+    ledger and its signed manifest, README "Verify the books yourself")."""
+    if public:
+        from engine.keys import operator_key, public_hex, signer
+        from ledger.public import public_export
 
-    for path in run_export(_existing_home(home).paths.ledger, out):
+        h = _existing_home(home)
+        key = operator_key(h.paths.keys)
+        paths = public_export(h.paths.ledger, out, operator_public_key=public_hex(key), sign=signer(key))
+    else:
+        from ledger.queries import export as run_export
+
+        paths = run_export(_existing_home(home).paths.ledger, out)
+    for path in paths:
         console.print(str(path))
+
+
+@app.command("operator-key")
+def operator_key_command(home: HomeOpt = None) -> None:
+    """Print the operator's public key (hex): what contributors pin with `tributary verify --operator-key`."""
+    from engine.keys import operator_key, public_hex
+
+    print(public_hex(operator_key(_existing_home(home).paths.keys)))
+
+
+@app.command()
+def verify(
+    export_dir: Path,
+    operator_key: Annotated[Optional[str], typer.Option("--operator-key", help="The operator's public key (hex) "
+                            "every signature must verify under (default: the key the export names).")] = None,
+    submission: Annotated[Optional[str], typer.Option("--submission", help="Also check one submission's record, "
+                          "value and pay.")] = None,
+) -> None:
+    """Recompute a public export's hash chain, digests, money invariants and signatures from its files alone;
+    exits 1 with one line per problem."""
+    from engine.errors import VerificationFailed
+    from engine.keys import parse_public_hex
+    from ledger.public import check_submission, verify_export
+
+    key = parse_public_hex(operator_key, option="--operator-key") if operator_key is not None else None
+    report = verify_export(export_dir, operator_key=key)
+    problems = list(report.problems)
+    found = check_submission(export_dir, submission) if submission else None
+    if found is not None:
+        problems.extend(found.problems)
+    for problem in problems:
+        err_console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
+    if problems:
+        raise VerificationFailed(f"{export_dir}: {len(problems)} problem(s) found; the export does not verify")
+    unsigned = f", {len(report.unsigned)} unsigned (settled before signatures)" if report.unsigned else ""
+    pinned = "" if key else " (the key the export names; pin it with --operator-key)"
+    console.print(f"export OK: {report.epochs_checked} epochs chained, {report.transfers_checked} transfers balance, "
+                  f"payouts equal emission, {report.tables_checked} tables match the manifest; {report.signed} epochs "
+                  f"signed by operator {report.operator_public_key}{pinned}{unsigned}", highlight=False, soft_wrap=True)
+    if found is not None:
+        console.print(f"submission {found.submission_id}: epoch {found.epoch}, account {found.account_id}, "
+                      f"status {found.status}{f' ({found.reason})' if found.reason else ''}, value {found.value}, "
+                      f"account paid {found.amount} units that epoch (explain: value {found.explain_value})",
+                      highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(
+    key: Annotated[str, typer.Option("--key", help="A key name in the home's keys/ or a public key (hex).")],
+    from_dir: Annotated[Optional[Path], typer.Option("--from", help="Read a public export folder instead of the "
+                        "home's ledger.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """List a key's submissions: status, reason, value, and what its account was paid each epoch."""
+    from ledger.public import KEY_STATUS_COLUMNS, key_status
+
+    if len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key):
+        public_key = key.lower()
+    else:
+        from engine.keys import load, public_hex
+
+        public_key = public_hex(load(_existing_home(home).paths.keys, key))
+    if from_dir is not None:
+        from ledger.public import load_export
+
+        con = load_export(from_dir)
+        try:
+            rows = key_status(con, public_key)
+        finally:
+            con.close()
+    else:
+        from ledger.db import open_ledger, snapshot_path
+
+        ledger = _existing_home(home).paths.ledger
+        snapshot = snapshot_path(ledger)
+        with open_ledger(snapshot if snapshot.exists() else ledger, read_only=True) as con:
+            rows = key_status(con, public_key)
+    if not rows:
+        console.print(f"no submissions from key {public_key}", highlight=False)
+        return
+    grid = Table(*KEY_STATUS_COLUMNS[:-2], "pay")
+    for row in rows:
+        *shown, settled, pay = row
+        grid.add_row(*("" if v is None else str(v) for v in shown),
+                     str(pay or 0) if settled else "(unsettled)")
+    console.print(grid)
 
 
 def _sync_dagster(h) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from ledger import accounts, arrivals, contributions
 from ledger.contributions import AcceptedSubmission, ContributionRecord
-from ledger.requests import Request, apply_requests
+from ledger.requests import Registration, Request, apply_requests
 from ledger.db import open_ledger, transaction
 from ledger.epochs import advance, current_epoch, epoch_state
 from ledger.errors import EpochOrderError
@@ -111,9 +111,15 @@ def _ingest(home: Home) -> IngestSummary:
                               "run ingest again")
         advance(con, epoch, "ingesting")
         # Requests move tokens in this same transaction; one the balance cannot cover is quarantined instead.
+        in_force = settings_at(home, epoch, con)
         refused = apply_requests(con, epoch, requests, tasks=list(tasks),
-                                 cooldown_epochs=settings_at(home, epoch, con).unstake_cooldown_epochs)
-        accepted = [a for a in result.accepted if a.submission_id not in refused]
+                                 cooldown_epochs=in_force.unstake_cooldown_epochs,
+                                 registration=Registration(open=home.settings.registration == "open",
+                                                           fee_units=in_force.registration_fee_units,
+                                                           pow_bits=in_force.registration_pow_bits))
+        # An applied register request came from a key with no account yet: its record carries the new account's id.
+        accepted = [a if a.account_id else replace(a, account_id=accounts.account_id_for(a.public_key))
+                    for a in result.accepted if a.submission_id not in refused]
         rejected = [*result.rejected, *(_refused(a, *refused[a.submission_id]) for a in result.accepted
                                         if a.submission_id in refused)]
         records = [_accepted_record(a, epoch, paths.root) for a in accepted]
@@ -145,14 +151,16 @@ def _request_of(home: Home, a) -> Request:
     table = pq.read_table(home.path_of(a.lake_path))
     row = {name: table.column(name)[0].as_py() if name in table.column_names else None for name in REQUEST_SCHEMA.names}
     return Request(a.submission_id, a.account_id, a.arrival, a.file, row["action"], row["amount_units"], row["to"],
-                   row["enabled"], row["setting"], row["value"], row["proposal_id"], row["vote"])
+                   row["enabled"], row["setting"], row["value"], row["proposal_id"], row["vote"],
+                   public_key=a.public_key, role=row["role"], name=row["name"], pow_epoch=row["pow_epoch"],
+                   pow_nonce=row["pow_nonce"])
 
 
 def _refused(a, reason: str, detail: str):
     """An accepted request the books could not apply, as a reject: quarantined with its reason, its nonce used."""
     from pipelines.records import Rejected
 
-    return Rejected(submission_id=a.submission_id, arrival=a.arrival, account_id=a.account_id,
+    return Rejected(submission_id=a.submission_id, arrival=a.arrival, account_id=a.account_id or None,
                     public_key=a.public_key, kind=a.kind, task=a.task, nonce=a.nonce, digest=a.digest, verified=True,
                     file=a.file, files=a.files, reason=reason, detail=detail, received_at=a.received_at)
 

@@ -170,7 +170,8 @@ def account_names(home: Home) -> dict[str, str]:
 def settle(home: Home, settlement: Settlement) -> SettleOutcome:
     """Write the settlement into the ledger (a no-op if this epoch was settled from the same inputs), under the
     home's epoch lock."""
+    from engine.keys import operator_key, signer
     from engine.lock import epoch_lock
 
     with epoch_lock(home, "settle"), open_ledger(home.paths.ledger) as con:
-        return settle_epoch(con, settlement, now=utcnow())
+        return settle_epoch(con, settlement, now=utcnow(), sign=signer(operator_key(home.paths.keys)))

@@ -355,7 +355,7 @@ def test_an_old_ledger_migrates_keeping_its_contributions_and_accepts_unoriginal
     old.close()
 
     with open_ledger(path) as c:  # a read-write open migrates
-        assert c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 11
         columns = [d[0] for d in c.execute("SELECT * FROM contributions").description]
         assert columns[:len(kept[0])] == ["submission_id", "epoch", "account_id", "task", "kind", "rows", "status",
                                           "reason", "digest", "public_key", "nonce", "file", "received_at",
