@@ -148,10 +148,6 @@ def request(home: Home, action: str, tokens: str | None = None, *, key: str, to:
     `to` (transfer) is an account name, id or public key; it is resolved to a public key now, from the ledger
     (read-only). `fields` are the action's other fields (enabled; setting, value; proposal_id, vote).
     Returns (dropped manifest, units or None)."""
-    import tempfile
-
-    from pipelines.requests import request_payload
-
     units = tokens_to_units(tokens) if tokens is not None else None
     recipient = None
     if action == "transfer":
@@ -163,8 +159,19 @@ def request(home: Home, action: str, tokens: str | None = None, *, key: str, to:
         if account.public_key is None:
             raise TributaryError(f"{to!r} is a system account; tokens can only be sent to a registered key")
         recipient = account.public_key
+    path = _drop_request(home, key, action, amount_units=units, to=recipient, **fields)
+    return path, units
+
+
+def _drop_request(home: Home, key: str, action: str, **fields) -> Path:
+    """Build a request payload (refused now, as ingest would refuse it, when a field breaks its rule), sign it with
+    KEY and drop it; returns the dropped manifest's path."""
+    import tempfile
+
+    from pipelines.requests import request_payload
+
     try:
-        data = request_payload(action, amount_units=units, to=recipient, **fields)
+        data = request_payload(action, **fields)
     except ValueError as e:  # RequestRejected: the same rule ingest would apply, said now
         raise TributaryError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +179,7 @@ def request(home: Home, action: str, tokens: str | None = None, *, key: str, to:
         payload = Path(tmp) / f"{key}-{action}-{stamp}.json"
         payload.write_bytes(data)
         path, _ = submit(home, payload, key=key, task=None, kind="request")
-    return path, units
+    return path
 
 
 def request_register(home: Home, *, key: str, role: str, name: str | None = None,
@@ -181,11 +188,8 @@ def request_register(home: Home, *, key: str, role: str, name: str | None = None
     (default: KEY) and a proof of work over KEY's public key and `epoch` (default: the open epoch), of the
     `registration_pow_bits` in force. Refused at once when the home's registration is not open or carries a fee.
     Returns (dropped manifest, epoch, pow_nonce, bits)."""
-    import tempfile
-
     from ledger.db import open_ledger
     from ledger.epochs import current_epoch
-    from pipelines.requests import request_payload
     from protocol.registration import solve
 
     from engine.parameters import settings_at
@@ -203,15 +207,7 @@ def request_register(home: Home, *, key: str, role: str, name: str | None = None
     epoch = open_epoch if epoch is None else epoch
     bits = rules.registration_pow_bits
     pow_nonce = solve(public, epoch, bits)
-    try:
-        data = request_payload("register", role=role, name=name or key, epoch=epoch, pow_nonce=pow_nonce)
-    except ValueError as e:  # RequestRejected: the same rule ingest would apply, said now
-        raise TributaryError(str(e)) from None
-    with tempfile.TemporaryDirectory() as tmp:
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
-        payload = Path(tmp) / f"{key}-register-{stamp}.json"
-        payload.write_bytes(data)
-        path, _ = submit(home, payload, key=key, task=None, kind="request")
+    path = _drop_request(home, key, "register", role=role, name=name or key, epoch=epoch, pow_nonce=pow_nonce)
     return path, epoch, pow_nonce, bits
 
 
