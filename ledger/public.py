@@ -25,6 +25,7 @@ import duckdb
 from ledger.db import open_ledger
 from ledger.digest import epoch_signing_message, signature_valid
 from ledger.errors import LedgerError
+from ledger.queries import sql_path
 from ledger.results import columns_digest
 from ledger.schema import EMISSION_ACCOUNT
 from ledger.settlement import PAYOUT_KINDS
@@ -99,7 +100,7 @@ def public_export(ledger_path: Path, out_dir: Path, *, operator_public_key: str,
                 continue  # a ledger from before the table existed
             path = out_dir / f"{name}.parquet"
             select = ", ".join(f'"{c}"' for c in cols)
-            con.execute(f"COPY (SELECT {select} FROM {name} ORDER BY {order}) TO '{_sql_path(path)}' "
+            con.execute(f"COPY (SELECT {select} FROM {name} ORDER BY {order}) TO '{sql_path(path)}' "
                         "(FORMAT parquet)")
             written.append(path)
     tables = {}
@@ -173,7 +174,7 @@ def load_export(export_dir: Path, manifest: dict | None = None) -> duckdb.DuckDB
     for name in manifest["tables"]:
         path = export_dir / f"{name}.parquet"
         if name in PUBLIC_TABLES and path.is_file():
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{_sql_path(path)}')")
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{sql_path(path)}')")
     present = {n for (n,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     for view, needs in (("balances", {"accounts", "balance_totals"}), ("explain", {"contributions", "rewards",
                                                                                     "accounts"})):
@@ -370,7 +371,3 @@ def key_status(con: duckdb.DuckDBPyConnection, public_key: str) -> list[tuple]:
             "WHERE a.public_key = ? AND q.submission_id NOT IN (SELECT submission_id FROM contributions)",
             [public_key.lower()]).fetchall()
     return sorted(rows, key=lambda r: (r[0], r[1]))
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")

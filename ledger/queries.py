@@ -53,21 +53,22 @@ def export(ledger_path: Path, out_dir: Path) -> list[Path]:
         names = [n for n in (*EXPORT_TABLES, *EXPORT_VIEWS) if n in present]
         for name in names:
             path = out_dir / f"{name}.parquet"
-            con.execute(f"COPY (SELECT * FROM {name}) TO '{_sql_path(path)}' (FORMAT parquet)")
+            con.execute(f"COPY (SELECT * FROM {name}) TO '{sql_path(path)}' (FORMAT parquet)")
             written.append(path)
     db_path = out_dir / "ledger.duckdb"
     db_path.unlink(missing_ok=True)
     out = duckdb.connect(str(db_path), config={"storage_compatibility_version": EXPORT_STORAGE_VERSION})
     try:
         for name in names:
-            out.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{_sql_path(out_dir / f'{name}.parquet')}')")
+            out.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{sql_path(out_dir / f'{name}.parquet')}')")
     finally:
         out.close()
     written.append(db_path)
     return written
 
 
-def _sql_path(path: Path) -> str:
+def sql_path(path: Path) -> str:
+    """A path as the inside of a SQL string literal (quotes doubled), for COPY and read_parquet."""
     return str(path).replace("'", "''")
 
 

@@ -125,9 +125,9 @@ def _unmarked_tests_start_no_process_and_run_no_epoch(request, monkeypatch):
     real_score = engine.epoch.score
 
     def no_epoch(*args, **kwargs):
-        import inspect
+        import sys
 
-        if any(f.function == "run_epoch" and f.filename == engine.epoch.__file__ for f in inspect.stack()[1:4]):
+        if sys._getframe(1).f_code is engine.epoch.run_epoch.__code__:  # scored by run_epoch itself: a whole epoch
             raise AssertionError("this test runs a whole epoch (run_epoch): mark it @pytest.mark.slow")
         return real_score(*args, **kwargs)
 
