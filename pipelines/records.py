@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pipelines.manifest import MANIFEST_SUFFIX, Manifest
@@ -148,5 +149,10 @@ def unverified_record(name: str, files: Sequence[str], sighting: Sighting, reaso
 
 def waiting_record(listed: Listed) -> dict:
     """A manifest whose payload is not all there yet: it stays in drop/ for a later run."""
-    return {"status": "waiting", "manifest_file": listed.manifest_file}
+    return {"status": "waiting", "manifest_file": listed.manifest_file, "arrival": listed.arrival}
 
+
+
+def iso(ts: datetime) -> str:
+    """Ingest's timestamps: ISO-8601 with microseconds."""
+    return ts.isoformat(timespec="microseconds")

@@ -4,6 +4,7 @@ drop/, the lake and the staging area may then live on shared or object storage. 
 guarantees that object stores give by construction: a listing that never follows links (`lstat`), and reads that
 open regular files only (`O_NOFOLLOW | O_NONBLOCK`, then `fstat`), so a symlink or FIFO in drop/ is never opened.
 Local reads and the local atomic writer (fsynced) are protocol.files's, the one reader `tributary validate` uses too.
+Beam is imported only for a path that is not local, so listing a local drop/ costs no Beam import.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
-
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
 
 from protocol import files
 from protocol.files import TEMP_PREFIX, file_kind
@@ -40,8 +38,16 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts)
+    if is_local(base):
+        return os.path.join(base, *parts)
+    return _filesystems().join(base, *parts)
 
 
 def list_folder(folder: str) -> list[Entry]:
@@ -63,7 +69,7 @@ def list_folder(folder: str) -> list[Entry]:
                              st.st_ctime_ns))
         return sorted(out, key=lambda x: x.name)
     prefix = folder.rstrip("/") + "/"
-    matched = FileSystems.match([prefix + "*"])[0].metadata_list
+    matched = _filesystems().match([prefix + "*"])[0].metadata_list
     out = [Entry(m.path[len(prefix):], True, m.size_in_bytes, f"{m.size_in_bytes}:{m.last_updated_in_seconds}", "file")
            for m in matched if "/" not in m.path[len(prefix):]]
     return sorted(out, key=lambda x: x.name)
@@ -81,51 +87,54 @@ def open_regular(path: str) -> BinaryIO:
     """Open a regular file for reading; protocol.files.NotRegularFile for anything else (never follows a local link)."""
     if is_local(path):
         return files.open_regular(path)
-    return FileSystems.open(path)
+    return _filesystems().open(path)
 
 
 def read_regular(path: str, max_bytes: int) -> bytes:
     """At most `max_bytes + 1` bytes of a regular file, so a caller can tell 'over the limit' without reading it all."""
     if is_local(path):
         return files.read_regular(path, max_bytes)
-    with FileSystems.open(path) as f:
+    with _filesystems().open(path) as f:
         return files.read_bounded(f, max_bytes)
 
 
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.lexists(path)
-    return FileSystems.exists(path)
+    return _filesystems().exists(path)
 
 
-def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str, write: Callable[[BinaryIO], None], *, durable: bool = True) -> None:
     """Write `path` through a temporary name in the same folder, then rename it into place (locally: fsynced, with
-    its folder; protocol.files.write_atomic)."""
+    its folder, unless `durable=False`; protocol.files.write_atomic)."""
     if is_local(path):
-        files.write_atomic(path, write)
+        files.write_atomic(path, write, durable=durable)
         return
     folder, name = path.rsplit("/", 1)
     tmp = f"{folder}/{TEMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}.tmp"
-    f = FileSystems.create(tmp)
+    fs = _filesystems()
+    f = fs.create(tmp)
     try:
         write(f)
     finally:
         f.close()
-    FileSystems.rename([tmp], [path])
+    fs.rename([tmp], [path])
 
 
 def move(src: str, dst: str) -> None:
     """Rename `src` to `dst` (a link is moved as the link itself, never followed)."""
     if is_local(dst):
         os.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
-    FileSystems.rename([src], [dst])
+    _filesystems().rename([src], [dst])
 
 
 def delete(path: str) -> None:
     """Delete a file or folder if it is there."""
+    from apache_beam.io.filesystem import BeamIOError
+
     try:
         if exists(path):
-            FileSystems.delete([path])
+            _filesystems().delete([path])
     except BeamIOError:
         if exists(path):
             raise

@@ -92,9 +92,10 @@ def fsync_dir(folder: str | PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None], *, durable: bool = True) -> None:
     """Write `path` through a dot-prefixed temporary name in the same folder (created if missing), fsync it, rename
-    it into place and fsync the folder. `write` gets the open binary file; nothing is left behind if it raises."""
+    it into place and fsync the folder. `write` gets the open binary file; nothing is left behind if it raises.
+    `durable=False` skips both fsyncs: for scratch files a crash may lose (they are rebuilt by the rerun)."""
     path = os.fspath(path)
     folder, name = os.path.split(path)
     folder = folder or "."
@@ -103,10 +104,12 @@ def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None]) -> Non
     try:
         with open(tmp, "xb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(folder)
+        if durable:
+            fsync_dir(folder)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)

@@ -55,8 +55,8 @@ def ingest(home: Home, epoch: int | None = None) -> IngestSummary:
 
 def _ingest(home: Home) -> IngestSummary:
     from pipelines.drop import display_name, scan_drop  # Beam is imported only when ingest runs
-    from pipelines.ingest import iso, run_ingest
-    from pipelines.records import Registry, Sighting
+    from pipelines.ingest import run_ingest
+    from pipelines.records import Registry, Sighting, iso
 
     paths = home.paths
     tasks = load_tasks(paths.tasks)

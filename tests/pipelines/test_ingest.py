@@ -60,30 +60,51 @@ def test_options_default_runner_and_pass_through() -> None:
     assert opts.view_as(DirectOptions).direct_num_workers == 1
 
 
-@pytest.mark.parametrize("cluster", ["flink", "spark"])
-def test_flink_and_spark_options_build_a_valid_pipeline(market, cluster: str) -> None:
-    """The README's cluster settings: the options parse and the whole ingest graph builds and serialises."""
+@pytest.mark.parametrize("cluster", ["flink", "spark", "dask"])
+def test_cluster_options_build_a_valid_pipeline(market, cluster: str) -> None:
+    """The README's cluster settings: the options parse and the whole ingest graph builds and serialises; on Dask it
+    also translates to the DaskRunner's dask.bag graph (nothing is computed: no scheduler on this machine)."""
     import apache_beam as beam
 
-    from pipelines.ingest import build_pipeline
+    from pipelines.transforms import build_pipeline
     from pipelines.records import Listed, Registry
-    from pipelines.options import CLUSTER_PIPELINE_ARGS, JOB_ENDPOINT
+    from pipelines.options import (
+        CLUSTER_PIPELINE_ARGS, DASK_RUNNER, DASK_SCHEDULER, JOB_ENDPOINT, WORKER_POOL_ENDPOINT,
+    )
 
     opts = build_options(CLUSTER_PIPELINE_ARGS[cluster])
-    assert opts.view_as(StandardOptions).runner == "PortableRunner"
-    assert opts.view_as(PortableOptions).job_endpoint == JOB_ENDPOINT
-    assert opts.view_as(PortableOptions).environment_type == "LOOPBACK"
+    if cluster == "dask":
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        assert opts.view_as(StandardOptions).runner == DASK_RUNNER
+        assert opts.view_as(DaskOptions).address == DASK_SCHEDULER
+        assert opts.view_as(DaskOptions).partition_size == 1   # Beam's default puts 128 submissions on one worker
+    else:
+        assert opts.view_as(StandardOptions).runner == "PortableRunner"
+        portable = opts.view_as(PortableOptions)
+        assert portable.job_endpoint == JOB_ENDPOINT
+        # Python transforms run in a Beam worker pool beside each task manager / worker, not in the submitting
+        # process (LOOPBACK), and not in Beam's stock SDK image (DOCKER), which lacks Tributary's code.
+        assert (portable.environment_type, portable.environment_config) == ("EXTERNAL", WORKER_POOL_ENDPOINT)
     from quality.task_toml import load_tasks
 
     p = beam.Pipeline(runner="DirectRunner", options=opts)  # build only: a real job server is not on this machine
     registry = Registry(accounts={}, last_nonce={}, tasks=load_tasks(market.home.paths.tasks))
     build_pipeline(p, drop=str(market.home.paths.drop), lake=str(market.home.paths.lake), staging="/tmp/x",
                    docs_dir=None, epoch=1, registry=registry, listed=[Listed("a.csv.manifest.json", 1, "t", False)],
-                   max_payload_bytes=1000, results_prefix="/tmp/x/results")
+                   max_payload_bytes=1000, results="/tmp/x/results")
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for stage in ("ReadManifests", "Admit", "CheckNonces", "Decode", "Gate", "WriteLake", "WriteResults"):
+    for stage in ("CheckFiles", "NonceOrder", "Gate", "WriteLake", "WriteResults"):
         assert stage in names
+    if cluster == "dask":
+        from apache_beam.runners.dask.dask_runner import DaskRunner
+        from apache_beam.runners.dask.overrides import dask_overrides
+
+        p.replace_all(dask_overrides())         # what DaskRunner.run_pipeline does before it computes the last bag
+        visitor = DaskRunner.to_dask_bag_visitor({"partition_size": 1})
+        p.visit(visitor)
+        assert visitor.bags
 
 
 def test_pipeline_code_goes_through_beam_filesystems() -> None:
