@@ -1,22 +1,31 @@
-"""The Beam ingest with its quality gate, against a plain single-process pyarrow loop doing the same per-file work.
+"""Ingest against a competent plain loop, both measured in the same run; then start-up, a whole epoch run, and RSS.
 
-    .venv/bin/python benchmarks/ingest.py [--quick] [--submissions 200] [--rows 2000000] [--no-rss]
+    .venv/bin/python benchmarks/ingest.py [--quick] [--submissions 200] [--rows 2000000] [--no-rss] [--no-epoch]
 
 A fresh market home under .bench/ gets a task with 32 float64 features and an int64 label (10 classes) from a
 seeded synthetic holdout, 10 registered contributors, and `--submissions` Parquet files of `--rows` rows in all,
 signed and dropped with `engine.actions.submit` (round robin over the contributors). Copies of the dropped files
-are kept; then `engine.stages.ingest.ingest(home)` runs (Beam, the home's default runner and workers) and is
-timed end to end, ledger records and file moves included. The baseline is one process, one file after another, on
-the copies: read the manifest and payload bytes, size check, BLAKE2b-256, Ed25519 verify (PyNaCl), decode, cast to
-the task schema, null/finite/range/label-domain checks with pyarrow.compute, per-row BLAKE2b-64 hashes
-(rewards.duplicates.row_hashes), Parquet write with the id columns. Printed: rows/s of each and Beam/baseline
-(goal >= 0.5).
+are kept for the baseline.
 
-Then the peak RSS of an ingest at `--rss-rows` (1M and 4M rows; each home built here, each ingest in a fresh
-subprocess, RSS from os.wait4: the process and any workers it waited for), and their ratio (goal <= 1.5). And the
-quality gate alone where `quality.gate` exists: `submission_stats` per table and one `gate` over all of them (the
-GX validation), per submission. `--quick`: 20 submissions, 100k rows, no RSS runs unless `--rss` (100k vs 400k rows then).
-The scratch homes are deleted afterwards.
+The baseline (`baseline_ingest`) is the best one process does with the same per-file work, one file after another:
+read the manifest and payload bytes once, size check, BLAKE2b-256, Ed25519 verify (PyNaCl), decode, cast to the task
+schema, null/finite/range/label-domain checks vectorized with pyarrow.compute, the project's own row hash
+(rewards.duplicates.row_hashes), the id columns built in Arrow, one Parquet write per file (dictionary encoding only
+on the repeating columns, as the lake does). Printed, each side by side:
+
+1. the ingest stage (`engine.stages.ingest.ingest`: Beam with the home's default runner and workers, the GX gate,
+   ledger records and file moves), warm: in a process that has imported Beam and GX already, as a long-running
+   operator process or the Dagster daemon has; / the loop in this process. Goal >= 1.0.
+2. the same, cold: each in a fresh process (interpreter start and imports included), on a copy of the same drop.
+3. `tributary epoch run` (ingest, gate and scoring, process start included) over 60 x 5,000 x 32 / the loop run as
+   a fresh process over the same files. Goal >= 0.5.
+4. start-up: `tributary epoch run` with an empty drop / `python -c "import pyarrow.parquet, duckdb"`, best of 5.
+   Goal <= 2.
+5. peak RSS of an ingest at 1M and 4M rows (each home built here, each ingest in a fresh subprocess, RSS from
+   os.wait4) and their ratio (goal <= 1.5); and the quality gate alone, per submission.
+
+`--quick`: 20 submissions, 100k rows, 10 x 2,000 for the epoch run, no RSS runs unless `--rss`.
+The scratch homes are deleted afterwards. `--loop DIR HOME` runs only the baseline over DIR (used for 2 and 3).
 """
 
 from __future__ import annotations
@@ -92,6 +101,7 @@ def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float,
 
     features, label = task.feature_names(), task.label
     domain = pa.array(sorted(int(v) for v in task.label_domain), pa.int64())
+    repeat = [label, "submission_id", "contributor"]
     accepted = rows = 0
     for manifest_path in sorted(files.glob("*" + MANIFEST_SUFFIX)):
         m = json.loads(manifest_path.read_bytes())
@@ -117,37 +127,22 @@ def baseline_ingest(files: Path, out: Path, task, bounds: dict[str, tuple[float,
         hashes = row_hashes(x, lab.to_numpy())
         sid = f"{m['digest']}-{m['public_key']}-{m['nonce']}"
         n = table.num_rows
-        table = (table.append_column("submission_id", pa.array([sid] * n))
-                 .append_column("contributor", pa.array([m["public_key"]] * n))
+        zeros = pa.array(np.zeros(n, dtype=np.int32))
+        table = (table.append_column("submission_id", pc.take(pa.array([sid]), zeros))
+                 .append_column("contributor", pc.take(pa.array([m["public_key"]]), zeros))
                  .append_column("row_index", pa.array(np.arange(n, dtype=np.int64)))
                  .append_column("row_hash", pa.array(hashes, pa.uint64())))
-        pq.write_table(table, out / f"{m['digest']}-{m['public_key']}.parquet")
+        pq.write_table(table, out / f"{m['digest']}-{m['public_key']}.parquet", use_dictionary=repeat)
         accepted += 1
         rows += n
     return accepted, rows
 
 
-# ---------------------------------------------------------------------------------------------- the measurements
-
-
-def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
+def loop_inputs(home) -> tuple:
+    """What the baseline judges against, read from the home: the task, generous declared bounds, the keys."""
     from ledger.accounts import all_accounts
     from ledger.db import open_ledger
     from quality.task_toml import load_task
-    from engine.stages.ingest import ingest
-
-    start = time.perf_counter()
-    home, rows = build_market(scratch / "main", submissions, rows)
-    print(f"built the market: {submissions} signed submissions, {rows:,} rows x {FEATURES} float64 + int64 label, "
-          f"{CONTRIBUTORS} contributors, in {time.perf_counter() - start:.1f} s")
-    copies = scratch / "main" / "copies"
-    shutil.copytree(home.paths.drop, copies)
-
-    start = time.perf_counter()
-    summary = ingest(home)
-    beam_s = time.perf_counter() - start
-    if summary.accepted != submissions:
-        print(f"note: Beam ingest accepted {summary.accepted} of {submissions} ({summary.reasons})")
 
     task = load_task(home.paths.tasks / f"{TASK}.toml")
     holdout = pq.read_table(home.paths.holdout / f"{TASK}.parquet")
@@ -157,20 +152,119 @@ def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
         bounds[f] = (mn - 3 * (mx - mn), mx + 3 * (mx - mn))
     with open_ledger(home.paths.ledger, read_only=True) as con:
         registered = {a.public_key for a in all_accounts(con) if a.public_key}
+    return task, bounds, registered, home.settings.max_payload_bytes
+
+
+def copy_drop(src: Path, dst: Path) -> None:
+    """drop/ copied in the order its files arrived (ctime), so the copy's arrival order and nonces agree."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for e in sorted(os.scandir(src), key=lambda e: (e.stat().st_ctime_ns, e.name)):
+        shutil.copy2(e.path, dst / e.name)
+
+
+def copy_home(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("drop"))
+    copy_drop(src / "drop", dst / "drop")
+
+
+def timed_process(argv: list[str], **kw) -> tuple[float, str]:
+    """Wall seconds of a fresh process, and its stdout; exits naming it if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, **kw)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"{' '.join(argv[:4])}... failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def loop_process(copies: Path, home, out: Path) -> tuple[float, int]:
+    """The baseline as a fresh process over `copies` (interpreter start and imports included): seconds, rows."""
+    out.mkdir()
+    seconds, stdout = timed_process([sys.executable, str(Path(__file__).resolve()), "--loop", str(copies),
+                                     str(home.root), str(out)])
+    return seconds, int(stdout.split()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- the measurements
+
+
+def warm_imports() -> None:
+    """What a long-running operator process has imported already: Beam's runner and Great Expectations."""
+    import apache_beam.runners.portability.fn_api_runner  # noqa: F401
+    import great_expectations  # noqa: F401
+
+
+def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:
+    from engine.home import open_home
+    from engine.stages.ingest import ingest
+
+    start = time.perf_counter()
+    home, rows = build_market(scratch / "main", submissions, rows)
+    print(f"built the market: {submissions} signed submissions, {rows:,} rows x {FEATURES} float64 + int64 label, "
+          f"{CONTRIBUTORS} contributors, in {time.perf_counter() - start:.1f} s", flush=True)
+    copies = scratch / "main" / "copies"
+    copy_drop(home.paths.drop, copies)
+    cold_home = scratch / "cold" / "home"
+    copy_home(home.root, cold_home)
+
+    warm_imports()
+    start = time.perf_counter()
+    summary = ingest(home)
+    beam_s = time.perf_counter() - start
+    if summary.accepted != submissions:
+        print(f"note: Beam ingest accepted {summary.accepted} of {submissions} ({summary.reasons})")
     out = scratch / "main" / "baseline-lake"
     out.mkdir()
     start = time.perf_counter()
-    done, base_rows = baseline_ingest(copies, out, task, bounds, registered, home.settings.max_payload_bytes)
+    done, base_rows = baseline_ingest(copies, out, *loop_inputs(home))
     base_s = time.perf_counter() - start
     assert (done, base_rows) == (submissions, rows)
+    shutil.rmtree(out)
 
     beam_rate, base_rate = summary.rows / beam_s, base_rows / base_s
-    print(f"Beam ingest + quality gate:  {beam_s:7.2f} s  {beam_rate:>12,.0f} rows/s  ({summary.accepted} accepted, "
-          f"{summary.rows:,} rows; {os.cpu_count()} cores)")
-    print(f"plain pyarrow loop, 1 proc:  {base_s:7.2f} s  {base_rate:>12,.0f} rows/s")
     ratio = beam_rate / base_rate
-    print(f"Beam / pyarrow loop: {ratio:.2f}x (goal >= 0.5: {'ok' if ratio >= 0.5 else 'BELOW GOAL'})")
-    gate_cost(home, task, copies)
+    print(f"ingest stage, warm (Beam, {os.cpu_count()} workers, + GX gate + ledger):  {beam_s:7.2f} s "
+          f"{beam_rate:>12,.0f} rows/s  ({summary.accepted} accepted, {summary.rows:,} rows)")
+    print(f"plain loop, 1 process, same per-file work:            {base_s:7.2f} s {base_rate:>12,.0f} rows/s")
+    print(f"ingest stage / loop, warm: {ratio:.2f}x (goal >= 1.0: {'ok' if ratio >= 1.0 else 'BELOW GOAL'})",
+          flush=True)
+
+    cold_s, out_text = timed_process([sys.executable, "-c", INGEST_CHILD, str(cold_home)])
+    loop_s, loop_rows = loop_process(copies, open_home(cold_home), scratch / "cold-baseline-lake")
+    assert int(out_text.split()[1]) == loop_rows == rows
+    print(f"cold, each a fresh process: ingest {cold_s:.2f} s, loop {loop_s:.2f} s: "
+          f"{loop_s / cold_s:.2f}x (the ingest process imports Beam, about 1.2 s, and GX, about 3.7 s, here)",
+          flush=True)
+    gate_cost(home, loop_inputs(home)[0], copies)
+
+
+def epoch_run_figure(scratch: Path, submissions: int, rows: int) -> None:
+    """`tributary epoch run` over a fresh market (ingest, gate, scoring; process start included) / the loop as a
+    fresh process over copies of the same files."""
+    home, rows = build_market(scratch / "epoch", submissions, rows, seed=2)
+    copies = scratch / "epoch" / "copies"
+    copy_drop(home.paths.drop, copies)
+    tributary = str(Path(sys.executable).with_name("tributary"))
+    run_s, out = timed_process([tributary, "--home", str(home.root), "epoch", "run"])
+    loop_s, loop_rows = loop_process(copies, home, scratch / "epoch" / "baseline-lake")
+    assert loop_rows == rows, (loop_rows, rows)
+    ratio = loop_s / run_s
+    print(f"tributary epoch run, {submissions} x {rows // submissions:,} x {FEATURES}: {run_s:6.2f} s "
+          f"({rows / run_s:>9,.0f} rows/s); loop as a process {loop_s:6.2f} s ({rows / loop_s:>9,.0f} rows/s): "
+          f"{ratio:.2f}x (goal >= 0.5: {'ok' if ratio >= 0.5 else 'BELOW GOAL'})", flush=True)
+    if "0 quarantined" not in out and "quarantined 0" not in out:
+        print("note: " + out.strip().splitlines()[0])
+
+
+def startup_figure(scratch: Path, tries: int = 5) -> None:
+    """An epoch run with nothing to ingest / importing pyarrow.parquet and duckdb, best of `tries` each."""
+    home, _ = build_market(scratch / "empty", 0, 0)
+    tributary = str(Path(sys.executable).with_name("tributary"))
+    run = min(timed_process([tributary, "--home", str(home.root), "epoch", "run"])[0] for _ in range(tries))
+    imports = min(timed_process([sys.executable, "-c", "import pyarrow.parquet, duckdb"])[0] for _ in range(tries))
+    ratio = run / imports
+    print(f"start-up: epoch run with an empty drop {run:.3f} s; python -c 'import pyarrow.parquet, duckdb' "
+          f"{imports:.3f} s: {ratio:.2f}x (goal <= 2: {'ok' if ratio <= 2 else 'OVER GOAL'})", flush=True)
 
 
 def gate_cost(home, task, copies: Path) -> None:
@@ -238,24 +332,35 @@ def _finish_ingest(scratch: Path, tag: str, start: float, proc: subprocess.Popen
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--loop":  # the baseline alone, as its own process
+        from engine.home import open_home
+
+        copies, home, out = Path(sys.argv[2]), open_home(sys.argv[3]), Path(sys.argv[4])
+        print(*baseline_ingest(copies, out, *loop_inputs(home)))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 submissions, 100k rows, no RSS runs")
     parser.add_argument("--submissions", type=int, default=200)
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows in all, over the submissions")
     parser.add_argument("--rss-rows", type=int, nargs=2, default=(1_000_000, 4_000_000), metavar=("SMALL", "LARGE"))
     parser.add_argument("--no-rss", action="store_true", help="skip the two RSS runs")
+    parser.add_argument("--no-epoch", action="store_true", help="skip the epoch-run and start-up figures")
     parser.add_argument("--rss", action="store_true", help="with --quick: do the two RSS runs (100k vs 400k rows)")
     args, _ = parser.parse_known_args()  # make bench passes its own flags to every script
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "great_expectations", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    epoch_shape = (60, 300_000)
     if args.quick:
-        args.submissions, args.rows, args.rss_rows = 20, 100_000, (100_000, 400_000)
+        args.submissions, args.rows, args.rss_rows, epoch_shape = 20, 100_000, (100_000, 400_000), (10, 20_000)
 
     WORK.mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
     try:
         ingest_throughput(scratch, args.submissions, args.rows)
+        if not args.no_epoch:
+            epoch_run_figure(scratch, *epoch_shape)
+            startup_figure(scratch)
         if args.quick and not args.rss:
             print("peak RSS at two sizes: skipped with --quick (each is another Beam run; add --rss for 100k vs 400k)")
         elif not args.no_rss:

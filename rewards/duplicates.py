@@ -10,8 +10,10 @@ new rows cost.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import operator
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ import numpy as np
 
 from protocol.files import write_atomic
 
+_BLAKE2B_64 = functools.partial(hashlib.blake2b, digest_size=8)
+_DIGEST = operator.methodcaller("digest")
 # One canonical quiet NaN, so nulls read back as NaN hash the same whatever payload bits they carried.
 _CANONICAL_NAN = np.frombuffer(bytes.fromhex("000000000000f87f"), dtype="<f8")[0]
 
@@ -63,8 +67,18 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be 1-D with one label per row ({feats.shape[0]}), got shape {labs.shape}")
     canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
     canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
-    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(feats.shape[0], 8 * feats.shape[1])
-    out = np.empty(feats.shape[0], dtype=np.uint64)
+    n, width = feats.shape[0], 8 * feats.shape[1]
+    if labs.dtype.kind in "iub":
+        # Fixed-width rows: one buffer of feature bytes + label bytes, hashed slice by slice (no per-row objects).
+        buf = np.empty((n, width + 8), dtype=np.uint8)
+        buf[:, :width] = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, width)
+        buf[:, width:] = np.ascontiguousarray(labs, dtype="<i8").view(np.uint8).reshape(n, 8)
+        data, step = buf.tobytes(), width + 8
+        rows = map(data.__getitem__, map(slice, range(0, n * step, step), range(step, n * step + step, step)))
+        digests = b"".join(map(_DIGEST, map(_BLAKE2B_64, rows)))  # C-level iteration: ~1 us a row
+        return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, width)
+    out = np.empty(n, dtype=np.uint64)
     for i, (row, lab) in enumerate(zip(rows, _label_bytes(labs), strict=True)):
         digest = hashlib.blake2b(row.tobytes() + lab, digest_size=8).digest()
         out[i] = int.from_bytes(digest, "little")
