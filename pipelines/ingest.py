@@ -71,6 +71,8 @@ def run_ingest(*, drop: str, lake: str, staging: str, epoch: int, registry: Regi
             _run_pipeline(pipeline_args, drop=drop, lake=lake, staging=run_dir, docs_dir=docs_dir, epoch=epoch,
                           registry=registry, listed=listed, max_payload_bytes=max_payload_bytes, results=results)
             pipeline_records = _read_records(results)
+            # The lake files are on disk before the caller records them (CheckFileFn stages them unsynced).
+            storage.make_durable(lake)
         finally:
             storage.delete(run_dir)
         decided = {r["files"][-1] if r["status"] != "waiting" else r["manifest_file"] for r in pipeline_records}
