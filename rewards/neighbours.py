@@ -22,14 +22,28 @@ MAX_CHUNK_BYTES = 128 * 2**20
 
 
 def canonical_pairs(xq: np.ndarray, xr: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> np.ndarray:
-    """Canonical squared distances between listed pairs (query row qi[n], reference row ri[n])."""
+    """Canonical squared distances between listed pairs (query row qi[n], reference row ri[n]).
+
+    Rows are gathered a block at a time (contiguous reads), then the squared differences are added one feature at a
+    time in feature order: the same sums, bit for bit, as adding column by column from zero.
+    """
     d = xq.shape[1]
     out = np.zeros(qi.size, dtype=np.float64)
-    for f in range(d):
-        diff = xq[qi, f] - xr[ri, f]
+    if d == 0:
+        return out
+    block = max(1, _PAIR_BLOCK_VALUES // d)
+    for lo in range(0, qi.size, block):
+        diff = np.asarray(xq[qi[lo:lo + block]], dtype=np.float64)
+        diff -= xr[ri[lo:lo + block]]
         diff *= diff
-        out += diff
+        acc = out[lo:lo + block]
+        acc += diff[:, 0]
+        for f in range(1, d):
+            acc += diff[:, f]
     return out
+
+
+_PAIR_BLOCK_VALUES = 2**19  # canonical_pairs' working block: 4 MiB of float64 differences
 
 
 def canonical_matrix(xq: np.ndarray, xr: np.ndarray) -> np.ndarray:
@@ -80,10 +94,45 @@ class Nearest:
     def merge(self, q: np.ndarray, dist: np.ndarray, index: np.ndarray) -> None:
         """Fold candidate pairs (query q, canonical dist, reference index) into the kept k, in place.
 
-        Only the queries named in `q` are touched, so a chunk that offers few pairs costs little.
+        Only the queries named in `q` are touched, so a chunk that offers few pairs costs little. The candidates
+        (sorted among themselves) are merged into the held rows (already sorted) by counting, per candidate, the
+        held rows ahead of it: O(candidates x k), no sort of what is held.
         """
         if q.size == 0:
             return
+        k = self.k
+        if k > _COUNTING_MERGE_MAX_K:
+            self._merge_by_sorting(q, dist, index)
+            return
+        order = np.lexsort((index, dist, q))
+        q, dist, index = q[order], dist[order], index[order]
+        r = np.arange(q.size) - np.searchsorted(q, q, side="left")  # rank among the query's candidates
+        if (r >= k).any():
+            top = r < k
+            q, dist, index, r = q[top], dist[top], index[top], r[top]
+        last = np.r_[q[1:] != q[:-1], True]
+        uq = q[last]
+        row = np.cumsum(np.r_[0, last[:-1]])  # each candidate's position in uq
+        hd, hi = self.dist[uq], self.index[uq]
+        hdq, hiq = hd[row], hi[row]
+        ahead = (hdq < dist[:, None]) | ((hdq == dist[:, None]) & (hiq < index[:, None]))
+        p = ahead.sum(axis=1)  # held rows ahead of the candidate (held rows are sorted)
+        # A held row at position j moves down by the candidates that go before it: those with p <= j.
+        shift = np.bincount(row * (k + 1) + p, minlength=uq.size * (k + 1)).reshape(uq.size, k + 1)
+        held_rank = np.arange(k)[None, :] + np.cumsum(shift, axis=1)[:, :k]
+        cand_rank = p + r
+        nd = np.full((uq.size, k), np.inf)
+        ni = np.full((uq.size, k), -1, dtype=np.int64)
+        hq, hj = np.nonzero(held_rank < k)
+        nd[hq, held_rank[hq, hj]] = hd[hq, hj]
+        ni[hq, held_rank[hq, hj]] = hi[hq, hj]
+        c = cand_rank < k
+        nd[row[c], cand_rank[c]] = dist[c]
+        ni[row[c], cand_rank[c]] = index[c]
+        self.dist[uq], self.index[uq] = nd, ni
+
+    def _merge_by_sorting(self, q: np.ndarray, dist: np.ndarray, index: np.ndarray) -> None:
+        """`merge` for a wide k: held rows and candidates sorted together, O((held + candidates) log)."""
         k = self.k
         uq, inv = np.unique(q, return_inverse=True)
         hd, hi = self.dist[uq], self.index[uq]
@@ -102,6 +151,7 @@ class Nearest:
         self.dist[uq], self.index[uq] = hd, hi
 
 
+_COUNTING_MERGE_MAX_K = 128  # wider: `merge` sorts (its counting costs candidates x k)
 _SCREEN32_MAX = 2.0**50  # largest |feature| screened in float32: far from float32 overflow in any product or sum
 
 
@@ -134,14 +184,16 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
 
 def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = None, offset: int = 0,
               ids: np.ndarray | None = None, max_chunk_bytes: int = MAX_CHUNK_BYTES, workers: int | None = None,
-              screen32: bool = True) -> Nearest:
+              screen32: bool = True, limit: np.ndarray | None = None) -> Nearest:
     """The k nearest rows of `xr` to each row of `xq`, exactly by (canonical distance, index).
 
     With `into`, the reference rows extend what it already holds (their indices start at `offset`): the same result
     as one call over all reference rows together, as long as the offsets ascend. `ids` (ascending) names the
-    reference rows instead of offset + position. Chunks are screened on `workers`
-    threads (default: every core) against the k-th distances held when their batch starts; a stale threshold only
-    lets more pairs through to the exact check, so the result never depends on the thread count.
+    reference rows instead of offset + position. With `limit` (per query), only reference rows whose canonical
+    squared distance is below it are kept (the k nearest of those; fewer where fewer lie that close), and the
+    screening starts from it, so a tight limit costs one product and one compare per pair. Chunks are screened on
+    `workers` threads (default: every core) against the k-th distances held when their batch starts; a stale
+    threshold only lets more pairs through to the exact check, so the result never depends on the thread count.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -161,17 +213,23 @@ def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = 
     xq2_32 = xq2_64.astype(np.float32) if low_ok else None
     nq = _norms(xq)
     spans = [(lo, min(lo + rows, xr.shape[0])) for lo in range(0, xr.shape[0], rows)]
+    below = None if limit is None else np.asarray(limit, dtype=np.float64).reshape(-1)
+    assert below is None or below.size == n_query, "one limit per query row"
 
     def one(span: tuple[int, int], kth: np.ndarray):
         chunk = np.ascontiguousarray(xr[span[0]:span[1]], dtype=np.float64)
         low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
         q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, kth, k)
+        dist = canonical_pairs(xq, chunk, q, r)
+        if below is not None:
+            ok = dist < below[q]
+            q, r, dist = q[ok], r[ok], dist[ok]
         at = r + span[0]
-        return q, canonical_pairs(xq, chunk, q, r), (ids[at] if ids is not None else at + offset)
+        return q, dist, (ids[at] if ids is not None else at + offset)
 
     with _single_threaded_blas(np), ThreadPoolExecutor(max_workers=workers) as pool:
         for b in range(0, len(spans), workers):
-            kth = out.dist[:, -1].copy()
+            kth = out.dist[:, -1].copy() if below is None else np.minimum(out.dist[:, -1], below)
             for q, dist, idx in pool.map(lambda s: one(s, kth), spans[b:b + workers]):
                 out.merge(q, dist, idx)
     return out

@@ -21,6 +21,10 @@ nearest lake row is sought among the ORIGINALITY_NEIGHBOURS lake rows nearest to
 earn (kept between epochs), not the whole lake: in high dimensions a jittered copy is farther from every fixed point
 than its original, so a copy that could earn at a test point has its original among that point's nearest rows. Looking
 at fewer lake rows can only make a row look more original, never less, so the false-positive rate above still holds.
+Earlier new rows are sought the same way (rewards.marginal): within 2k places of the row in the order of each test
+point where it could earn (a copy lies next to its source in distance to any point). A test point's own distance to
+P_i is exact, or, where its kept nearest new rows all arrived after row i, the farthest of them stands in: no farther
+than the truth, so a test point is only ever counted more often, and p-values can only grow.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ def reference_counts(lake_nearest_sq: np.ndarray, pair_test: np.ndarray, pair_ro
                      pair_dist: np.ndarray, judged_rows: np.ndarray, nearest_sq: np.ndarray, n_new: int) -> np.ndarray:
     """Per judged row i: the number of test points h whose nearest row of P_i is at most as far as row i's.
 
-    A test point's nearest row of P_i is its nearest lake row or an earlier new row closer than that; any such new
-    row is closer than its k-th lake row too, so the candidate pairs (h, j, distance) hold every one of them. Only
-    test points with such a pair need more than their lake distance, and only at the columns where a pair or a
-    judged row sits: the work follows those pairs, not T x (new rows).
+    A test point's nearest row of P_i is its nearest lake row or an earlier new row closer than that; the candidate
+    pairs (h, j, distance) must hold every such row (or a row that stands for them no farther away: j = -1 counts for
+    every row i; a nearer stand-in only counts more test points, so p-values can only grow). Per test point only
+    its *record* pairs matter (by row, each closer than every earlier one): record r (row j_r, distance d_r) decides
+    for exactly the rows i > j_r and the scores s in [d_r, min(d_{r-1}, lake)), one box per record, so a row's count
+    is the number of boxes that hold it plus the test points its lake row already brings that close: two dominance
+    counts, O((pairs + rows) log pairs), never a test-points x rows table.
     """
     counts = np.zeros(judged_rows.size, dtype=np.int64)
     if judged_rows.size == 0:
@@ -73,18 +80,45 @@ def reference_counts(lake_nearest_sq: np.ndarray, pair_test: np.ndarray, pair_ro
     pt, pr, pd = pair_test[useful], pair_row[useful], pair_dist[useful]
     if pt.size == 0:
         return counts
-    tests, t_of = np.unique(pt, return_inverse=True)
-    # Columns: after each useful pair's row (it counts for later rows only) and at each judged row.
-    cols = np.sort(np.concatenate([pr + 1, judged_rows]))
-    cols = cols[np.r_[True, cols[1:] != cols[:-1]]]  # unique (np.unique would import numpy.ma)
-    earlier = np.full((tests.size, cols.size), np.inf)
-    np.minimum.at(earlier, (t_of.reshape(-1), np.searchsorted(cols, pr + 1)), pd)
-    np.minimum.accumulate(earlier, axis=1, out=earlier)
-    at = earlier[:, np.searchsorted(cols, judged_rows)]  # min over pairs with row < i
-    lake = lake_nearest_sq[tests][:, None]
-    # Those not already counted by their lake row, brought at least as close by an earlier new row.
-    counts += ((lake > nearest_sq[None, :]) & (at <= nearest_sq[None, :])).sum(axis=0)
+    # Records per test point: by (test, row, distance), a pair closer than every earlier pair of its test point.
+    order = np.lexsort((pd, pr, pt))
+    pt, pr, pd = pt[order], pr[order], pd[order]
+    values = np.sort(pd)
+    rank = np.searchsorted(values, pd).astype(np.int64)  # distance ranks (ties equal)
+    # A running minimum that restarts per test point: the test point, descending, leads the key, so every earlier
+    # test point's keys are larger and a test point's first pair is always a record.
+    key = (np.int64(pt.max()) - pt) * np.int64(pd.size + 1) + rank
+    record = np.r_[True, key[1:] < np.minimum.accumulate(key)[:-1]]
+    rt, rj, lo = pt[record], pr[record], pd[record]
+    first = np.r_[True, rt[1:] != rt[:-1]]
+    hi = np.minimum(np.where(first, np.inf, np.r_[np.inf, lo[:-1]]), lake_nearest_sq[rt])
+    counts += _dominance(rj, lo, judged_rows, nearest_sq) - _dominance(rj, hi, judged_rows, nearest_sq)
     return counts
+
+
+def _dominance(key: np.ndarray, val: np.ndarray, q_key: np.ndarray, q_val: np.ndarray) -> np.ndarray:
+    """Per query n: #{b : key[b] < q_key[n] and val[b] <= q_val[n]}, by a merge-sort tree over key order."""
+    out = np.zeros(q_key.size, dtype=np.int64)
+    nb = key.size
+    if nb == 0 or q_key.size == 0:
+        return out
+    order = np.argsort(key, kind="stable")
+    key, val = key[order], val[order]
+    upto = np.searchsorted(key, q_key, side="left").astype(np.int64)  # the boxes with key < q_key: a prefix
+    values = np.sort(val)
+    rank = np.searchsorted(values, val, side="left").astype(np.int64)  # val <= v  <=>  rank < #(values <= v)
+    q_rank = np.searchsorted(values, q_val, side="right").astype(np.int64)
+    base = np.int64(nb + 1)
+    pos = np.arange(nb, dtype=np.int64)
+    # The prefix [0, n) is the union over the set bits L of n of the level-L block (n >> L) - 1 (2^L rows, full).
+    for level in range(int(nb).bit_length()):
+        take = ((upto >> level) & 1).astype(bool)
+        if not take.any():
+            continue
+        block = (upto[take] >> level) - 1
+        sorted_key = np.sort((pos >> level) * base + rank)
+        out[take] += np.searchsorted(sorted_key, block * base + q_rank[take], side="left") - (block << level)
+    return out
 
 
 def p_values(closer: np.ndarray, n_test: int) -> np.ndarray:
@@ -130,9 +164,12 @@ def _beta_binomial_tail(below: int, n: int, a: float, b: float) -> float:
         return (math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
                 + _log_beta(x + a, n - x + b) - _log_beta(a, b))
 
-    logs = [log_pmf(x) for x in range(below, n + 1)]
-    top = max(logs)
-    return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
+    # The first term exactly, the rest by the ratio pmf(x + 1) / pmf(x) = (n - x)(x + a) / ((x + 1)(n - x - 1 + b)).
+    x = np.arange(below, n, dtype=np.float64)
+    steps = np.log((n - x) * (x + a)) - np.log((x + 1.0) * (n - x - 1.0 + b))
+    logs = log_pmf(below) + np.r_[0.0, np.cumsum(steps)]
+    top = float(logs.max())
+    return min(1.0, math.exp(top) * math.fsum(np.exp(logs - top).tolist()))
 
 
 def _log_beta(a: float, b: float) -> float:
