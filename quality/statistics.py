@@ -42,22 +42,28 @@ def _count(mask: pa.ChunkedArray | pa.Array) -> int:
 
 
 def _numeric_stats(col: pa.ChunkedArray, n: int) -> tuple[dict, pa.Array | pa.ChunkedArray]:
-    """Nulls, non-finite count and finite min/max of a numeric column, and its finite values."""
+    """Nulls, non-finite count and finite min/max of a numeric column, and its finite values (nulls may remain:
+    every later count skips them)."""
     nulls = col.null_count
     if pa.types.is_floating(col.type):
         finite = pc.is_finite(col)
-        values = pc.filter(col, finite)
-        nonfinite = n - nulls - len(values)
+        nonfinite = n - nulls - _count(finite)
+        values = pc.filter(col, finite) if nonfinite else col  # the usual case needs no copy
     else:
-        values, nonfinite = pc.drop_null(col), 0
+        values, nonfinite = col, 0
     mm = pc.min_max(values)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     return ({NULLS: nulls, NONFINITE: nonfinite, MIN: None if lo is None else float(lo),
              MAX: None if hi is None else float(hi)}, values)
 
 
-def _outside(values, lo: float | None, hi: float | None) -> int:
-    """How many values lie outside the closed interval [lo, hi] (an open end is None)."""
+def _outside(values, lo: float | None, hi: float | None, seen: tuple | None = None) -> int:
+    """How many values lie outside the closed interval [lo, hi] (an open end is None). `seen` is the values' (min,
+    max) when known: if both lie inside, nothing does, and no value is looked at."""
+    if seen is not None:
+        vmin, vmax = seen
+        if vmin is None or ((lo is None or vmin >= lo) and (hi is None or vmax <= hi)):
+            return 0
     count = 0
     if lo is not None:
         count += _count(pc.less(values, lo))
@@ -79,11 +85,12 @@ def submission_stats(table: pa.Table, task: Task, submission_id: str) -> dict:
         stats, values = _numeric_stats(table.column(f.name), n)
         for k, v in stats.items():
             out[stat_key(f.name, k)] = v
+        seen = (stats[MIN], stats[MAX])
         if f.min is not None or f.max is not None:
-            out[stat_key(f.name, OUTSIDE)] = _outside(values, f.min, f.max)
+            out[stat_key(f.name, OUTSIDE)] = _outside(values, f.min, f.max, seen)
         p = task.profile_of(f.name)
         if p is not None:
-            out[stat_key(f.name, FAR)] = _outside(values, *p.band())
+            out[stat_key(f.name, FAR)] = _outside(values, *p.band(), seen)
     lab = table.column(task.label)
     domain = pa.array(list(task.label_domain), lab.type)
     inside = _count(pc.is_in(lab, value_set=domain))

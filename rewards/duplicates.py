@@ -65,18 +65,22 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         labs = labs.astype(np.int64)
     if labs.shape != (feats.shape[0],):
         raise ValueError(f"labels must be 1-D with one label per row ({feats.shape[0]}), got shape {labs.shape}")
-    canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
-    canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
-    n, width = feats.shape[0], 8 * feats.shape[1]
+    n, d = feats.shape
     if labs.dtype.kind in "iub":
-        # Fixed-width rows: one buffer of feature bytes + label bytes, hashed slice by slice (no per-row objects).
-        buf = np.empty((n, width + 8), dtype=np.uint8)
-        buf[:, :width] = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, width)
-        buf[:, width:] = np.ascontiguousarray(labs, dtype="<i8").view(np.uint8).reshape(n, 8)
-        data, step = buf.tobytes(), width + 8
+        # Fixed-width rows in one buffer, features then label (n x (d + 1) 8-byte words), hashed slice by slice.
+        words = np.empty((n, d + 1), dtype="<f8")
+        np.add(feats, 0.0, out=words[:, :d])  # IEEE: -0.0 + 0.0 is +0.0, so -0.0 hashes as 0.0
+        nan = np.isnan(words[:, :d])
+        if nan.any():
+            words[:, :d][nan] = _CANONICAL_NAN
+        words.view("<i8")[:, d] = labs
+        data, step = words.tobytes(), 8 * (d + 1)
         rows = map(data.__getitem__, map(slice, range(0, n * step, step), range(step, n * step + step, step)))
         digests = b"".join(map(_DIGEST, map(_BLAKE2B_64, rows)))  # C-level iteration: ~1 us a row
         return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+    canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
+    canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
+    width = 8 * d
     rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, width)
     out = np.empty(n, dtype=np.uint64)
     for i, (row, lab) in enumerate(zip(rows, _label_bytes(labs), strict=True)):

@@ -479,3 +479,23 @@ def test_cast_predictions_names_column_and_rule():
         cast_predictions(pa.table({"row_id": [0], "p_0": [1.0], "p_1": [0.0], "p_2": [0.0], "extra": [1]}), t)
     with pytest.raises(SchemaError, match=r"row 1: probabilities sum to 1\.5"):
         cast_predictions(pa.table({"row_id": [0, 1], "p_0": [1.0, 1.0], "p_1": [0.0, 0.5], "p_2": [0.0, 0.0]}), t)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_submission_stats_equal_a_plain_numpy_count(small, seed):
+    """The fast paths (no copy when every value is finite, no scan when min and max lie inside the bounds) count
+    exactly what a plain NumPy pass over the finite values counts, with nulls, NaN, inf and out-of-bound values."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    a = rng.normal(scale=10.0 if seed % 2 else 1.0, size=n)
+    if seed % 3 == 0:
+        a[rng.integers(0, n, 5)] = rng.choice([np.nan, np.inf, -np.inf], 5)
+    nulls = rng.random(n) < (0.05 if seed % 2 else 0.0)
+    t = cast_to_task(small_table(n, a=pa.array(a, mask=nulls), y=pa.array(np.zeros(n, np.int64))), small)
+    s = submission_stats(t, small, "s")
+    fin = a[~nulls & np.isfinite(a)]
+    lo, hi = 0.0, 16.0  # a's declared bounds in `small`
+    expect_out = int((fin < lo).sum() + (fin > hi).sum())
+    assert (s["a__nulls"], s["a__nonfinite"]) == (int(nulls.sum()), int((~nulls & ~np.isfinite(a)).sum()))
+    assert (s["a__min"], s["a__max"]) == (float(fin.min()), float(fin.max()))
+    assert s["a__outside"] == expect_out
