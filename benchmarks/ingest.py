@@ -190,8 +190,11 @@ def loop_process(copies: Path, home, out: Path) -> tuple[float, int]:
 
 def warm_imports() -> None:
     """What a long-running operator process has imported already: Beam's runner and Great Expectations."""
-    import apache_beam.runners.portability.fn_api_runner  # noqa: F401
-    import great_expectations  # noqa: F401
+    from pipelines.ingest import warm_up as beam_warm_up
+    from quality.validation import warm_up as gx_warm_up
+
+    beam_warm_up()
+    gx_warm_up()
 
 
 def ingest_throughput(scratch: Path, submissions: int, rows: int) -> None:

@@ -7,19 +7,53 @@ driver that wants to know where the time goes passes `on_stage` (the simulator's
 
 from __future__ import annotations
 
+import importlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine import failpoints
 from engine.home import Home
 from engine.lock import epoch_lock
-from engine.stages.consensus import run_consensus, validator_weights
-from engine.stages.ingest import IngestSummary, ingest, lake_snapshot
-from engine.stages.lake_state import refresh_holdout_views
-from engine.stages.scoring import EpochScores, score
-from engine.stages.settle import build_settlement, settle
-from ledger.settlement import SettleOutcome, Settlement
+
+if TYPE_CHECKING:
+    from engine.stages.consensus import run_consensus, validator_weights
+    from engine.stages.ingest import IngestSummary, ingest, lake_snapshot
+    from engine.stages.lake_state import refresh_holdout_views
+    from engine.stages.scoring import EpochScores, score
+    from engine.stages.settle import build_settlement, settle
+    from ledger.settlement import SettleOutcome, Settlement
+
+# The stages' names this module uses, each imported when first needed (an epoch with nothing to score never imports
+# the valuation, Yuma or settlement): run_epoch binds them as module globals, and `engine.epoch.NAME` works too.
+_LAZY = {
+    "run_consensus": "engine.stages.consensus", "validator_weights": "engine.stages.consensus",
+    "IngestSummary": "engine.stages.ingest", "ingest": "engine.stages.ingest", "lake_snapshot": "engine.stages.ingest",
+    "refresh_holdout_views": "engine.stages.lake_state",
+    "EpochScores": "engine.stages.scoring", "score": "engine.stages.scoring",
+    "build_settlement": "engine.stages.settle", "settle": "engine.stages.settle",
+    "SettleOutcome": "ledger.settlement", "Settlement": "ledger.settlement",
+}
+_FIRST = ("ingest", "lake_snapshot", "score")  # what every run uses
+_CLOSING = ("validator_weights", "run_consensus", "build_settlement", "settle", "refresh_holdout_views")
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _bind(*names: str) -> None:
+    """Make each of `names` a global of this module (imported now if it is not yet); one already bound (a test's
+    stand-in) is kept."""
+    for name in names:
+        if name not in globals():
+            __getattr__(name)
+
 
 # The stages run_epoch reports to `on_stage`, in the order they run ("view" refreshes the lake views after settling).
 EPOCH_STAGES = ("ingest", "score", "weights", "consensus", "settle", "view")
@@ -45,6 +79,7 @@ def run_epoch(home: Home, *, close: bool = False, on_stage: StageHook = _untimed
     nothing more lands in it, so a run killed anywhere and run again settles exactly the set the first run pinned.
     `on_stage(name)` wraps each stage of EPOCH_STAGES that runs (a context manager: a timer, a log line).
     """
+    _bind(*_FIRST, *(_CLOSING if close else ()))  # before the lock and the stages' timers, as a module import was
     with epoch_lock(home, "epoch run --close" if close else "epoch run"):
         with on_stage("ingest"):
             summary = ingest(home)

@@ -76,17 +76,18 @@ def existing_home(home: str | Path | None = None) -> Home:
 
 def _ensure_genesis(paths: HomePaths, settings: Settings) -> None:
     """Epoch 0: the house validator registered and staked; the hash chain starts here."""
-    from ledger import accounts, transfers  # DuckDB only for commands that open the ledger
-    from ledger.db import open_ledger, transaction
-    from ledger.digest import digest
+    from ledger.db import open_ledger, transaction  # DuckDB only for commands that open the ledger
     from ledger.epochs import get_epoch, open_epoch
-    from ledger.market import HOUSE_ACCOUNT_KEY, set_fact
-    from ledger.settlement import Settlement, settle_epoch
 
     with open_ledger(paths.ledger) as con:
         genesis_row = get_epoch(con, GENESIS_EPOCH)
         if genesis_row is not None and genesis_row.settled_at is not None:
             return
+        from ledger import accounts, transfers  # only to set up a new home: settling imports numpy and Arrow
+        from ledger.digest import digest
+        from ledger.market import HOUSE_ACCOUNT_KEY, set_fact
+        from ledger.settlement import Settlement, settle_epoch
+
         key_exists = keys.key_path(paths.keys, settings.house_name).exists()
         house_key = (keys.load if key_exists else keys.generate)(paths.keys, settings.house_name)
         now = utcnow()

@@ -48,12 +48,36 @@ def snapshot_path(ledger: Path) -> Path:
 def refresh_snapshot(con: duckdb.DuckDBPyConnection, ledger: Path) -> None:
     """Copy the ledger, as committed, to its snapshot: checkpointed, then copied while this connection still holds
     DuckDB's write lock (no other writer can change the file mid-copy), then renamed into place atomically, so a
-    reader sees the old snapshot or the new one, never a torn file."""
+    reader sees the old snapshot or the new one, never a torn file. A snapshot that is already a copy of the
+    checkpointed file (the writer changed nothing) is left as it is."""
     con.execute("CHECKPOINT")
     target = snapshot_path(ledger)
+    if _snapshot_is_current(ledger, target):
+        return
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.copyfile(ledger, tmp)
     os.replace(tmp, target)
+
+
+HEADER_BYTES = 3 * 4096  # a DuckDB file's main header and its two database headers (checkpoint iteration, root)
+
+
+def _snapshot_is_current(ledger: Path, target: Path) -> bool:
+    """Whether the snapshot is already a copy of the checkpointed ledger, so a writer that changed nothing need not
+    copy it again. Every test must agree, else it is copied as before: no write-ahead log left, the same size, the
+    ledger last written before the snapshot was, and the same file headers (DuckDB writes new headers, with the
+    next checkpoint iteration, whenever a checkpoint changes the file)."""
+    try:
+        if Path(f"{ledger}.wal").exists():
+            return False
+        src, dst = ledger.stat(), target.stat()
+        if src.st_size != dst.st_size or src.st_mtime_ns >= dst.st_mtime_ns:
+            return False
+        with open(ledger, "rb") as a, open(target, "rb") as b:
+            head = a.read(HEADER_BYTES)
+            return len(head) == HEADER_BYTES and head == b.read(HEADER_BYTES)
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -347,7 +347,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
     """Apply any migrations the file lacks, each in its own transaction, then (re)create the users' views
-    (ledger/views.py); returns the schema version."""
+    (ledger/views.py) that are missing or changed (all of them after a migration); returns the schema version."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
     current = row[0] or 0
@@ -356,5 +356,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         con.execute(ddl)
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
         con.execute("COMMIT")
-    create_views(con)
+    # Every view after a migration (it may have rebuilt a table they read); else only those missing or changed.
+    create_views(con, force=current < SCHEMA_VERSION)
     return SCHEMA_VERSION

@@ -1,4 +1,4 @@
-"""Views that answer users' questions in SQL (`tributary sql`), created or replaced by every migrate().
+"""Views that answer users' questions in SQL (`tributary sql`), created by migrate() when missing or changed.
 
 Each view reads the kept tables (balance_totals, rewards, contributions, epochs…), never the whole transfer history
 for a balance, and a filter on one epoch or one account is pushed down into the tables it reads.
@@ -156,7 +156,31 @@ VIEWS: dict[str, str] = {
 }
 
 
-def create_views(con: duckdb.DuckDBPyConnection) -> None:
-    """CREATE OR REPLACE every view above (validator_report stays as migration 3 made it)."""
+VIEW_COMMENT_PREFIX = "tributary view "  # + the digest of the SQL it was made from: COMMENT ON VIEW, see below
+
+
+def view_comment(name: str, sql: str) -> str:
+    """The comment a view made from `sql` carries: names the digest of its name, its SQL and the DuckDB version that
+    bound it, so an unchanged view is recognised (and left alone) on the next open, and a new DuckDB remakes them."""
+    import hashlib
+
+    text = f"{name}\n{sql.strip()}\nduckdb {duckdb.__version__}"
+    return VIEW_COMMENT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def create_views(con: duckdb.DuckDBPyConnection, *, force: bool = False) -> None:
+    """CREATE OR REPLACE each view above that is missing or whose SQL changed (validator_report stays as migration 3
+    made it); with `force`, every one (after a migration, which may have rebuilt the tables they read).
+
+    Each view is stamped with a comment naming the digest of its SQL (view_comment): a view made by an older
+    version (no comment, or another digest) is replaced; one that matches is not touched, so opening the ledger
+    for writing changes nothing in the file when nothing changed."""
+    present = {} if force else dict(con.execute(
+        "SELECT view_name, comment FROM duckdb_views() "
+        "WHERE NOT internal AND database_name = current_database() AND schema_name = 'main'").fetchall())
     for name, sql in VIEWS.items():
+        comment = view_comment(name, sql)
+        if present.get(name) == comment:
+            continue
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql.strip()}")
+        con.execute(f"COMMENT ON VIEW {name} IS '{comment}'")  # hex digits only: nothing to quote

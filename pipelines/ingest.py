@@ -25,6 +25,13 @@ RESULTS_FOLDER = "results"
 MAX_RESULT_BYTES = 1 << 20  # one decision record: a few hundred bytes, its detail included
 
 
+def warm_up() -> None:
+    """Import Beam and the default runner now (about a second, once per process): a long-running operator process has."""
+    import apache_beam.runners.portability.fn_api_runner  # noqa: F401
+
+    import pipelines.transforms  # noqa: F401
+
+
 def _run_pipeline(pipeline_args: Sequence[str], **graph) -> None:
     """Build and run the graph, waiting for it; a runner's client (the DaskRunner's) is closed afterwards."""
     import apache_beam as beam

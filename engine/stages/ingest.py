@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,9 @@ from engine import failpoints
 from engine.home import Home, utcnow
 from engine.lock import epoch_lock
 from engine.parameters import closed_tasks, settings_at
+
+if TYPE_CHECKING:
+    from pipelines.records import Registry
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def ingest(home: Home, epoch: int | None = None) -> IngestSummary:
 def _ingest(home: Home) -> IngestSummary:
     from pipelines.drop import display_name, scan_drop  # Beam is imported only when ingest runs
     from pipelines.ingest import run_ingest
-    from pipelines.records import Registry, Sighting, iso
+    from pipelines.records import Sighting, iso
 
     paths = home.paths
     tasks = load_tasks(paths.tasks)
@@ -64,30 +68,17 @@ def _ingest(home: Home) -> IngestSummary:
     scan = scan_drop(str(paths.drop))
     # New names are numbered in the order the kernel last changed them (ctime: a sender cannot backdate it).
     entries = sorted(scan.entries, key=lambda e: (e.changed_ns, e.name))
-    with open_ledger(paths.ledger) as con:
+    with open_ledger(paths.ledger) as con:  # one open for the check and the sighting (each open starts DuckDB)
         epoch = current_epoch(con)
         pinned = epoch_state(con, epoch) == "scored"
         pending = arrivals.pending_moves(con) if pinned else []
+        if not pinned:
+            with transaction(con):
+                epoch, seen, registry = _sight(home, con, tasks, entries, now)
     if pinned:  # a close was interrupted after pinning this epoch: decide nothing new, only finish the moves
         real = {(display_name(e.name), e.identity): e.name for e in entries}
         _move_decided(home, pending, real)
         return IngestSummary(epoch, 0, 0, {}, 0, len(scan.manifests))
-    with open_ledger(paths.ledger) as con, transaction(con):
-        epoch = current_epoch(con)
-        stamped = arrivals.sight(con, [arrivals.Seen(display_name(e.name), e.identity) for e in entries],
-                                 now=now, epoch=epoch)
-        seen = {e.name: a for e, a in zip(entries, stamped)}  # the real name (which may not be UTF-8) -> arrival
-        registry = Registry(
-            accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
-            last_nonce=contributions.last_nonces(con),
-            tasks=tasks,
-            challenge_ids={name: tuple(_challenge(home, t).column("row_id").to_pylist())
-                           for name, t in tasks.items() if t.challenge},
-            commit_reveal=home.settings.commit_reveal,
-            reveal_epochs=home.settings.reveal_epochs,
-            commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
-            closed_tasks=closed_tasks(home, epoch, list(tasks), con),
-        )
     failpoints.reach("ingest.sighted")
     _clear_staging(home)
     stale_before = now - timedelta(seconds=home.settings.incomplete_after_seconds)
@@ -142,6 +133,30 @@ def _ingest(home: Home) -> IngestSummary:
     return IngestSummary(epoch, len(accepted), len(rejected), reasons,
                          sum(a.rows for a in accepted if a.kind != "request"), len(result.waiting),
                          sum(1 for a in accepted if a.suspicious), docs)
+
+
+def _sight(home: Home, con, tasks: dict[str, Task], entries: list, now) -> tuple[int, dict, Registry]:
+    """Stamp every name in drop/ with its arrival (inside the caller's transaction) and read what deciding needs:
+    the open epoch, the real name -> arrival, and the registry of keys, nonces, tasks and commitments."""
+    from pipelines.drop import display_name
+    from pipelines.records import Registry
+
+    epoch = current_epoch(con)
+    stamped = arrivals.sight(con, [arrivals.Seen(display_name(e.name), e.identity) for e in entries],
+                             now=now, epoch=epoch)
+    seen = {e.name: a for e, a in zip(entries, stamped)}  # the real name (which may not be UTF-8) -> arrival
+    registry = Registry(
+        accounts={a.public_key: (a.account_id, a.role) for a in accounts.all_accounts(con) if a.public_key},
+        last_nonce=contributions.last_nonces(con),
+        tasks=tasks,
+        challenge_ids={name: tuple(_challenge(home, t).column("row_id").to_pylist())
+                       for name, t in tasks.items() if t.challenge},
+        commit_reveal=home.settings.commit_reveal,
+        reveal_epochs=home.settings.reveal_epochs,
+        commitments=contributions.open_commitments(con, epoch, home.settings.reveal_epochs),
+        closed_tasks=closed_tasks(home, epoch, list(tasks), con),
+    )
+    return epoch, seen, registry
 
 
 def _request_of(home: Home, a) -> Request:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -15,16 +16,14 @@ from ledger import accounts, contributions
 from ledger.contributions import AcceptedSubmission
 from ledger.db import open_ledger
 from ledger.epochs import current_epoch
-from quality.holdout import check_holdout
 from quality.task import Task
 from quality.task_toml import load_tasks
-from rewards.marginal import RowValues, value_new_rows
 from rewards.originality import GATE_ALPHA, GATE_P
 from engine.home import Home
 from engine.stages.ingest import LakeSnapshot, lake_snapshot
-from engine.stages.lake_state import lake_view
-from engine.stages.lake_state import task_features as _features
-from engine.stages.lake_state import task_labels as _labels
+
+if TYPE_CHECKING:  # the valuation (rewards.marginal, the kept lake views) is imported only when rows are valued
+    from rewards.marginal import RowValues
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,11 @@ def value_task_rows(home: Home, rows: TaskRows, test: pa.Table) -> RowValues:
     The house passes the task's hidden holdout; a validator passes its own sample. Same function, same rules. The
     lake comes from the view kept in the home for that sample (engine.stages.lake_state), caught up first.
     """
+    from rewards.marginal import value_new_rows
+    from engine.stages.lake_state import lake_view
+    from engine.stages.lake_state import task_features as _features
+    from engine.stages.lake_state import task_labels as _labels
+
     task = rows.task
     xt, yt = _features(test, task), _labels(test, task)
     view = lake_view(home, task, xt, yt, rows.prior)
@@ -132,6 +136,8 @@ def score(home: Home, epoch: int | None = None, snapshot: LakeSnapshot | None = 
     for task_name in sorted({s.task for s in subs}):
         task = tasks[task_name]
         rows = task_rows(home, epoch, task, [s for s in subs if s.task == task_name])
+        from quality.holdout import check_holdout
+
         holdout = pq.read_table(home.path_of(task.holdout))
         check_holdout(holdout, task.label, task.holdout)  # a hand-edited task may point at any file
         result = value_task_rows(home, rows, holdout)
@@ -215,13 +221,13 @@ def score_predictions(home: Home, epoch: int, tasks: dict[str, Task],
     A contributor's latest predictions for a task in the epoch count; earlier ones score 0. The meta-model weighs
     each contributor by its stake at the epoch's start (equal weights when nobody has stake).
     """
-    from rewards.model_scores import score_models
-
     snapshot = snapshot or lake_snapshot(home, epoch)
     subs, stakes = snapshot.predictions, dict(snapshot.contributor_stakes)
     totals: dict[str, float] = {}
     out: list[SubmissionScore] = []
     for task_name in sorted({s.task for s in subs}):
+        from rewards.model_scores import score_models  # only when there are predictions to score
+
         task = tasks[task_name]
         labels = pq.read_table(home.path_of(task.challenge_labels)).sort_by("row_id")
         index = {v: i for i, v in enumerate(task.label_domain)}

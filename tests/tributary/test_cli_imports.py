@@ -84,3 +84,24 @@ def test_submit_never_creates_a_home(tmp_path):
     assert "is not a market home" in message and "Traceback" not in message
     assert not missing.exists()
     assert "duckdb" not in heavy
+
+
+FULL_PROBE = PROBE.replace('{m.split(".")[0] for m in sys.modules}', "set(sys.modules)")  # every module's name
+# What an epoch run on an empty drop/ has no use for (issue 20): the later stages, the valuation, Yuma, settling.
+NOT_FOR_AN_EMPTY_EPOCH = ("engine.stages.consensus", "engine.stages.settle", "engine.stages.lake_state",
+                          "rewards.marginal", "rewards.model_scores", "rewards.yuma_chain", "ledger.settlement",
+                          "quality.holdout", "apache_beam", "great_expectations", "dagster", "sklearn")
+
+
+@pytest.mark.process
+def test_epoch_run_on_an_empty_drop_imports_only_ingest_and_scoring(home, tmp_path):
+    out = tmp_path / "modules.json"
+    env = dict(os.environ, MODULES_OUT=str(out))
+    env.pop("TRIBUTARY_HOME", None)
+    done = subprocess.run([sys.executable, "-c", FULL_PROBE, "--home", str(home.root), "epoch", "run"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "accepted 0 submissions" in done.stdout
+    modules = set(json.loads(out.read_text()))
+    assert {"engine.stages.ingest", "engine.stages.scoring"} <= modules
+    assert not {m for m in modules if m in NOT_FOR_AN_EMPTY_EPOCH or m.split(".")[0] in NOT_FOR_AN_EMPTY_EPOCH}
