@@ -3,6 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PACKAGES := protocol engine ledger pipelines quality rewards tributary assets simulation benchmarks
 
 .PHONY: demo test test-fast ui bench setup clean lock
 
@@ -11,6 +12,9 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -c requirements.lock -e '.[dev]'
+	# The project is installed editable, so its own modules are not in site-packages: compile them too (these machines
+	# set PYTHONDONTWRITEBYTECODE, so otherwise every process compiles them again; a stale .pyc is only ignored).
+	$(BIN)/python -m compileall -q -j 0 $(PACKAGES)
 	touch $(STAMP)
 
 lock: $(STAMP)
