@@ -21,8 +21,8 @@ on the repeating columns, as the lake does). Printed, each side by side:
    a fresh process over the same files. Goal >= 0.5.
 4. start-up: `tributary epoch run` with an empty drop / `python -c "import pyarrow.parquet, duckdb"`, best of 5.
    Goal <= 2.
-5. peak RSS of an ingest at 1M and 4M rows (each home built here, each ingest in a fresh subprocess, RSS from
-   os.wait4) and their ratio (goal <= 1.5); and the quality gate alone, per submission.
+5. peak RSS of an ingest at 1M and 4M rows (each home built here, each ingest in a fresh subprocess reporting its
+   own VmHWM) and their ratio (goal <= 1.5); and the quality gate alone, per submission.
 
 `--quick`: 20 submissions, 100k rows, 10 x 2,000 for the epoch run, no RSS runs unless `--rss`.
 The scratch homes are deleted afterwards. `--loop DIR HOME` runs only the baseline over DIR (used for 2 and 3).
@@ -300,8 +300,11 @@ def gate_cost(home, task, copies: Path) -> None:
           f"per submission ({passed} pass); one GX validation of a single submission {one_s * 1e3:.0f} ms")
 
 
+# The child reports its own peak (VmHWM): ru_maxrss from wait4 would carry this big parent's peak across the exec.
 INGEST_CHILD = ("import sys; from engine.home import open_home; from engine.stages.ingest import ingest; "
-                "s = ingest(open_home(sys.argv[1])); print(s.accepted, s.rows)")
+                "s = ingest(open_home(sys.argv[1])); "
+                "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
+                "print(s.accepted, s.rows, hwm * 1024)")
 
 
 def ingest_rss(scratch: Path, submissions: int, sizes: tuple[int, ...]) -> list[tuple]:
@@ -322,16 +325,16 @@ def _start_ingest(home) -> subprocess.Popen:
 
 def _finish_ingest(scratch: Path, tag: str, start: float, proc: subprocess.Popen, submissions: int) -> tuple:
     out, err = proc.stdout.read(), proc.stderr.read()  # small: one line, and Beam's warnings
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.exit(f"ingest of {tag} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    accepted, landed = map(int, out.split())
+    accepted, landed, peak = map(int, out.split())
     if accepted != submissions:
         print(f"note: {tag}: {accepted} of {submissions} accepted")
     shutil.rmtree(scratch / tag, ignore_errors=True)
-    return landed, seconds, usage.ru_maxrss * 1024
+    return landed, seconds, peak
 
 
 def main() -> int:
