@@ -78,8 +78,9 @@ def run_ingest(*, drop: str, lake: str, staging: str, epoch: int, registry: Regi
             _run_pipeline(pipeline_args, drop=drop, lake=lake, staging=run_dir, docs_dir=docs_dir, epoch=epoch,
                           registry=registry, listed=listed, max_payload_bytes=max_payload_bytes, results=results)
             pipeline_records = _read_records(results)
-            # The lake files are on disk before the caller records them (CheckFileFn stages them unsynced).
-            storage.make_durable(lake)
+            # The lake files' names are on disk before the caller records them (their data was synced when staged).
+            storage.sync_folders(r["lake_path"].rsplit("/", 1)[0] for r in pipeline_records
+                                 if r["status"] == "accepted")
         finally:
             storage.delete(run_dir)
         decided = {r["files"][-1] if r["status"] != "waiting" else r["manifest_file"] for r in pipeline_records}

@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -104,11 +104,12 @@ def exists(path: str) -> bool:
     return _filesystems().exists(path)
 
 
-def write_atomic(path: str, write: Callable[[BinaryIO], None], *, durable: bool = True) -> None:
+def write_atomic(path: str, write: Callable[[BinaryIO], None], *, durable: bool = True,
+                 sync_folder: bool = True) -> None:
     """Write `path` through a temporary name in the same folder, then rename it into place (locally: fsynced, with
-    its folder, unless `durable=False`; protocol.files.write_atomic)."""
+    its folder, as protocol.files.write_atomic's `durable` and `sync_folder` say)."""
     if is_local(path):
-        files.write_atomic(path, write, durable=durable)
+        files.write_atomic(path, write, durable=durable, sync_folder=sync_folder)
         return
     folder, name = path.rsplit("/", 1)
     tmp = f"{folder}/{TEMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -121,12 +122,12 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None], *, durable: bool 
     fs.rename([tmp], [path])
 
 
-def make_durable(folder: str) -> None:
-    """Everything written under a local `folder` (and the renames that put it there) reaches the disk: one
-    `sync()` for a whole run's lake files instead of two fsyncs per file on the workers. Object stores make a
-    write durable when it completes, so there it does nothing."""
-    if is_local(folder):
-        os.sync()
+def sync_folders(folders: Iterable[str]) -> None:
+    """Make the renames into local `folders` durable (each file's data was synced when it was written). Object
+    stores make a write durable when it completes, so there it does nothing."""
+    for folder in sorted(set(folders)):
+        if is_local(folder):
+            files.fsync_dir(folder)
 
 
 def move(src: str, dst: str) -> None:

@@ -99,8 +99,9 @@ def _write_parquet(table: pa.Table, path: str) -> None:
     # Dictionary-encode only the columns that repeat (ids, labels, text): trying it on every float column, as
     # pyarrow does by default, costs about twice the whole write and makes a bigger file.
     repeat = [f.name for f in table.schema if not pa.types.is_floating(f.type) and f.name not in ("_row", ROW_HASH_COLUMN)]
-    # Not synced here: the driver makes the landed lake durable once, before the ledger records it.
-    storage.write_atomic(path, lambda f: pq.write_table(table, f, use_dictionary=repeat), durable=False)
+    # The data is synced here, on the worker (its wait overlaps other work); the rename into the lake is synced by
+    # the driver, one fsync per lake folder, before the ledger records anything.
+    storage.write_atomic(path, lambda f: pq.write_table(table, f, use_dictionary=repeat), sync_folder=False)
 
 
 # ------------------------------------------------------------------------------------------- the elements

@@ -92,10 +92,12 @@ def fsync_dir(folder: str | PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None], *, durable: bool = True) -> None:
+def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None], *, durable: bool = True,
+                 sync_folder: bool = True) -> None:
     """Write `path` through a dot-prefixed temporary name in the same folder (created if missing), fsync it, rename
     it into place and fsync the folder. `write` gets the open binary file; nothing is left behind if it raises.
-    `durable=False` skips both fsyncs: for scratch files a crash may lose (they are rebuilt by the rerun)."""
+    `durable=False` skips both fsyncs: for scratch files a crash may lose (they are rebuilt by the rerun);
+    `sync_folder=False` syncs the data only, for a file that will be renamed again (its last folder is synced then)."""
     path = os.fspath(path)
     folder, name = os.path.split(path)
     folder = folder or "."
@@ -108,7 +110,7 @@ def write_atomic(path: str | PathLike, write: Callable[[BinaryIO], None], *, dur
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-        if durable:
+        if durable and sync_folder:
             fsync_dir(folder)
     finally:
         if os.path.lexists(tmp):
