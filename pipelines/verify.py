@@ -28,7 +28,7 @@ from pipelines.records import (
 from pipelines.weights import WeightRules, WeightsRejected, parse_weights
 from protocol import reasons as R
 from protocol.canonical import hasher, payload_digest
-from protocol.files import NotRegularFile, read_bounded
+from protocol.files import NotRegularFile
 
 ROLE_KINDS: Mapping[str, tuple[str, ...]] = {
     "contributor": ("dataset", "predictions", "request"),
@@ -251,7 +251,8 @@ class CheckFileFn(beam.DoFn):
         limit = min(m.size, self.max_payload_bytes)
         try:
             with storage.open_regular(storage.join(self.drop, m.payload)) as f:
-                data = read_bounded(f, limit)
+                # One read of at most limit + 1 bytes (limit: the signed size, itself bounded), no chunk joins.
+                data = f.read(limit + 1)
                 longer = len(data) > limit
                 over_limit = longer and (limit == self.max_payload_bytes or _size_of(f) > self.max_payload_bytes)
         except NotRegularFile:
