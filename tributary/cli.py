@@ -754,30 +754,11 @@ def consensus_replay(file: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: a user error (engine.errors.is_user_error) prints one clear line and exits 1, no traceback;
-    anything else is a bug: its full traceback on stderr, then a one-line summary, exit 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "great_expectations", "root"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        app()  # standalone: usage errors print click's message and exit 2
-    except Exception as e:  # classified, never swallowed: every path below exits non-zero
-        import traceback
+    """The full CLI (tributary/entry.py sends every command line but plain `epoch run` here)."""
+    from tributary.entry import guarded, quiet_logging
 
-        from rich.markup import escape
-
-        from engine.errors import is_user_error
-
-        one_line = " ".join(str(e).split())
-        if is_user_error(e):
-            err_console.print(f"[red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
-            sys.exit(1)
-        sys.stdout.flush()
-        traceback.print_exception(e, file=sys.stderr)
-        sys.stderr.write(f"internal error: {type(e).__name__}: {one_line} (a bug: please report it with the "
-                         "traceback above)\n")
-        sys.stderr.flush()
-        sys.exit(2)
+    quiet_logging()
+    guarded(app)  # standalone: usage errors print click's message and exit 2
 
 
 if __name__ == "__main__":

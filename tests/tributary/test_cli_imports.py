@@ -23,7 +23,7 @@ NEVER = ("apache_beam", "great_expectations", "dagster", "sklearn")  # for any c
 PROBE = """
 import atexit, json, os, sys
 atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write(json.dumps(sorted({m.split(".")[0] for m in sys.modules}))))
-from tributary.cli import main
+from tributary.entry import main  # what the `tributary` script runs
 sys.argv = ["tributary", *sys.argv[1:]]
 main()
 """
@@ -90,7 +90,8 @@ FULL_PROBE = PROBE.replace('{m.split(".")[0] for m in sys.modules}', "set(sys.mo
 # What an epoch run on an empty drop/ has no use for (issue 20): the later stages, the valuation, Yuma, settling.
 NOT_FOR_AN_EMPTY_EPOCH = ("engine.stages.consensus", "engine.stages.settle", "engine.stages.lake_state",
                           "rewards.marginal", "rewards.model_scores", "rewards.yuma_chain", "ledger.settlement",
-                          "quality.holdout", "apache_beam", "great_expectations", "dagster", "sklearn")
+                          "quality.holdout", "apache_beam", "great_expectations", "dagster", "sklearn",
+                          "typer", "pydantic")  # the `tributary` script's plain `epoch run` skips the typer CLI
 
 
 @pytest.mark.process

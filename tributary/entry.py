@@ -1,0 +1,112 @@
+"""The `tributary` command's entry point: cron's hot path, `tributary [--home H] epoch run [--close]`, without
+loading the full CLI (typer builds pydantic adapters for all 60 commands' options: about 0.2 s of every start).
+
+Any other command line, `--help` included, goes to the typer CLI (tributary/cli.py). The fast path calls the same
+functions as the CLI's `epoch run` and prints the same report; errors are told apart the same way (`guarded`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_EPOCH_RUN = ("epoch", "run")
+
+
+def quiet_logging() -> None:
+    """The CLI's logging: warnings only, and Beam's and GX's chatter off."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "great_expectations", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def guarded(run: Callable[[], object]) -> None:
+    """Run a command: a user error (engine.errors.is_user_error) prints one clear line and exits 1, no traceback;
+    anything else is a bug: its full traceback on stderr, then a one-line summary, exit 2."""
+    try:
+        run()
+    except Exception as e:  # classified, never swallowed: every path below exits non-zero
+        import traceback
+
+        from rich.markup import escape
+
+        from engine.errors import is_user_error
+        from tributary.console import CliConsole
+
+        one_line = " ".join(str(e).split())
+        if is_user_error(e):
+            CliConsole(stderr=True).print(f"[red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        sys.stdout.flush()
+        traceback.print_exception(e, file=sys.stderr)
+        sys.stderr.write(f"internal error: {type(e).__name__}: {one_line} (a bug: please report it with the "
+                         "traceback above)\n")
+        sys.stderr.flush()
+        sys.exit(2)
+
+
+def plain_epoch_run(args: Sequence[str]) -> tuple[Path | None, bool] | None:
+    """(home or None, close) when `args` is exactly `[--home H] epoch run [--close] [--home H]` (each option at
+    most once), else None: anything else is the full CLI's to parse."""
+    home: Path | None = None
+    close = False
+    rest = list(args)
+    seen: set[str] = set()
+
+    def take_home() -> bool:
+        nonlocal home
+        if rest and rest[0].startswith("--home="):
+            value = rest.pop(0)[len("--home="):]
+        elif len(rest) >= 2 and rest[0] == "--home" and not rest[1].startswith("-"):
+            value = rest[1]
+            del rest[:2]
+        else:
+            return False
+        if "home" in seen or not value:
+            raise ValueError
+        home = Path(value)
+        seen.add("home")
+        return True
+
+    try:
+        take_home()
+        if tuple(rest[:2]) != _EPOCH_RUN:
+            return None
+        del rest[:2]
+        while rest:
+            if rest[0] == "--close" and not close:
+                rest.pop(0)
+                close = True
+            elif not take_home():
+                return None
+    except ValueError:
+        return None
+    return home, close
+
+
+def main() -> None:
+    fast = plain_epoch_run(sys.argv[1:])
+    if fast is None:
+        from tributary.cli import main as full_cli
+
+        full_cli()
+        return
+    quiet_logging()
+    home, close = fast
+
+    def run() -> None:
+        from engine.epoch import run_epoch
+        from engine.home import open_home
+        from tributary.console import CliConsole
+        from tributary.report import print_epoch_run
+
+        h = open_home(home)
+        print_epoch_run(CliConsole(), h, run_epoch(h, close=close))
+
+    guarded(run)
+
+
+if __name__ == "__main__":
+    main()
