@@ -71,11 +71,15 @@ def dataset_row_hashes(table: pa.Table, task: Any) -> np.ndarray:
     from rewards.duplicates import row_hashes
 
     lab = table.column(task.label)
+    names = task.feature_names()
+    if pa.types.is_integer(lab.type) and names:  # the columns as the table holds them: no matrix is stacked
+        columns = [table.column(f).cast(pa.float64()).to_numpy() for f in names]  # a null reads as NaN
+        return row_hashes(columns, lab.cast(pa.int64()).fill_null(0).to_numpy())
     if pa.types.is_integer(lab.type):
         labels = lab.cast(pa.int64()).fill_null(0).to_numpy()
     else:
         labels = np.array(lab.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
-    return row_hashes(_feature_matrix(table, task.feature_names()), labels)
+    return row_hashes(_feature_matrix(table, names), labels)
 
 
 def _repeated(value: str | None, n: int) -> pa.Array:

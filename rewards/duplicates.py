@@ -54,7 +54,15 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """BLAKE2b-64 (read as little-endian uint64) of each row's little-endian float64 feature bytes + label bytes.
 
     -0.0 is hashed as 0.0 and every NaN as the canonical quiet NaN, so equal-valued rows always collide.
+    `features` may also be a list of 1-D columns (as a table holds them): the same hashes, without first stacking
+    them into a matrix.
     """
+    labs = np.asarray(labels)
+    if isinstance(features, (list, tuple)) and features and labs.dtype.kind in "iub" and labs.ndim == 1:
+        columns = [np.asarray(c, dtype=np.float64) for c in features]
+        if any(c.shape != labs.shape for c in columns):
+            raise ValueError(f"every feature column must be 1-D with one value per label ({labs.shape[0]})")
+        return _fixed_width_hashes(columns, labs)
     feats = np.asarray(features, dtype=np.float64)
     if feats.ndim != 2:
         raise ValueError(f"features must be a 2-D array (rows x features), got shape {feats.shape}")
@@ -67,17 +75,7 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be 1-D with one label per row ({feats.shape[0]}), got shape {labs.shape}")
     n, d = feats.shape
     if labs.dtype.kind in "iub":
-        # Fixed-width rows in one buffer, features then label (n x (d + 1) 8-byte words), hashed slice by slice.
-        words = np.empty((n, d + 1), dtype="<f8")
-        np.add(feats, 0.0, out=words[:, :d])  # IEEE: -0.0 + 0.0 is +0.0, so -0.0 hashes as 0.0
-        nan = np.isnan(words[:, :d])
-        if nan.any():
-            words[:, :d][nan] = _CANONICAL_NAN
-        words.view("<i8")[:, d] = labs
-        data, step = words.tobytes(), 8 * (d + 1)
-        rows = map(data.__getitem__, map(slice, range(0, n * step, step), range(step, n * step + step, step)))
-        digests = b"".join(map(_DIGEST, map(_BLAKE2B_64, rows)))  # C-level iteration: ~1 us a row
-        return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+        return _fixed_width_hashes([feats[:, j] for j in range(d)] if d else feats, labs)
     canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
     canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
     width = 8 * d
@@ -87,6 +85,24 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         digest = hashlib.blake2b(row.tobytes() + lab, digest_size=8).digest()
         out[i] = int.from_bytes(digest, "little")
     return out
+
+
+def _fixed_width_hashes(columns, labs: np.ndarray) -> np.ndarray:
+    """Rows of d float64 features and an integer label in one buffer (n x (d + 1) 8-byte words), hashed slice by
+    slice; `columns` is a list of d 1-D arrays (or an n x 0 matrix), `labs` integers."""
+    n = labs.shape[0]
+    d = 0 if isinstance(columns, np.ndarray) else len(columns)
+    words = np.empty((n, d + 1), dtype="<f8")
+    for j in range(d):
+        np.add(columns[j], 0.0, out=words[:, j])  # IEEE: -0.0 + 0.0 is +0.0, so -0.0 hashes as 0.0
+    nan = np.isnan(words[:, :d])
+    if nan.any():
+        words[:, :d][nan] = _CANONICAL_NAN
+    words.view("<i8")[:, d] = labs
+    data, step = words.tobytes(), 8 * (d + 1)
+    rows = map(data.__getitem__, map(slice, range(0, n * step, step), range(step, n * step + step, step)))
+    digests = b"".join(map(_DIGEST, map(_BLAKE2B_64, rows)))  # C-level iteration: ~1 us a row
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def first_seen_mask(hashes: np.ndarray, prior: np.ndarray | set | Iterable[int] | None) -> np.ndarray:
