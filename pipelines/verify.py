@@ -255,10 +255,15 @@ class CheckFileFn(beam.DoFn):
         limit = min(m.size, self.max_payload_bytes)
         try:
             with storage.open_regular(storage.join(self.drop, m.payload)) as f:
-                # One read of at most limit + 1 bytes (limit: the signed size, itself bounded), no chunk joins.
-                data = f.read(limit + 1)
+                # One read of what is there, never more than limit + 1 bytes (limit: the signed size, itself
+                # bounded): sized by the file, so a manifest that claims a huge size costs no huge buffer.
+                size_now = _size_of(f)
+                want = limit + 1 if size_now is None else min(limit, size_now) + 1
+                data = f.read(want)
+                if len(data) == want <= limit:  # it grew while being read: the rest, up to the limit
+                    data += f.read(limit + 1 - want)
                 longer = len(data) > limit
-                over_limit = longer and (limit == self.max_payload_bytes or _size_of(f) > self.max_payload_bytes)
+                over_limit = longer and (limit == self.max_payload_bytes or (size_now or 0) > self.max_payload_bytes)
         except NotRegularFile:
             raise _Reject(R.NOT_REGULAR, f"{m.payload}: not a regular file (a link, FIFO, device or directory); "
                                          "not opened or followed") from None
@@ -330,14 +335,14 @@ class CheckFileFn(beam.DoFn):
         return Staged(sub, stats, path, table.num_rows)
 
 
-def _size_of(f) -> int:
-    """The size of an open file now (a file on object storage: 0, as it cannot grow)."""
+def _size_of(f) -> int | None:
+    """The size of an open local file now; None where the stream cannot tell (object storage)."""
     import os
 
     try:
         return os.fstat(f.fileno()).st_size
     except (AttributeError, OSError, ValueError):
-        return 0
+        return None
 
 
 class NonceOrderFn(beam.DoFn):
