@@ -10,10 +10,8 @@ new rows cost.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
-import operator
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,8 +21,7 @@ import numpy as np
 
 from protocol.files import write_atomic
 
-_BLAKE2B_64 = functools.partial(hashlib.blake2b, digest_size=8)
-_DIGEST = operator.methodcaller("digest")
+_BLAKE2B_64_STATE = hashlib.blake2b(digest_size=8)  # never updated: copied for each row
 # One canonical quiet NaN, so nulls read back as NaN hash the same whatever payload bits they carried.
 _CANONICAL_NAN = np.frombuffer(bytes.fromhex("000000000000f87f"), dtype="<f8")[0]
 
@@ -100,9 +97,15 @@ def _fixed_width_hashes(columns, labs: np.ndarray) -> np.ndarray:
         words[:, :d][nan] = _CANONICAL_NAN
     words.view("<i8")[:, d] = labs
     data, step = words.tobytes(), 8 * (d + 1)
-    rows = map(data.__getitem__, map(slice, range(0, n * step, step), range(step, n * step + step, step)))
-    digests = b"".join(map(_DIGEST, map(_BLAKE2B_64, rows)))  # C-level iteration: ~1 us a row
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+    # Copying a BLAKE2b-64 state made once is about 1.5x faster than constructing one per row (the constructor parses
+    # its keyword parameters and builds the parameter block each time).
+    fresh, out = _BLAKE2B_64_STATE.copy, []
+    keep = out.append
+    for i in range(0, n * step, step):
+        h = fresh()
+        h.update(data[i:i + step])
+        keep(h.digest())
+    return np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
 
 
 def first_seen_mask(hashes: np.ndarray, prior: np.ndarray | set | Iterable[int] | None) -> np.ndarray:
