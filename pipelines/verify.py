@@ -68,17 +68,14 @@ def _feature_matrix(table: pa.Table, names: Sequence[str]) -> np.ndarray:
 
 def dataset_row_hashes(table: pa.Table, task: Any) -> np.ndarray:
     """The one row hash (rewards.duplicates.row_hashes) of a table cast to its task; null labels hash as 0 or ''."""
-    from rewards.duplicates import row_hashes
+    from rewards.duplicates import column_row_hashes, row_hashes
 
     lab = table.column(task.label)
     names = task.feature_names()
-    if pa.types.is_integer(lab.type) and names:  # the columns as the table holds them: no matrix is stacked
+    if pa.types.is_integer(lab.type):  # the columns as the table holds them: no matrix is stacked
         columns = [table.column(f).cast(pa.float64()).to_numpy() for f in names]  # a null reads as NaN
-        return row_hashes(columns, lab.cast(pa.int64()).fill_null(0).to_numpy())
-    if pa.types.is_integer(lab.type):
-        labels = lab.cast(pa.int64()).fill_null(0).to_numpy()
-    else:
-        labels = np.array(lab.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
+        return column_row_hashes(columns, lab.cast(pa.int64()).fill_null(0).to_numpy())
+    labels = np.array(lab.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
     return row_hashes(_feature_matrix(table, names), labels)
 
 
@@ -150,7 +147,7 @@ def gate_key(item: Staged | dict) -> tuple[str, str]:
     """The gate's grouping key: (kind, task) of a staged submission; a decided record has a key of its own."""
     if isinstance(item, Staged):
         return item.sub.manifest.kind, item.sub.manifest.task
-    return DECIDED, str(item.get("arrival", item.get("manifest_file")))
+    return DECIDED, str(item["arrival"])
 
 
 # ----------------------------------------------------------------------------------------------- DoFns

@@ -51,15 +51,7 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """BLAKE2b-64 (read as little-endian uint64) of each row's little-endian float64 feature bytes + label bytes.
 
     -0.0 is hashed as 0.0 and every NaN as the canonical quiet NaN, so equal-valued rows always collide.
-    `features` may also be a list of 1-D columns (as a table holds them): the same hashes, without first stacking
-    them into a matrix.
     """
-    labs = np.asarray(labels)
-    if isinstance(features, (list, tuple)) and features and labs.dtype.kind in "iub" and labs.ndim == 1:
-        columns = [np.asarray(c, dtype=np.float64) for c in features]
-        if any(c.shape != labs.shape for c in columns):
-            raise ValueError(f"every feature column must be 1-D with one value per label ({labs.shape[0]})")
-        return _fixed_width_hashes(columns, labs)
     feats = np.asarray(features, dtype=np.float64)
     if feats.ndim != 2:
         raise ValueError(f"features must be a 2-D array (rows x features), got shape {feats.shape}")
@@ -72,38 +64,48 @@ def row_hashes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be 1-D with one label per row ({feats.shape[0]}), got shape {labs.shape}")
     n, d = feats.shape
     if labs.dtype.kind in "iub":
-        return _fixed_width_hashes([feats[:, j] for j in range(d)] if d else feats, labs)
+        return _fixed_width_hashes([feats[:, j] for j in range(d)], labs)
     canon = np.where(feats == 0.0, 0.0, feats)  # -0.0 -> 0.0
     canon = np.where(np.isnan(canon), _CANONICAL_NAN, canon)
-    width = 8 * d
-    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, width)
-    out = np.empty(n, dtype=np.uint64)
-    for i, (row, lab) in enumerate(zip(rows, _label_bytes(labs), strict=True)):
-        digest = hashlib.blake2b(row.tobytes() + lab, digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little")
-    return out
+    rows = np.ascontiguousarray(canon, dtype="<f8").view(np.uint8).reshape(n, 8 * d)
+    return _hash_each([row.tobytes() + lab for row, lab in zip(rows, _label_bytes(labs), strict=True)])
 
 
-def _fixed_width_hashes(columns, labs: np.ndarray) -> np.ndarray:
-    """Rows of d float64 features and an integer label in one buffer (n x (d + 1) 8-byte words), hashed slice by
-    slice; `columns` is a list of d 1-D arrays (or an n x 0 matrix), `labs` integers."""
-    n = labs.shape[0]
-    d = 0 if isinstance(columns, np.ndarray) else len(columns)
+def column_row_hashes(columns: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """`row_hashes` of the rows the 1-D feature `columns` make with integer `labels`, without stacking a matrix
+    first (as a table holds them): the same hashes as `row_hashes(np.column_stack(columns), labels)`."""
+    labs = np.asarray(labels)
+    if labs.dtype.kind not in "iub" or labs.ndim != 1:
+        raise TypeError(f"column_row_hashes takes 1-D integer labels, got {labs.dtype} of shape {labs.shape}")
+    cols = [np.asarray(c, dtype=np.float64) for c in columns]
+    if any(c.shape != labs.shape for c in cols):
+        raise ValueError(f"every feature column must be 1-D with one value per label ({labs.shape[0]})")
+    return _fixed_width_hashes(cols, labs)
+
+
+def _fixed_width_hashes(columns: list[np.ndarray], labs: np.ndarray) -> np.ndarray:
+    """Rows of float64 features and an integer label in one buffer (n x (d + 1) 8-byte words), hashed slice by
+    slice."""
+    n, d = labs.shape[0], len(columns)
     words = np.empty((n, d + 1), dtype="<f8")
-    for j in range(d):
-        np.add(columns[j], 0.0, out=words[:, j])  # IEEE: -0.0 + 0.0 is +0.0, so -0.0 hashes as 0.0
+    for j, column in enumerate(columns):
+        np.add(column, 0.0, out=words[:, j])  # IEEE: -0.0 + 0.0 is +0.0, so -0.0 hashes as 0.0
     nan = np.isnan(words[:, :d])
     if nan.any():
         words[:, :d][nan] = _CANONICAL_NAN
     words.view("<i8")[:, d] = labs
     data, step = words.tobytes(), 8 * (d + 1)
-    # Copying a BLAKE2b-64 state made once is about 1.5x faster than constructing one per row (the constructor parses
-    # its keyword parameters and builds the parameter block each time).
+    return _hash_each(data[i:i + step] for i in range(0, n * step, step))
+
+
+def _hash_each(rows: Iterable[bytes]) -> np.ndarray:
+    """BLAKE2b-64 of each byte string, as uint64 (little-endian). Copying a state made once is about 1.5x faster
+    than constructing one per row (the constructor parses its keyword parameters and builds the parameter block)."""
     fresh, out = _BLAKE2B_64_STATE.copy, []
     keep = out.append
-    for i in range(0, n * step, step):
+    for row in rows:
         h = fresh()
-        h.update(data[i:i + step])
+        h.update(row)
         keep(h.digest())
     return np.frombuffer(b"".join(out), dtype="<u8").astype(np.uint64)
 

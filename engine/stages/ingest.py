@@ -140,15 +140,16 @@ def _ingest(home: Home) -> IngestSummary:
 
 def _idle_epoch(home: Home) -> int | None:
     """drop/ is empty: when no decided name still waits to be moved and the open epoch takes submissions, an ingest
-    run only marks the epoch as ingesting (one writer open: no tasks, keys or nonces are read, no pipeline built);
-    returns that epoch, or None when the full path must run."""
-    _clear_staging(home)
+    run only marks the epoch as ingesting (one writer open: no keys, nonces or commitments are read, no pipeline
+    built) and clears what an interrupted run left in staging/; returns that epoch, or None when the full path must
+    run (it clears staging/ itself)."""
     with open_ledger(home.paths.ledger) as con, transaction(con):
         epoch = current_epoch(con)
         if epoch_state(con, epoch) not in ("open", "ingesting") or arrivals.pending_moves(con):
             return None
         advance(con, epoch, "ingesting")
-        return epoch
+    _clear_staging(home)
+    return epoch
 
 
 def _sight(home: Home, con, tasks: dict[str, Task], entries: list, now) -> tuple[int, dict, Registry]:
