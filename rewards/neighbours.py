@@ -177,9 +177,10 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
         kth = np.minimum(kth, np.partition(part, kk - 1, axis=1)[:, kk - 1] + nq + 2.0 * bound)
     # A row can enter only if its approximate distance is within a bound of the k-th (canonical) distance.
     hit = part <= (kth + bound - nq).astype(part.dtype)[:, None]
-    rows = np.flatnonzero(hit.any(axis=1))
-    q, r = np.nonzero(hit[rows])
-    return rows[q], r
+    # Row-major positions of the hits: flatnonzero on a flat bool array is about 10x faster than np.nonzero on the
+    # 2-D matrix, which was half of a first epoch's neighbour search.
+    flat = np.flatnonzero(hit)
+    return flat // chunk.shape[0], flat % chunk.shape[0]
 
 
 def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = None, offset: int = 0,

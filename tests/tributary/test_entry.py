@@ -57,3 +57,39 @@ def test_the_fast_path_says_what_the_full_cli_says(market) -> None:
     fast, full = _tributary("--home", home, "epoch", "run"), _full_cli("--home", home, "epoch", "run")
     assert fast.returncode == full.returncode == 1
     assert fast.stderr == full.stderr and fast.stderr.startswith("error:") and "Traceback" not in fast.stderr
+
+
+def _child(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.process
+def test_finish_keeps_what_an_exit_must_do(tmp_path) -> None:
+    """finish skips only the interpreter's teardown: the exit code, buffered output on both streams and the atexit
+    handlers all survive it."""
+    marker = tmp_path / "atexit-ran"
+    proc = _child(
+        "import atexit, sys\n"
+        "from pathlib import Path\n"
+        f"atexit.register(Path({str(marker)!r}).write_text, 'yes')\n"
+        "sys.stdout.write('no newline yet')\n"
+        "sys.stderr.write('to stderr')\n"
+        "from tributary.entry import finish\n"
+        "finish(3)\n")
+    assert proc.returncode == 3
+    assert proc.stdout == "no newline yet" and proc.stderr == "to stderr"
+    assert marker.read_text() == "yes"
+
+
+@pytest.mark.process
+def test_finish_waits_for_a_running_thread(tmp_path) -> None:
+    """A non-daemon thread still at work gets the interpreter's own exit, which waits for it to end."""
+    done = tmp_path / "thread-done"
+    proc = _child(
+        "import threading, time\n"
+        "from pathlib import Path\n"
+        f"threading.Thread(target=lambda: (time.sleep(0.3), Path({str(done)!r}).write_text('done'))).start()\n"
+        "from tributary.entry import finish\n"
+        "finish(4)\n")
+    assert proc.returncode == 4
+    assert done.read_text() == "done"
