@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 _REMOTE_LINK = re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*>", re.I)
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script\s*>", re.I)
@@ -50,3 +52,56 @@ def _with_static_index(docs_dir: Path, text: str) -> str:
     block = "".join(parts)
     m = re.search(r"<body[^>]*>", text, re.I)
     return text[:m.end()] + block + text[m.end():] if m else block + text
+
+
+_shared_lock = threading.Lock()
+_shared_cache: Any = None
+
+
+def share_template_bytecode() -> None:
+    """Give every GX Jinja view in this process one bytecode cache (idempotent; call after importing GX).
+
+    GX builds a new Jinja Environment for each page it renders, so every gate with Data Docs compiled the same ~50
+    templates again: 0.33 s of a 0.43 s gate. A bytecode cache is Jinja's own way to keep compiled templates: each
+    is stored under its name, its source's checksum and the environment's syntax, and reloaded into the new
+    environment (GX's filters and globals are looked up there at render time, so the pages are unchanged).
+    """
+    global _shared_cache
+    with _shared_lock:
+        if _shared_cache is not None:
+            return
+        import jinja2
+        import jinja2.bccache
+        from great_expectations.render.view.view import DefaultJinjaView
+
+        class ProcessBytecodeCache(jinja2.BytecodeCache):
+            def __init__(self) -> None:
+                self._code: dict[str, bytes] = {}
+
+            def get_bucket(self, environment, name, filename, source):  # noqa: ANN001 (Jinja's signature)
+                # Compiled code depends on the syntax and extensions: environments that differ never share it.
+                syntax = (environment.block_start_string, environment.variable_start_string,
+                          environment.comment_start_string, environment.line_statement_prefix,
+                          environment.optimized, tuple(sorted(environment.extensions)))
+                key = f"{self.get_cache_key(name, filename)}|{syntax!r}"
+                bucket = jinja2.bccache.Bucket(environment, key, self.get_source_checksum(source))
+                self.load_bytecode(bucket)
+                return bucket
+
+            def load_bytecode(self, bucket) -> None:  # noqa: ANN001
+                data = self._code.get(bucket.key)
+                if data is not None:
+                    bucket.bytecode_from_string(data)  # kept only if the source's checksum matches
+
+            def dump_bytecode(self, bucket) -> None:  # noqa: ANN001
+                self._code[bucket.key] = bucket.bytecode_to_string()
+
+        cache = ProcessBytecodeCache()
+        make_view = DefaultJinjaView.__init__
+
+        def init(self, *args: Any, **kwargs: Any) -> None:
+            make_view(self, *args, **kwargs)
+            self.env.bytecode_cache = cache
+
+        DefaultJinjaView.__init__ = init
+        _shared_cache = cache

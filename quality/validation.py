@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quality.data_docs import offline_docs
+from quality.data_docs import offline_docs, share_template_bytecode
 from quality.rules import Rule
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def _new_context() -> Any:
     for name in list(logging.root.manager.loggerDict):  # GX sets levels on some of its own loggers at import
         if name.startswith("great_expectations"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    share_template_bytecode()
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -423,6 +424,44 @@ def test_check_file_and_data_docs_offline(task, digits, tmp_path):
     assert 'href="validations/' in index  # a plain link list: GX's own index table needs jQuery
     with pytest.raises(UnreadableError):
         check_file(tmp_path / "absent.parquet", task)
+
+
+def _page_shape(page: Path) -> str:
+    """A Data Docs page with what differs between two runs (times, run and element ids, counts) blanked out."""
+    return re.sub(r"\d+", "0", re.sub(r"[0-9a-f]{8,}(?:-[0-9a-f]{4,})*", "X", page.read_text()))
+
+
+def test_data_docs_templates_compile_once_per_process(task, digits, tmp_path, monkeypatch):
+    """GX makes a new Jinja environment per page; the shared bytecode cache means a second gate with Data Docs
+    compiles no template again, and renders the same pages as the first (times and ids aside)."""
+    import jinja2
+
+    bad = cast_to_task(digits.slice(600, 50), task)
+    bad = bad.set_column(0, bad.schema.field(0), pa.array([None] + bad.column(0).to_pylist()[1:], bad.schema.field(0).type))
+    stats = [submission_stats(cast_to_task(digits.slice(700, 50), task), task, "good"),
+             submission_stats(bad, task, "bad")]
+    first = gate(stats, task, docs_dir=tmp_path / "a")
+    compiled: list[str] = []
+    compile_template = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return compile_template(self, source, name, filename, raw, defer_init)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    second = gate(stats, task, docs_dir=tmp_path / "b")
+    assert compiled == []
+    assert [r.success for r in first.values()] == [r.success for r in second.values()] == [True, False]
+    pages_a = sorted(p.relative_to(tmp_path / "a").parts[0] for p in (tmp_path / "a").rglob("*.html"))
+    pages_b = sorted(p.relative_to(tmp_path / "b").parts[0] for p in (tmp_path / "b").rglob("*.html"))
+    assert pages_a == pages_b and len(pages_a) >= 3
+    shapes = {}
+    for root in ("a", "b"):
+        for page in (tmp_path / root).rglob("*.html"):
+            shapes.setdefault(page.relative_to(tmp_path / root).parts[0], []).append(_page_shape(page))
+    for kind, found in shapes.items():
+        assert len(found) == 2 and found[0] == found[1], kind
+    assert "bad" in (next((tmp_path / "b" / "validations").rglob("*.html"))).read_text()
 
 
 @pytest.mark.slow
