@@ -59,31 +59,39 @@ _shared_cache: Any = None
 
 
 def share_template_bytecode() -> None:
-    """Give every GX Jinja view in this process one bytecode cache (idempotent; call after importing GX).
+    """Give every GX Jinja view one bytecode cache (idempotent; call after importing GX).
 
     GX builds a new Jinja Environment for each page it renders, so every gate with Data Docs compiled the same ~50
-    templates again: 0.33 s of a 0.43 s gate. A bytecode cache is Jinja's own way to keep compiled templates: each
-    is stored under its name, its source's checksum and the environment's syntax, and reloaded into the new
-    environment (GX's filters and globals are looked up there at render time, so the pages are unchanged).
+    templates again: 0.33 s of a 0.43 s gate. A bytecode cache is Jinja's own way to keep compiled templates: each is
+    stored under its name, its source's checksum and the environment's syntax, and loaded into the new environment
+    (GX's filters and globals are looked up there at render time, so the pages are unchanged). The cache is kept in
+    memory, and on disk in Jinja's per-user cache folder (created private, its owner checked) so that the next
+    process (the next `epoch run`) compiles nothing either.
     """
     global _shared_cache
     with _shared_lock:
         if _shared_cache is not None:
             return
+        import hashlib
+
         import jinja2
         import jinja2.bccache
         from great_expectations.render.view.view import DefaultJinjaView
 
-        class ProcessBytecodeCache(jinja2.BytecodeCache):
+        class GxBytecodeCache(jinja2.BytecodeCache):
             def __init__(self) -> None:
                 self._code: dict[str, bytes] = {}
+                try:
+                    self._disk: jinja2.FileSystemBytecodeCache | None = jinja2.FileSystemBytecodeCache()
+                except (OSError, RuntimeError):  # no safe per-user folder: memory only
+                    self._disk = None
 
             def get_bucket(self, environment, name, filename, source):  # noqa: ANN001 (Jinja's signature)
                 # Compiled code depends on the syntax and extensions: environments that differ never share it.
                 syntax = (environment.block_start_string, environment.variable_start_string,
                           environment.comment_start_string, environment.line_statement_prefix,
                           environment.optimized, tuple(sorted(environment.extensions)))
-                key = f"{self.get_cache_key(name, filename)}|{syntax!r}"
+                key = hashlib.sha1(f"tributary-gx|{name}|{filename}|{syntax!r}".encode()).hexdigest()
                 bucket = jinja2.bccache.Bucket(environment, key, self.get_source_checksum(source))
                 self.load_bytecode(bucket)
                 return bucket
@@ -92,11 +100,21 @@ def share_template_bytecode() -> None:
                 data = self._code.get(bucket.key)
                 if data is not None:
                     bucket.bytecode_from_string(data)  # kept only if the source's checksum matches
+                elif self._disk is not None:
+                    try:
+                        self._disk.load_bytecode(bucket)
+                    except OSError:  # unreadable: compile instead
+                        bucket.reset()
 
             def dump_bytecode(self, bucket) -> None:  # noqa: ANN001
                 self._code[bucket.key] = bucket.bytecode_to_string()
+                if self._disk is not None:
+                    try:
+                        self._disk.dump_bytecode(bucket)
+                    except OSError:  # a full or read-only disk costs the next process a compile, nothing more
+                        pass
 
-        cache = ProcessBytecodeCache()
+        cache = GxBytecodeCache()
         make_view = DefaultJinjaView.__init__
 
         def init(self, *args: Any, **kwargs: Any) -> None:
@@ -105,3 +123,4 @@ def share_template_bytecode() -> None:
 
         DefaultJinjaView.__init__ = init
         _shared_cache = cache
+

@@ -464,6 +464,42 @@ def test_data_docs_templates_compile_once_per_process(task, digits, tmp_path, mo
     assert "bad" in (next((tmp_path / "b" / "validations").rglob("*.html"))).read_text()
 
 
+@pytest.mark.process
+def test_the_next_process_compiles_no_data_docs_template(task, digits, tmp_path):
+    """The compiled templates are also kept on disk (Jinja's per-user cache folder): a new process's first gate with
+    Data Docs, the one an `epoch run` pays for, compiles no page template once any process has rendered them (GX's
+    few inline string templates, compiled once per process, have no name to be cached by)."""
+    import subprocess
+    import sys
+
+    stats = [submission_stats(cast_to_task(digits.slice(700, 50), task), task, "good")]
+    gate(stats, task, docs_dir=tmp_path / "warm")  # this process renders (and stores) every page's templates
+    (tmp_path / "stats.json").write_text(json.dumps(stats, default=float))
+    child = (
+        "import json, sys, jinja2\n"
+        "from pathlib import Path\n"
+        "from quality.gate import gate\n"
+        "from quality.task_toml import load_task\n"
+        "compiled = []\n"
+        "original = jinja2.Environment.compile\n"
+        "def counting(self, source, name=None, *a, **k):\n"
+        "    compiled.append(name)\n"
+        "    return original(self, source, name, *a, **k)\n"
+        "jinja2.Environment.compile = counting\n"
+        "tmp = Path(sys.argv[1])\n"
+        "reports = gate(json.loads((tmp / 'stats.json').read_text()), load_task(Path(sys.argv[2])),\n"
+        "               docs_dir=tmp / 'cold')\n"
+        "print(len([n for n in compiled if n]), all(r.success for r in reports.values()))\n")
+    root = Path(__file__).resolve().parents[2]
+    task_file = tmp_path / "task.toml"
+    write_task(task, task_file)
+    proc = subprocess.run([sys.executable, "-c", child, str(tmp_path), str(task_file)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0", "True"]
+    assert (tmp_path / "cold" / "index.html").exists()
+
+
 @pytest.mark.slow
 def test_gate_cost_per_submission(task, digits):
     """One GX validation for many submissions: the cost per submission is small (~1-5 ms here)."""
