@@ -857,10 +857,12 @@ class NearIndex:
         its run of equal prior hashes by binary search in every sorted run.
         """
         empty = np.zeros(0, dtype=np.int64)
+        if not self._runs:  # no prior rows (a task's first epoch): nothing to probe, and no pass over the new rows
+            return empty, empty
         grid = self._grid
         # A row past the grid's limit is farther than tol from every prior row (see _grid_covers): nothing to probe.
         rows = np.flatnonzero((np.abs(xn) / self._s).max(axis=1) <= grid.zlimit)
-        if rows.size == 0 or not self._runs:
+        if rows.size == 0:
             return empty, empty
         cells, frac = _buckets(xn[rows], grid.w, grid.width)
         probe_row, probe_cells = _probe_cells(cells, frac, grid.slack)

@@ -11,6 +11,7 @@ the current k-th distance, so building a 10M-row lake's neighbours costs one pro
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,18 +156,40 @@ _COUNTING_MERGE_MAX_K = 128  # wider: `merge` sorts (its counting costs candidat
 _SCREEN32_MAX = 2.0**50  # largest |feature| screened in float32: far from float32 overflow in any product or sum
 
 
-def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray, k: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+class _Scratch:
+    """One thread's working matrices for `_screen`, reused from chunk to chunk.
+
+    A chunk's matrix is about 32 MiB, just over the size from which glibc maps fresh memory for each allocation, so
+    without reuse every chunk faulted in and zeroed new pages: an eighth of a first epoch's CPU time went to the
+    kernel clearing pages.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def matrix(self, what: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        size = shape[0] * shape[1]
+        key = (what, np.dtype(dtype))
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = self._buffers[key] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray, k: int,
+            scratch: _Scratch | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(query, chunk row) pairs that may beat the k-th distance `kth` (inf: fewer than k held), a superset.
 
     `xq2` is -2 x the queries (exact, in the screening precision), so one product and one add give |r|^2 - 2 q.r,
-    the approximate distance less |q|^2 (its error: see _bound).
+    the approximate distance less |q|^2 (its error: see _bound). `scratch` lends the working matrices.
     """
     d = chunk.shape[1]
     low = xq2.dtype == np.float32
     ref = chunk.astype(np.float32) if low else chunk
     nr = _norms(ref)
-    part = xq2 @ ref.T
+    shape = (xq2.shape[0], ref.shape[0])
+    scratch = scratch or _Scratch()
+    part = np.matmul(xq2, ref.T, out=scratch.matrix("part", shape, xq2.dtype))
     part += nr[None, :]
     top = float(nr.max()) if nr.size else 0.0
     bound = _bound(d, nq, top, low)
@@ -176,7 +199,7 @@ def _screen(xq2: np.ndarray, nq: np.ndarray, chunk: np.ndarray, kth: np.ndarray,
         kk = min(k, chunk.shape[0])
         kth = np.minimum(kth, np.partition(part, kk - 1, axis=1)[:, kk - 1] + nq + 2.0 * bound)
     # A row can enter only if its approximate distance is within a bound of the k-th (canonical) distance.
-    hit = part <= (kth + bound - nq).astype(part.dtype)[:, None]
+    hit = np.less_equal(part, (kth + bound - nq).astype(part.dtype)[:, None], out=scratch.matrix("hit", shape, bool))
     # Row-major positions of the hits: flatnonzero on a flat bool array is about 10x faster than np.nonzero on the
     # 2-D matrix, which was half of a first epoch's neighbour search.
     flat = np.flatnonzero(hit)
@@ -217,10 +240,14 @@ def nearest_k(xq: np.ndarray, xr: np.ndarray, k: int, *, into: Nearest | None = 
     below = None if limit is None else np.asarray(limit, dtype=np.float64).reshape(-1)
     assert below is None or below.size == n_query, "one limit per query row"
 
+    local = threading.local()
+
     def one(span: tuple[int, int], kth: np.ndarray):
         chunk = np.ascontiguousarray(xr[span[0]:span[1]], dtype=np.float64)
         low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
-        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, kth, k)
+        if not hasattr(local, "scratch"):
+            local.scratch = _Scratch()
+        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, kth, k, local.scratch)
         dist = canonical_pairs(xq, chunk, q, r)
         if below is not None:
             ok = dist < below[q]
@@ -248,10 +275,11 @@ def pairs_within(xq: np.ndarray, xr: np.ndarray, limit: np.ndarray, *,
     xq2_32 = xq2_64.astype(np.float32) if low_ok else None
     rows = max(1, int(max_chunk_bytes) // (8 * max(xq.shape[0], 1)))
     qs, rs, ds = [], [], []
+    scratch = _Scratch()
     for lo in range(0, xr.shape[0], rows):
         chunk = np.ascontiguousarray(xr[lo:lo + rows], dtype=np.float64)
         low = low_ok and (chunk.size == 0 or float(np.abs(chunk).max()) < _SCREEN32_MAX)
-        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, limit, 0)
+        q, r = _screen(xq2_32 if low else xq2_64, nq, chunk, limit, 0, scratch)
         dist = canonical_pairs(xq, chunk, q, r)
         keep = dist < limit[q]
         qs.append(q[keep])
