@@ -160,8 +160,8 @@ class _Scratch:
     """One thread's working matrices for `_screen`, reused from chunk to chunk.
 
     A chunk's matrix is about 32 MiB, just over the size from which glibc maps fresh memory for each allocation, so
-    without reuse every chunk faulted in and zeroed new pages: an eighth of a first epoch's CPU time went to the
-    kernel clearing pages.
+    without reuse every chunk faulted in new pages for the kernel to zero (page clearing was an eighth of a first
+    epoch's CPU time, these matrices a large part of it); reused, a 2,000 x 300,000 search took 1.08 s, not 1.39 s.
     """
 
     def __init__(self) -> None:
