@@ -27,7 +27,7 @@ from pipelines.records import (
 )
 from pipelines.weights import WeightRules, WeightsRejected, parse_weights
 from protocol import reasons as R
-from protocol.canonical import hasher, payload_digest
+from protocol.canonical import payload_digest
 from protocol.files import NotRegularFile
 
 ROLE_KINDS: Mapping[str, tuple[str, ...]] = {
